@@ -1,0 +1,96 @@
+"""Local record of launched clusters, one JSON file per cluster name.
+
+Every later command (status, grow, ssh, tunnel, destroy) finds a cluster by
+name alone, whatever its target. Directory: $IMAGEBAKE_STATE_DIR, else
+$XDG_STATE_HOME/imagebake, else ~/.local/state/imagebake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from .errors import ImagebakeError
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
+TARGETS = ("aws", "docker", "qemu")
+
+
+def state_dir() -> Path:
+    env = os.environ.get("IMAGEBAKE_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "imagebake"
+
+
+def check_name(name: str) -> str:
+    """A cluster name is a short hostname part: it prefixes container names and tags."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ImagebakeError(
+            f"invalid cluster name {name!r}: use 1-20 characters a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _path(name: str) -> Path:
+    return state_dir() / "clusters" / f"{check_name(name)}.json"
+
+
+def save(record: dict) -> Path:
+    """Write the record atomically (0600: it holds the cluster's join token)."""
+    path = _path(record["name"])
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    record.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(name: str) -> dict | None:
+    path = _path(name)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def remove(name: str) -> bool:
+    path = _path(name)
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def names() -> list[str]:
+    folder = state_dir() / "clusters"
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def resolve(name: str | None, target: str | None = None) -> dict:
+    """The record for NAME; with one cluster recorded, NAME may be left out."""
+    if name is None:
+        known = names()
+        if not known:
+            raise ImagebakeError("no cluster recorded: run `invoke launch` first")
+        if len(known) > 1:
+            raise ImagebakeError(f"several clusters recorded ({', '.join(known)}): pass --name")
+        name = known[0]
+    record = load(name)
+    if record is None:
+        raise ImagebakeError(f"no cluster named {name!r} (known: {', '.join(names()) or 'none'})")
+    if target and record.get("target") != target:
+        raise ImagebakeError(
+            f"cluster {name!r} runs on {record.get('target')}, not {target}"
+        )
+    return record

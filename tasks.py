@@ -1,0 +1,248 @@
+"""invoke tasks: a thin face over imagebake/. Each task validates its flags,
+calls one function, and turns ImagebakeError into one line and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import sys
+
+from invoke import Exit, task
+
+from imagebake.errors import ImagebakeError
+
+TARGET_HELP = "aws (default for launch), docker (local) or qemu"
+
+
+def _cli(fn):
+    """Run a task body; our errors become one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ImagebakeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise Exit(code=130) from None
+
+    return wrapper
+
+
+def _driver(target: str):
+    from imagebake.state import TARGETS
+
+    if target not in TARGETS:
+        raise ImagebakeError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    return importlib.import_module(f"imagebake.{target}_cluster")
+
+
+def _record(name, target=None):
+    from imagebake import state
+
+    return state.resolve(name, target)
+
+
+@task(help={"target": "docker (local base image) or qemu (bootable Debian 12 qcow2)"})
+@_cli
+def base_image(c, target="docker"):
+    """Build the local offline base image (debootstrap Debian 12, docker import)."""
+    from imagebake import base_image as mod
+
+    print(mod.build(target))
+
+
+@task(
+    iterable=["var"],
+    help={
+        "target": "docker (default), aws or qemu",
+        "only": "bake one role: master or node",
+        "var": "Packer variable k=v (repeatable), e.g. disco_source=none",
+        "force": "rebake even when images with the same content hash exist",
+    },
+)
+@_cli
+def bake(c, target="docker", only=None, var=None, force=False):
+    """Bake the master and node images with Packer; writes build/images.json."""
+    from imagebake import bake as mod
+
+    result = mod.bake(target=target, only=only, variables=mod.parse_vars(var or []), force=force)
+    print(json.dumps(result, indent=2))
+
+
+@task(
+    help={
+        "target": "docker (default) or aws",
+        "ami": "with --target aws: the AMI booted at --host",
+        "host": "with --target aws: ssh destination (user@address) of an instance booted from it",
+    }
+)
+@_cli
+def verify(c, target="docker", ami=None, host=None):
+    """Run the testinfra suite on baked images."""
+    from imagebake import verify as mod
+
+    code = mod.verify(target=target, ami=ami, host=host)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    help={
+        "target": TARGET_HELP,
+        "slaves": "number of slave nodes (1-64)",
+        "name": "cluster name (a short hostname part); default: imagebake",
+        "workers_per_node": "Disco workers per slave (default: its core count)",
+        "wait": "wait until the cluster is ready (default); --no-wait returns at once",
+        "region": "aws: region (default from AWS config)",
+        "profile": "aws: profile from the AWS config",
+        "instance_type": "aws: slave instance type (default t2.medium)",
+        "master_instance_type": "aws: master instance type (default: as slaves)",
+        "subnet": "aws: subnet id (default: the default VPC's first subnet)",
+        "spot": "aws: one-time spot instances",
+        "ttl": "aws: power the cluster off after this long, e.g. 4h or 90m",
+        "allow_cidr": "aws: CIDR allowed to reach SSH and the web UI (default: your address/32)",
+        "key_name": "aws: your EC2 key pair for SSH",
+        "placement_group": "aws: create a cluster placement group",
+        "keep_on_failure": "aws: keep what was started when launch fails",
+        "master_ami": "aws: master AMI (default from build/images.json)",
+        "node_ami": "aws: node AMI (default from build/images.json)",
+    }
+)
+@_cli
+def launch(
+    c,
+    target="aws",
+    slaves=4,
+    name="imagebake",
+    workers_per_node=None,
+    wait=True,
+    region=None,
+    profile=None,
+    instance_type=None,
+    master_instance_type=None,
+    subnet=None,
+    spot=False,
+    ttl=None,
+    allow_cidr=None,
+    key_name=None,
+    placement_group=False,
+    keep_on_failure=False,
+    master_ami=None,
+    node_ami=None,
+):
+    """Start one master and N slaves; the first-boot agent forms the cluster."""
+    driver = _driver(target)
+    opts = dict(
+        region=region,
+        profile=profile,
+        instance_type=instance_type,
+        master_instance_type=master_instance_type,
+        subnet=subnet,
+        spot=spot,
+        ttl=ttl,
+        allow_cidr=allow_cidr,
+        key_name=key_name,
+        placement_group=placement_group,
+        keep_on_failure=keep_on_failure,
+        master_ami=master_ami,
+        node_ami=node_ami,
+    )
+    opts = {k: v for k, v in opts.items() if v not in (None, False)}
+    record = driver.launch(
+        name=name, slaves=slaves, workers_per_node=workers_per_node, wait=wait, **opts
+    )
+    print(driver.summary(record))
+
+
+@task(
+    help={
+        "name": "cluster name (may be left out when only one is recorded)",
+        "target": TARGET_HELP,
+        "json": "print the status as JSON",
+    }
+)
+@_cli
+def status(c, name=None, target=None, json_=False):
+    """Every node's agent state, the Disco host list and readiness (exit 1 if not ready)."""
+    record = _record(name, target)
+    report = _driver(record["target"]).status(record)
+    if json_:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        from imagebake.report import render_status
+
+        print(render_status(report))
+    if not report.get("ready"):
+        raise Exit(code=1)
+
+
+@task(help={"slaves": "how many slaves to add", "name": "cluster name", "target": TARGET_HELP})
+@_cli
+def grow(c, slaves=1, name=None, target=None):
+    """Add slaves to a running cluster without restarting the master."""
+    record = _record(name, target)
+    driver = _driver(record["target"])
+    print(driver.summary(driver.grow(record, slaves)))
+
+
+@task(help={"name": "cluster name", "node": "node to log into (default: master)",
+            "target": TARGET_HELP})
+@_cli
+def ssh(c, name=None, node=None, target=None):
+    """Open a shell on the master or a node."""
+    import os
+
+    record = _record(name, target)
+    argv = _driver(record["target"]).ssh_argv(record, node)
+    os.execvp(argv[0], argv)
+
+
+@task(help={"name": "cluster name", "target": TARGET_HELP})
+@_cli
+def tunnel(c, name=None, target=None):
+    """Print (and for AWS, open) the Disco web UI address."""
+    record = _record(name, target)
+    print(_driver(record["target"]).tunnel(record))
+
+
+@task(help={"name": "cluster name", "target": TARGET_HELP})
+@_cli
+def destroy(c, name=None, target=None):
+    """Remove everything the cluster's launch created; safe to repeat."""
+    from imagebake import state
+
+    if name is None and not state.names():
+        print("nothing to destroy: no cluster recorded")
+        return
+    record = state.load(state.check_name(name)) if name else _record(None)
+    tgt = (record or {}).get("target") or target
+    if tgt is None:
+        print(f"nothing to destroy: no cluster named {name!r} recorded (pass --target to search)")
+        return
+    print(_driver(tgt).destroy(name or record["name"], record))
+
+
+@task(help={"name": "cluster name"})
+@_cli
+def smoke(c, name=None):
+    """Run a job on the cluster (or, without Disco in the images, the Erlang check)."""
+    from imagebake import smoke as mod
+
+    record = _record(name)
+    ok, message = mod.smoke(record)
+    print(message)
+    if not ok:
+        raise Exit(code=1)
+
+
+@task(help={"what": "bake, cluster, launch, vm or all (default)"})
+@_cli
+def bench(c, what="all"):
+    """Run benchmarks and print their figures."""
+    from imagebake import bench as mod
+
+    mod.run(what)
