@@ -93,7 +93,7 @@ def verify(c, target="docker", ami=None, host=None):
 @task(
     help={
         "target": TARGET_HELP,
-        "slaves": "number of slave nodes (1-64)",
+        "slaves": "number of slave nodes, 1-64 (default 4)",
         "name": "cluster name (a short hostname part); default: imagebake",
         "workers_per_node": "Disco workers per slave (default: its core count)",
         "wait": "wait until the cluster is ready (default); --no-wait returns at once",
@@ -116,7 +116,7 @@ def verify(c, target="docker", ami=None, host=None):
 def launch(
     c,
     target="aws",
-    slaves=4,
+    slaves=None,
     name="imagebake",
     workers_per_node=None,
     wait=True,
@@ -182,7 +182,7 @@ def status(c, name=None, target=None, json_=False):
 
 @task(help={"slaves": "how many slaves to add", "name": "cluster name", "target": TARGET_HELP})
 @_cli
-def grow(c, slaves=1, name=None, target=None):
+def grow(c, slaves=None, name=None, target=None):
     """Add slaves to a running cluster without restarting the master."""
     record = _record(name, target)
     driver = _driver(record["target"])

@@ -1,0 +1,27 @@
+"""Human-readable rendering of a cluster status report (any target)."""
+
+from __future__ import annotations
+
+
+def render_status(report: dict) -> str:
+    master = report.get("master") or {}
+    lines = [
+        f"cluster {report.get('name')} ({report.get('target')}): "
+        f"{'READY' if report.get('ready') else 'NOT READY'}",
+        f"  master  {master.get('address', '?'):<15} {master.get('state', '?'):<10}"
+        f" {master.get('web_ui') or ''}",
+    ]
+    agent = master.get("agent") or {}
+    if agent.get("disco"):
+        lines.append(f"  disco   {agent['disco']}")
+    for node in report.get("nodes", []):
+        joined = "joined" if node.get("joined") else "not joined"
+        workers = node.get("workers")
+        lines.append(
+            f"  {node.get('hostname', '?'):<7} {node.get('address') or '':<15} "
+            f"{node.get('state', '?'):<10} {joined:<10} "
+            f"{'workers ' + str(workers) if workers is not None else 'not in Disco config'}"
+        )
+    if report.get("missing"):
+        lines.append(f"  missing: {', '.join(report['missing'])}")
+    return "\n".join(lines)
