@@ -6,11 +6,15 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import sys
 
 from invoke import Exit, task
 
 from imagebake.errors import ImagebakeError
+
+# Tools installed beside this interpreter (ruff, vermin, pytest) come first on PATH.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 TARGET_HELP = "aws (default for launch), docker (local) or qemu"
 
@@ -246,3 +250,36 @@ def bench(c, what="all"):
     from imagebake import bench as mod
 
     mod.run(what)
+
+
+def _shell_files() -> list[str]:
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "*.sh", ".ci/run"], capture_output=True,
+                             text=True, check=False).stdout.split()
+    return sorted(set(tracked))
+
+
+@task
+def lint(c):
+    """ruff, shellcheck, vermin (the agent must run on Python 3.4), workflow schema."""
+    c.run("ruff check .", echo=True)
+    c.run("shellcheck " + " ".join(_shell_files()), echo=True)
+    c.run("vermin --no-tips --violations -t=3.4- imagebake/agent", echo=True)
+    import glob
+
+    workflows = sorted(glob.glob(".github/workflows/*.yml"))
+    if workflows:
+        c.run("check-jsonschema --builtin-schema vendor.github-workflows " + " ".join(workflows),
+              echo=True)
+
+
+@task(help={"fast": "skip the local bake and every test that needs Docker"})
+def test(c, fast=False):
+    """The README's test command: lint, bake the local images offline, run every test."""
+    lint(c)
+    if fast:
+        c.run("python -m pytest -ra -m 'not docker and not vm'", echo=True, pty=False)
+        return
+    c.run("invoke bake --target docker --var disco_source=none", echo=True)
+    c.run("python -m pytest -ra", echo=True)

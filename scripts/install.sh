@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install everything imagebake needs on a Debian/Ubuntu machine, idempotently:
+# apt packages, a running Docker daemon, the Python venv (.venv) and the local
+# offline base image. Safe to re-run; prints what it does.
+set -eu
+
+info()  { printf '[install] %s\n' "$*" >&2; }
+fatal() { printf '[install] error: %s\n' "$*" >&2; exit 2; }
+
+APT_PACKAGES="packer debootstrap shellcheck python3-venv git"
+
+verify_system() {
+    [ -r /etc/os-release ] || fatal "no /etc/os-release: only Debian and Ubuntu are supported"
+    # shellcheck disable=SC1091
+    . /etc/os-release
+    case "${ID:-}:${ID_LIKE:-}" in
+        debian:*|ubuntu:*|*:*debian*) ;;
+        *) fatal "unsupported system ${PRETTY_NAME:-unknown}: needs Debian or Ubuntu" ;;
+    esac
+    [ "$(id -u)" = 0 ] || fatal "run as root (apt-get, debootstrap and docker need it)"
+}
+
+install_apt() {
+    missing=""
+    for pkg in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing="$missing $pkg"
+    done
+    if ! command -v docker >/dev/null 2>&1; then
+        missing="$missing docker.io"
+    fi
+    if [ -n "$missing" ]; then
+        info "apt-get install$missing"
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    fi
+}
+
+start_docker() {
+    if docker info >/dev/null 2>&1; then
+        return 0
+    fi
+    info "starting the Docker daemon"
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl start docker || true
+    fi
+    if ! docker info >/dev/null 2>&1; then
+        nohup dockerd >/var/log/imagebake-dockerd.log 2>&1 &
+    fi
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    fatal "the Docker daemon did not start (see /var/log/imagebake-dockerd.log)"
+}
+
+install_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        info "creating .venv"
+        python3 -m venv .venv
+    fi
+    info "pip install -e .[dev]"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+}
+
+main() {
+    cd "$(dirname "$0")/.."
+    verify_system
+    install_apt
+    start_docker
+    install_venv
+    info "local base image"
+    .venv/bin/invoke base-image
+    info "done: activate with . .venv/bin/activate"
+}
+
+{ main "$@"; }
