@@ -1,0 +1,125 @@
+"""Command line: python3 -m imagebake_agent run|status|join.
+
+  run    [--spec PATH] [--root DIR] [--once]   all phases; master serves joins
+                                               forever, node heartbeats every 30 s
+  status [--json] [--root DIR]                 exit 0 when ready, else 1
+  join   [--spec PATH] [--root DIR] --once     one join + trust/dns (debugging)
+
+Exit codes: 0 ok/ready, 1 not ready or a phase failed, 2 usage or spec error.
+"""
+
+import argparse
+import json
+import sys
+
+from .context import Context, setup_logging
+from .phases import Agent, status_report
+from .spec import SpecError
+from .state import PhaseFailed
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="imagebake_agent",
+                                     description="imagebake first-boot agent")
+    sub = parser.add_subparsers(dest="command")
+
+    def common(p):
+        p.add_argument("--root", default="/", help="file system root prefix (tests)")
+        p.add_argument("--no-imds", action="store_true",
+                       help="never ask the EC2 metadata service for the spec")
+        p.add_argument("--imds-url", default="http://169.254.169.254", help=argparse.SUPPRESS)
+        p.add_argument("--bind", default="0.0.0.0", help=argparse.SUPPRESS)
+        p.add_argument("--address", action="append", help=argparse.SUPPRESS)
+        p.add_argument("--hostname", help=argparse.SUPPRESS)
+
+    run = sub.add_parser("run", help="run the first-boot phases")
+    run.add_argument("--spec", help="spec file (default /run/imagebake/spec.json, ...)")
+    run.add_argument("--once", action="store_true",
+                     help="do the phases and exit (no serving / no heartbeat)")
+    common(run)
+    status = sub.add_parser("status", help="print the agent's state")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--root", default="/")
+    join = sub.add_parser("join", help="one join to the master (debugging)")
+    join.add_argument("--spec")
+    join.add_argument("--once", action="store_true", required=True)
+    common(join)
+    return parser
+
+
+def _context(args):
+    return Context(root=args.root, imds_url=None if args.no_imds else args.imds_url,
+                   hostname=args.hostname)
+
+
+def cmd_run(args):
+    ctx = _context(args)
+    agent = Agent(ctx, spec_path=args.spec, bind_address=args.bind, addresses=args.address)
+    try:
+        if not agent.setup():
+            return 0
+        if not args.once:
+            agent.forever()
+    except PhaseFailed as exc:
+        ctx.log.error("%s", exc)
+        return 2 if "phase spec failed" in str(exc) else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        agent.stop()
+    return 0
+
+
+def cmd_join(args):
+    ctx = _context(args)
+    agent = Agent(ctx, spec_path=args.spec, addresses=args.address)
+    run = agent.state.run_phase
+    try:
+        run("spec", agent.phase_spec)
+        if agent.spec["role"] != "node":
+            ctx.log.error("join: this machine is the master")
+            return 2
+        run("keys", agent.phase_keys)
+        run("join", lambda: agent.phase_join(max_attempts=1))
+        run("trust", agent.node_trust)
+        run("dns", agent.node_dns)
+    except PhaseFailed as exc:
+        ctx.log.error("%s", exc)
+        return 1
+    print(json.dumps(agent.welcome, sort_keys=True, indent=1))
+    return 0
+
+
+def cmd_status(args):
+    report, ready = status_report(Context(root=args.root))
+    if args.json:
+        print(json.dumps(report, sort_keys=True, indent=1))
+    else:
+        print("role: %s  cluster: %s  hostname: %s  ready: %s" % (
+            report.get("role"), report.get("cluster"), report.get("hostname"),
+            "yes" if ready else "no"))
+        for name, phase in sorted(report.get("phases", {}).items(),
+                                  key=lambda kv: kv[1].get("ts", 0)):
+            print("  phase %-9s %s %s" % (name, phase.get("status"), phase.get("detail", "")))
+        for key in ("disco", "imds", "imds_fence", "note"):
+            if key in report:
+                print("  %s: %s" % (key, report[key]))
+        if "nodes" in report:
+            print("  nodes: %d joined, %s expected" % (report["joined"],
+                                                       report.get("expected_nodes")))
+            for n in report["nodes"]:
+                print("    %s %s cores=%s" % (n["hostname"], n["address"], n["cores"]))
+    return 0 if ready else 1
+
+
+def main(argv=None):
+    setup_logging()
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help(sys.stderr)
+        return 2
+    try:
+        return {"run": cmd_run, "status": cmd_status, "join": cmd_join}[args.command](args)
+    except SpecError as exc:
+        sys.stderr.write("imagebake-agent: %s\n" % exc)
+        return 2

@@ -1,0 +1,152 @@
+"""Disco's configuration: the hosts table, settings.py and the live API.
+
+Facts (checked in discoproject/disco, see docs/disco-facts.md):
+- DISCO_MASTER_CONFIG = DISCO_ROOT/disco_<DISCO_PORT>.config, DISCO_ROOT =
+  /usr/var/disco for the Makefile/Debian install: {"hosts": [["node01", "4"]],
+  "blacklist": [], "gc_blacklist": []}, worker counts as strings.
+- POST /disco/ctrl/save_config_table takes only the hosts list
+  [["node01", "4"], ...] (array of [string, string]) and rewrites the file.
+- /etc/disco/settings.py holds Python assignments; DISCO_ERLANG is the erl
+  command line both for the master and (via slave:start) for every node.
+"""
+
+import json
+import os
+
+from .fsutil import read_text, write_atomic
+
+SETTINGS_FILE = "/etc/disco/settings.py"
+DISCO_ROOT = "/usr/var/disco"
+DISCO_BINARIES = ("/usr/bin/disco", "/usr/local/bin/disco")
+DDFS_DEFAULT_PUT_PORT = 8990  # Disco's default; collides with the join port
+
+
+def config_path(spec):
+    return DISCO_ROOT + "/disco_%d.config" % spec["disco_port"]
+
+
+def host_rows(spec, master_hostname, master_cores, nodes):
+    """[[name, "count"], ...]: nodes sorted by name; the master only with workers.
+
+    A host listed with 0 workers makes jobs hang (disco issue #601), so the
+    master is left out unless master_workers > 0.
+    """
+    rows = []
+    if spec["master_workers"] > 0:
+        rows.append([master_hostname, str(spec["master_workers"])])
+    for node in sorted(nodes, key=lambda n: n["hostname"]):
+        count = spec["workers"] if spec["workers"] is not None else node["cores"]
+        rows.append([node["hostname"], str(max(1, int(count)))])
+    return rows
+
+
+def render_config(rows):
+    return json.dumps({"hosts": rows, "blacklist": [], "gc_blacklist": []},
+                      separators=(", ", ": ")) + "\n"
+
+
+def storage_hosts(spec, joined):
+    """How many hosts store DDFS data: expected (or joined) nodes + master with workers."""
+    nodes = spec["expected_nodes"] or joined
+    return nodes + (1 if spec["master_workers"] > 0 else 0)
+
+
+def ddfs_put_port(spec):
+    port = DDFS_DEFAULT_PUT_PORT
+    taken = (spec["master"]["join_port"], spec["disco_port"])
+    while port in taken:
+        port += 1
+    return port
+
+
+INSTALL_DEFAULTS = (  # what Disco's `make install` (conf/gen.settings.sh) writes
+    ("DISCO_HOME", '"/usr/lib/disco"'),
+    ("DISCO_WWW_ROOT", '"/usr/share/disco/master/www"'),
+)
+BEGIN = "# BEGIN imagebake (managed by the agent)"
+END = "# END imagebake"
+
+
+def _assigned(line):
+    head = line.split("=", 1)[0].strip() if "=" in line else ""
+    return head if head.replace("_", "").isalnum() and head.isupper() else None
+
+
+def render_settings(spec, master_hostname, joined, existing=None):
+    """settings.py: keep an installed file's other lines, own a block of keys."""
+    replicas = max(1, min(3, storage_hosts(spec, joined)))
+    low, high = spec["erlang_ports"]
+    managed = [
+        ("DISCO_USER", '"disco"'),
+        ("DISCO_ROOT", '"%s"' % DISCO_ROOT),
+        ("DISCO_MASTER_HOST", '"%s"' % master_hostname),
+        ("DISCO_PORT", "%d" % spec["disco_port"]),
+        ("DDFS_PUT_PORT", "%d" % ddfs_put_port(spec)),
+        # slave:start runs this same command on every node over ssh
+        ("DISCO_ERLANG", '"erl -kernel inet_dist_listen_min %d inet_dist_listen_max %d"'
+         % (low, high)),
+        ("DDFS_TAG_MIN_REPLICAS", "%d" % replicas),
+        ("DDFS_TAG_REPLICAS", "%d" % replicas),
+        ("DDFS_BLOB_REPLICAS", "%d" % replicas),
+    ]
+    names = set(name for name, _ in managed)
+    keep = []
+    inside = False
+    for line in (existing or "").splitlines():
+        if line == BEGIN:
+            inside = True
+        elif line == END:
+            inside = False
+        elif not inside and _assigned(line) not in names:
+            keep.append(line)
+    present = set(_assigned(line) for line in keep)
+    defaults = ["%s = %s" % (k, v) for k, v in INSTALL_DEFAULTS if k not in present]
+    while keep and not keep[-1].strip():
+        keep.pop()
+    block = [BEGIN, "# cluster %s" % spec["cluster"]]
+    block += defaults + ["%s = %s" % (k, v) for k, v in managed] + [END]
+    return "\n".join(keep + block) + "\n"
+
+
+def disco_installed(ctx):
+    for path in DISCO_BINARIES:
+        if os.access(ctx.path(path), os.X_OK):
+            return path
+    return None
+
+
+def write_config(ctx, spec, rows):
+    return write_atomic(ctx.path(config_path(spec)), render_config(rows), mode=0o644)
+
+
+def write_settings(ctx, spec, master_hostname, joined):
+    path = ctx.path(SETTINGS_FILE)
+    text = render_settings(spec, master_hostname, joined, read_text(path))
+    return write_atomic(path, text, mode=0o644)
+
+
+def save_config_table(rows, port, host="127.0.0.1", timeout=10):
+    """POST the hosts table to the running master; return (ok, text)."""
+    from urllib.error import URLError
+    from urllib.request import Request, urlopen
+    body = json.dumps(rows).encode("ascii")
+    request = Request("http://%s:%d/disco/ctrl/save_config_table" % (host, port), data=body,
+                      headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        response = urlopen(request, timeout=timeout)
+        try:
+            return True, response.read().decode("utf-8", "replace")
+        finally:
+            response.close()
+    except (URLError, OSError, ValueError) as exc:
+        return False, str(exc)
+
+
+def load_config_table(port, host="127.0.0.1", timeout=10):
+    from urllib.request import urlopen
+    response = urlopen("http://%s:%d/disco/ctrl/load_config_table" % (host, port),
+                       timeout=timeout)
+    try:
+        return json.loads(response.read().decode("utf-8"))
+    finally:
+        response.close()

@@ -1,0 +1,275 @@
+"""The master side: join server, node registry, and the one batch writer.
+
+All writes on the master happen in Master.apply(), under one lock: it renders
+every managed file from the in-memory registry and writes each atomically only
+when its content changed; dnsmasq is reloaded only when the hosts file changed
+and Disco is told only when its hosts table changed.
+"""
+
+import socket
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from . import disco_config, dns, services
+from .fsutil import dump_json, load_json, write_atomic
+from .protocol import (
+    MAX_BODY,
+    ProtocolError,
+    ReplayCache,
+    check_join_fields,
+    make_status_reply,
+    make_welcome,
+    open_envelope,
+    seal,
+)
+from .spec import master_name
+from .sshfiles import known_hosts_line, write_authorized_keys, write_known_hosts
+
+NODES_FILE = "/var/lib/imagebake/nodes.json"
+IDENTITY_FIELDS = ("hostname", "address", "addresses", "cores", "disco_pubkey", "host_pubkey")
+
+
+class Master(object):
+    def __init__(self, ctx, spec, hostname, addresses, disco_pubkey, host_pubkey,
+                 state=None, cores=1):
+        self.ctx = ctx
+        self.spec = spec
+        self.hostname = hostname
+        self.addresses = list(addresses)
+        self.disco_pubkey = disco_pubkey
+        self.host_pubkey = host_pubkey
+        self.cores = cores
+        self.state = state
+        self.lock = threading.Lock()
+        self.replay = ReplayCache()
+        self.last_seen = {}
+        self.nodes = self._load()
+        self.disco = "not configured yet"
+        self.disco_started = False
+        self.disco_dirty = False
+        self.applies = 0
+
+    # -- registry ------------------------------------------------------------
+
+    def _load(self):
+        data = load_json(self.ctx.path(NODES_FILE), {}) or {}
+        nodes = {}
+        for entry in data.get("nodes", []):
+            if isinstance(entry, dict) and all(f in entry for f in IDENTITY_FIELDS):
+                nodes[entry["hostname"]] = dict((f, entry[f]) for f in IDENTITY_FIELDS)
+        if nodes:
+            self.ctx.log.info("registry: reloaded %d node(s) from %s", len(nodes), NODES_FILE)
+        return nodes
+
+    def _register(self, entry):
+        """Update the registry; return True when anything changed."""
+        log = self.ctx.log
+        name = entry["hostname"]
+        changed = False
+        for other in sorted(self.nodes):
+            if other != name and self.nodes[other]["address"] == entry["address"]:
+                log.warning("node %s takes address %s from %s: %s removed",
+                            name, entry["address"], other, other)
+                del self.nodes[other]
+                changed = True
+        old = self.nodes.get(name)
+        if old == entry:
+            return changed
+        if old is None:
+            log.info("node %s joined from %s", name, entry["address"])
+        elif (old["disco_pubkey"], old["host_pubkey"]) != (entry["disco_pubkey"],
+                                                           entry["host_pubkey"]):
+            log.warning("node %s re-joined with changed keys: its entries are replaced", name)
+        else:
+            log.info("node %s re-joined with changed address/cores", name)
+        self.nodes[name] = entry
+        return True
+
+    def hosts(self):
+        """[[name, address]]: the master first, then the nodes by name."""
+        out = [[self.hostname, self.addresses[0]]]
+        for name in sorted(self.nodes):
+            out.append([name, self.nodes[name]["address"]])
+        return out
+
+    def summary(self):
+        expected = self.spec["expected_nodes"]
+        now = self.ctx.now()
+        nodes = []
+        for name in sorted(self.nodes):
+            node = self.nodes[name]
+            seen = self.last_seen.get(name)
+            nodes.append({"hostname": name, "address": node["address"],
+                          "cores": node["cores"],
+                          "last_seen_ago": (now - seen) if seen is not None else None})
+        return {"master": self.hostname, "expected_nodes": expected, "joined": len(nodes),
+                "ready": len(nodes) >= expected, "nodes": nodes, "disco": self.disco}
+
+    # -- the one batch writer ------------------------------------------------------
+
+    def apply(self):
+        """Render every managed file from the registry; write only what changed.
+
+        Call with self.lock held (handle_join does) or before serving.
+        """
+        ctx, spec = self.ctx, self.spec
+        nodes = [self.nodes[n] for n in sorted(self.nodes)]
+        changed = []
+        registry = {"cluster": spec["cluster"],
+                    "nodes": [dict((f, n[f]) for f in IDENTITY_FIELDS) for n in nodes]}
+        if write_atomic(ctx.path(NODES_FILE), dump_json(registry), mode=0o600, dir_mode=0o700):
+            changed.append("nodes.json")
+        names = [self.hostname]
+        if master_name(spec) != self.hostname:
+            names.append(master_name(spec))
+        known = [known_hosts_line(names + self.addresses + ["localhost"], self.host_pubkey)]
+        known += [known_hosts_line([n["hostname"], n["address"]], n["host_pubkey"])
+                  for n in nodes]
+        if write_known_hosts(ctx, known):
+            changed.append("known_hosts")
+        # Least privilege: nodes' keys are never authorized on the master.
+        authorized = [self.disco_pubkey] if spec["master_workers"] > 0 else []
+        if write_authorized_keys(ctx, authorized):
+            changed.append("authorized_keys")
+        if dns.write_hosts(ctx, self.hosts()):
+            changed.append("hosts")
+            ok, how = services.restart(ctx, "dnsmasq", reload_only=True)
+            if not ok:
+                ctx.log.warning("dnsmasq reload: %s", how)
+        rows = disco_config.host_rows(spec, self.hostname, self.cores, nodes)
+        if disco_config.write_settings(ctx, spec, self.hostname, len(nodes)):
+            changed.append("settings.py")
+            if self.disco_started:
+                ctx.log.warning("Disco settings changed; they apply at the next Disco restart")
+        if disco_config.write_config(ctx, spec, rows):
+            changed.append("disco config")
+            self.disco_dirty = True
+        if self.disco_dirty and self.disco_started:
+            ok, text = disco_config.save_config_table(rows, spec["disco_port"])
+            if ok:
+                self.disco_dirty = False
+                self.disco = "running: %d host(s) configured" % len(rows)
+                changed.append("disco api")
+            else:
+                ctx.log.warning("save_config_table failed (retried on the next join): %s", text)
+        self.applies += 1
+        if changed:
+            ctx.log.info("apply: wrote %s", ", ".join(changed))
+        return changed
+
+    # -- requests ------------------------------------------------------------------
+
+    def handle_join(self, body, peer):
+        spec, log = self.spec, self.ctx.log
+        try:
+            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "join",
+                                self.replay)
+            check_join_fields(msg)
+            if msg["hostname"] in (self.hostname, master_name(spec), "localhost"):
+                raise ProtocolError("hostname is reserved for the master")
+            if set(msg["addresses"]) & set(self.addresses):
+                raise ProtocolError("address belongs to the master")
+        except ProtocolError as exc:
+            log.warning("join from %s refused: %s", peer, exc)
+            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        address = peer if peer in msg["addresses"] else msg["addresses"][0]
+        entry = {"hostname": msg["hostname"], "address": address,
+                 "addresses": list(msg["addresses"]), "cores": msg["cores"],
+                 "disco_pubkey": msg["disco_pubkey"], "host_pubkey": msg["host_pubkey"]}
+        with self.lock:
+            if self._register(entry):
+                self.apply()
+            self.last_seen[entry["hostname"]] = self.ctx.now()
+            hosts = self.hosts()
+        reply = make_welcome(spec["cluster"], self.ctx.now(), msg["nonce"], self.hostname,
+                             self.addresses, self.disco_pubkey, self.host_pubkey, hosts)
+        return 200, seal(spec["token"], reply)
+
+    def handle_status(self, body, peer):
+        spec = self.spec
+        try:
+            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "status",
+                                self.replay)
+        except ProtocolError as exc:
+            self.ctx.log.warning("status from %s refused: %s", peer, exc)
+            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        with self.lock:
+            summary = self.summary()
+        reply = make_status_reply(spec["cluster"], self.ctx.now(), msg["nonce"], summary)
+        return 200, seal(spec["token"], reply)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "imagebake-agent/1"
+    sys_version = ""
+    protocol_version = "HTTP/1.0"
+    timeout = 10
+
+    def _reply(self, code, body, ctype="application/json"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype if code == 200 else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):  # noqa: N802 - http.server naming
+        master = self.server.master
+        routes = {"/v1/join": master.handle_join, "/v1/status": master.handle_status}
+        route = routes.get(self.path)
+        if route is None:
+            return self._reply(404, b"not found\n")
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self._reply(411, b"length required\n")
+        if length < 0 or length > MAX_BODY:
+            return self._reply(413, b"body too large\n")
+        body = self.rfile.read(length)
+        code, out = route(body, self.client_address[0])
+        self._reply(code, out)
+
+    def do_GET(self):  # noqa: N802
+        if self.path in ("/v1/status", "/v1/join"):
+            return self._reply(405, b"use POST with a signed message (docs/agent.md)\n")
+        self._reply(404, b"not found\n")
+
+    def log_message(self, fmt, *args):
+        pass  # the master logs its own reason lines
+
+
+class JoinServer(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, master, address="0.0.0.0", port=8990):
+        HTTPServer.__init__(self, (address, port), _Handler)
+        self.master = master
+
+    def start(self):
+        thread = threading.Thread(target=self.serve_forever, name="join-server")
+        thread.daemon = True
+        thread.start()
+        return thread
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+
+def master_addresses(spec, hostname):
+    """The master's IPv4 addresses: the spec's address if it is one, else resolve."""
+    from .spec import is_ipv4
+    address = spec["master"].get("address")
+    if address and is_ipv4(address):
+        return [address]
+    found = []
+    for name in ([address] if address else []) + [hostname]:
+        try:
+            ip = socket.gethostbyname(name)
+        except (socket.error, UnicodeError):
+            continue
+        if not ip.startswith("127.") and ip not in found:
+            found.append(ip)
+    return found or ["127.0.0.1"]

@@ -1,0 +1,147 @@
+"""The node side: join the master (signed), verify the welcome, write trust + DNS."""
+
+import json
+import random
+import socket
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+from . import ttl
+from .dns import point_resolver
+from .protocol import (
+    ProtocolError,
+    check_welcome_fields,
+    make_join,
+    open_envelope,
+    seal,
+)
+from .spec import is_ipv4, join_port, master_name
+from .sshfiles import known_hosts_line, write_authorized_keys, write_known_hosts
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 10.0
+HEARTBEAT = 30
+
+
+class JoinError(RuntimeError):
+    pass
+
+
+def cpu_count():
+    import os
+    try:
+        return os.cpu_count() or 1
+    except AttributeError:  # pragma: no cover
+        return 1
+
+
+def local_addresses(master_address, port):
+    """The IPv4 address this machine uses toward the master (UDP connect sends nothing)."""
+    try:
+        target = socket.gethostbyname(master_address)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.connect((target, port))
+            address = sock.getsockname()[0]
+        finally:
+            sock.close()
+        if is_ipv4(address) and address != "0.0.0.0":
+            return [address]
+    except (socket.error, UnicodeError):
+        pass
+    return ["127.0.0.1"]
+
+
+class Identity(object):
+    """What a node says about itself in a join."""
+
+    def __init__(self, hostname, addresses, cores, disco_pubkey, host_pubkey):
+        self.hostname = hostname
+        self.addresses = list(addresses)
+        self.cores = cores
+        self.disco_pubkey = disco_pubkey
+        self.host_pubkey = host_pubkey
+
+
+def join_url(spec, address=None):
+    return "http://%s:%d/v1/join" % (address or spec["master"]["address"], join_port(spec))
+
+
+def join_once(ctx, spec, identity, timeout=5.0, url=None):
+    """One signed join; return the verified welcome msg. Raise JoinError/ProtocolError."""
+    msg = make_join(spec["cluster"], ctx.now(), identity.hostname, identity.addresses,
+                    identity.cores, identity.disco_pubkey, identity.host_pubkey)
+    request = Request(url or join_url(spec), data=seal(spec["token"], msg), method="POST",
+                      headers={"Content-Type": "application/json"})
+    try:
+        response = urlopen(request, timeout=timeout)
+        try:
+            body = response.read(1024 * 1024)
+        finally:
+            response.close()
+    except HTTPError as exc:
+        detail = exc.read(200).decode("utf-8", "replace").strip()
+        raise JoinError("master answered HTTP %d: %s" % (exc.code, detail)) from None
+    except (URLError, OSError, socket.timeout) as exc:
+        raise JoinError("master unreachable: %s" % getattr(exc, "reason", exc)) from None
+    welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")
+    return check_welcome_fields(welcome, msg["nonce"])
+
+
+def backoff_delays(base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=None):
+    """Capped exponential backoff with (equal) jitter: d/2 + U(0, d/2)."""
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        delay = min(cap, base * (2 ** attempt))
+        yield delay / 2.0 + rng.uniform(0, delay / 2.0)
+        attempt = min(attempt + 1, 30)
+
+
+def join_until_welcome(ctx, spec, identity, url=None, max_attempts=None):
+    """Retry join_once with backoff until the master answers; honour the TTL."""
+    attempts = 0
+    for delay in backoff_delays():
+        attempts += 1
+        try:
+            return join_once(ctx, spec, identity, url=url)
+        except (JoinError, ProtocolError) as exc:
+            ctx.log.info("join attempt %d: %s; retrying in %.1fs", attempts, exc, delay)
+            if max_attempts is not None and attempts >= max_attempts:
+                raise JoinError("gave up after %d attempts: %s" % (attempts, exc)) from None
+        ttl.enforce(ctx, spec)
+        ctx.sleep(delay)
+
+
+def master_address_from(welcome, spec):
+    addresses = welcome["master_addresses"]
+    if addresses:
+        return addresses[0]
+    return spec["master"]["address"]
+
+
+def write_trust(ctx, spec, welcome):
+    """authorized_keys (the master's disco key) and known_hosts (the master's host key)."""
+    changed = []
+    if write_authorized_keys(ctx, [welcome["disco_pubkey"]]):
+        changed.append("authorized_keys")
+    names = [welcome["master_hostname"]]
+    if master_name(spec) not in names:
+        names.append(master_name(spec))
+    names += [a for a in welcome["master_addresses"] if a not in names]
+    if write_known_hosts(ctx, [known_hosts_line(names, welcome["host_pubkey"])]):
+        changed.append("known_hosts")
+    return changed
+
+
+def write_dns(ctx, spec, welcome):
+    address = master_address_from(welcome, spec)
+    if not is_ipv4(address):
+        address = socket.gethostbyname(address)
+    return point_resolver(ctx, address)
+
+
+def welcome_digest(welcome):
+    """The parts of a welcome that matter for the files a node writes."""
+    keep = ("master_hostname", "master_addresses", "disco_pubkey", "host_pubkey")
+    return json.dumps([welcome[k] for k in keep], sort_keys=True)

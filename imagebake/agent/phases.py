@@ -1,0 +1,247 @@
+"""The named, idempotent, resumable phases of a first boot.
+
+  spec -> keys -> services -> master: serve -> trust -> dns -> disco (then serve forever)
+                              node:   join  -> trust -> dns -> disco (then heartbeat)
+
+Each phase logs ``phase NAME: ok|failed: reason`` and records itself in
+/var/lib/imagebake/state.json.
+"""
+
+import os
+
+from . import disco_config, dns, keys, node, services, source, ttl
+from .fsutil import makedirs, read_text, write_atomic
+from .master import JoinServer, Master, master_addresses
+from .spec import master_name
+from .state import PhaseFailed, State
+
+
+class Agent(object):
+    def __init__(self, ctx, spec_path=None, bind_address="0.0.0.0", addresses=None):
+        self.ctx = ctx
+        self.spec_path = spec_path
+        self.bind_address = bind_address
+        self.addresses = addresses  # override (tests); else detected
+        self.state = State(ctx)
+        self.spec = None
+        self.hostname = None
+        self.host_pubkey = None
+        self.disco_pubkey = None
+        self.master = None
+        self.server = None
+        self.welcome = None
+
+    # -- shared phases --------------------------------------------------------
+
+    def phase_spec(self):
+        spec, origin, notes = source.find_spec(self.ctx, self.spec_path)
+        source.persist_spec(self.ctx, spec)
+        self.spec = spec
+        for key, value in notes.items():
+            self.state.set(key, value)
+        self.state.set("role", spec["role"])
+        self.state.set("cluster", spec["cluster"])
+        self.state.set("expected_nodes", spec["expected_nodes"])
+        self.hostname = self._wanted_hostname()
+        self.state.set("hostname", self.hostname)
+        hostname_note = self._set_hostname()
+        return "from %s; %s %s of cluster %s%s" % (
+            origin, spec["role"], self.hostname, spec["cluster"], hostname_note)
+
+    def _wanted_hostname(self):
+        spec = self.spec
+        if spec.get("hostname"):
+            return spec["hostname"]
+        if spec["role"] == "master" and spec["master"].get("name"):
+            return master_name(spec)
+        return self.ctx.machine_hostname().lower()
+
+    def _set_hostname(self):
+        """Erlang short names and Disco's hosts table use this name: make it the machine's."""
+        if self.hostname == self.ctx.machine_hostname():
+            return ""
+        write_atomic(self.ctx.path("/etc/hostname"), self.hostname + "\n", mode=0o644)
+        result = self.ctx.runner.run(["hostname", self.hostname])
+        return "; hostname set%s" % ("" if result.ok else " in /etc/hostname only (%s)"
+                                     % result.out.strip()[-100:])
+
+    def phase_keys(self):
+        self.host_pubkey, host_made = keys.ensure_host_key(self.ctx)
+        self.disco_pubkey, disco_made = keys.ensure_disco_key(self.ctx, self.hostname)
+        keys.write_erlang_cookie(self.ctx, self.spec["cookie"])
+        return "host key %s, disco key %s, erlang cookie written" % (
+            "made" if host_made else "kept", "made" if disco_made else "kept")
+
+    def phase_services(self):
+        done = []
+        ok, how = services.restart(self.ctx, "sshd")
+        if not ok:
+            raise PhaseFailed("sshd: %s" % how)
+        done.append(how)
+        if self.spec["role"] == "master":
+            makedirs(os.path.dirname(self.ctx.path(dns.HOSTS_FILE)), 0o755)
+            ok, how = services.restart(self.ctx, "dnsmasq")
+            if not ok:
+                raise PhaseFailed("dnsmasq: %s" % how)
+            done.append(how)
+        return "; ".join(done)
+
+    # -- master ----------------------------------------------------------------
+
+    def phase_serve(self):
+        spec = self.spec
+        addresses = self.addresses or master_addresses(spec, self.hostname)
+        self.master = Master(self.ctx, spec, self.hostname, addresses, self.disco_pubkey,
+                             self.host_pubkey, state=self.state, cores=node.cpu_count())
+        self.server = JoinServer(self.master, self.bind_address, spec["master"]["join_port"])
+        self.server.start()
+        return "listening on %s:%d" % (self.bind_address, self.server.port)
+
+    def master_trust(self):
+        with self.master.lock:
+            changed = self.master.apply()
+        return "wrote: %s" % (", ".join(changed) or "nothing (up to date)")
+
+    def master_dns(self):
+        dns.save_upstream(self.ctx)
+        changed, how = dns.point_resolver(self.ctx, "127.0.0.1")
+        return "resolver -> 127.0.0.1 (%s%s)" % (how, "" if changed else ", unchanged")
+
+    def master_disco(self):
+        ctx, master = self.ctx, self.master
+        with master.lock:
+            master.apply()
+            exe = disco_config.disco_installed(ctx)
+            if exe is None:
+                master.disco = "absent: config written, not started"
+                self.state.set("disco", master.disco)
+                return master.disco
+            status = ctx.runner.run([exe, "status"])
+            if not (status.ok and "running" in status.out):
+                result = ctx.runner.run([exe, "start"])
+                if not result.ok:
+                    master.disco = "start failed: %s" % result.out.strip()[-200:]
+                    self.state.set("disco", master.disco)
+                    raise PhaseFailed(master.disco)
+                master.disco_started = True
+                master.disco_dirty = False
+                master.disco = "running (started)"
+            else:
+                master.disco_started = True
+                master.disco_dirty = True
+                master.apply()  # push the table to the running master
+                if master.disco_dirty:
+                    master.disco = "running; config push pending"
+            self.state.set("disco", master.disco)
+            return master.disco
+
+    # -- node ------------------------------------------------------------------
+
+    def identity(self):
+        spec = self.spec
+        addresses = self.addresses or node.local_addresses(spec["master"]["address"],
+                                                           spec["master"]["join_port"])
+        return node.Identity(self.hostname, addresses, node.cpu_count(), self.disco_pubkey,
+                             self.host_pubkey)
+
+    def phase_join(self, max_attempts=None):
+        self.welcome = node.join_until_welcome(self.ctx, self.spec, self.identity(),
+                                               max_attempts=max_attempts)
+        self.state.set("master_hostname", self.welcome["master_hostname"])
+        return "welcomed by %s (%d host(s) in the cluster)" % (
+            self.welcome["master_hostname"], len(self.welcome["hosts"]))
+
+    def node_trust(self):
+        changed = node.write_trust(self.ctx, self.spec, self.welcome)
+        return "wrote: %s" % (", ".join(changed) or "nothing (up to date)")
+
+    def node_dns(self):
+        changed, how = node.write_dns(self.ctx, self.spec, self.welcome)
+        return "resolver -> master (%s%s)" % (how, "" if changed else ", unchanged")
+
+    def node_disco(self):
+        disco_config.write_settings(self.ctx, self.spec, self.welcome["master_hostname"],
+                                    max(0, len(self.welcome["hosts"]) - 1))
+        note = ("installed" if disco_config.disco_installed(self.ctx) else "absent")
+        text = "settings written; Disco %s; the master starts this node's Erlang over ssh" % note
+        self.state.set("disco", text)
+        return text
+
+    # -- driving -----------------------------------------------------------------
+
+    def setup(self):
+        """spec, keys, services, then the role's phases (the master starts serving)."""
+        run = self.state.run_phase
+        run("spec", self.phase_spec)
+        if ttl.enforce(self.ctx, self.spec):
+            return False
+        run("keys", self.phase_keys)
+        run("services", self.phase_services)
+        if self.spec["role"] == "master":
+            run("serve", self.phase_serve)
+            run("trust", self.master_trust)
+            run("dns", self.master_dns)
+            run("disco", self.master_disco)
+        else:
+            run("join", self.phase_join)
+            run("trust", self.node_trust)
+            run("dns", self.node_dns)
+            run("disco", self.node_disco)
+        return True
+
+    def forever(self, tick=5.0, max_ticks=None):
+        """Master: serve joins; node: heartbeat re-join every 30 s. Both watch the TTL."""
+        ticks = 0
+        last_join = self.ctx.now()
+        while max_ticks is None or ticks < max_ticks:
+            ticks += 1
+            if ttl.enforce(self.ctx, self.spec):
+                return
+            self.ctx.sleep(tick)
+            if self.spec["role"] == "node" and self.ctx.now() - last_join >= node.HEARTBEAT:
+                last_join = self.ctx.now()
+                self.heartbeat()
+
+    def heartbeat(self):
+        try:
+            welcome = node.join_once(self.ctx, self.spec, self.identity())
+        except (node.JoinError, ValueError) as exc:
+            self.ctx.log.info("heartbeat: %s", exc)
+            return False
+        if node.welcome_digest(welcome) != node.welcome_digest(self.welcome):
+            self.ctx.log.warning("heartbeat: the master's identity changed; rewriting trust")
+            self.welcome = welcome
+            self.state.run_phase("trust", self.node_trust)
+            self.state.run_phase("dns", self.node_dns)
+        return True
+
+    def stop(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def status_report(ctx):
+    """The state file, plus the master's registry; (report dict, ready bool)."""
+    from .fsutil import load_json
+    from .master import NODES_FILE
+    from .state import STATE_FILE
+    state = load_json(ctx.path(STATE_FILE), {}) or {}
+    report = dict(state)
+    phases = state.get("phases", {})
+    if state.get("role") == "master":
+        registry = load_json(ctx.path(NODES_FILE), {}) or {}
+        nodes = [{"hostname": n.get("hostname"), "address": n.get("address"),
+                  "cores": n.get("cores")} for n in registry.get("nodes", [])]
+        report["nodes"] = nodes
+        report["joined"] = len(nodes)
+        ready = (phases.get("disco", {}).get("status") == "ok"
+                 and len(nodes) >= int(state.get("expected_nodes", 0)))
+    else:
+        ready = bool(phases) and all(p.get("status") == "ok" for p in phases.values()) \
+            and "disco" in phases
+    report["ready"] = ready
+    if read_text(ctx.path(source.PERSISTED)) is None:
+        report.setdefault("note", "no persisted spec: the agent has not run here")
+    return report, ready

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+
+from imagebake.agent import spec as S
+
+
+def test_make_spec_defaults_and_roundtrip():
+    spec = S.make_spec("demo", "node", master_address="10.0.0.5", expected_nodes=3)
+    assert spec["version"] == 1
+    assert spec["master"] == {"address": "10.0.0.5", "name": "master", "join_port": 8990}
+    assert spec["erlang_ports"] == [30000, 30063]
+    assert len(spec["token"]) == 64 and int(spec["token"], 16) >= 0
+    assert len(spec["cookie"]) == 32 and spec["cookie"].isalnum() and spec["cookie"].isupper() \
+        or spec["cookie"].isdigit()
+    text = S.dumps(spec)
+    assert len(text) < 2048
+    assert S.loads(text) == spec
+    assert text == json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    assert " " not in text
+
+
+def test_secrets_are_distinct_each_time():
+    tokens = set(S.new_token() for _ in range(50))
+    cookies = set(S.new_cookie() for _ in range(50))
+    assert len(tokens) == 50 and len(cookies) == 50
+    for cookie in cookies:
+        assert len(cookie) == 32 and all(c in S.COOKIE_ALPHABET for c in cookie)
+    a = S.make_spec("x", "master")
+    b = S.make_spec("x", "master")
+    assert a["token"] != b["token"] and a["cookie"] != b["cookie"]
+
+
+def test_given_secrets_are_kept():
+    spec = S.make_spec("x", "master", token="ab" * 32, cookie="A" * 32)
+    assert spec["token"] == "ab" * 32 and spec["cookie"] == "A" * 32
+
+
+@pytest.mark.parametrize("name", ["", "UPPER", "a_b", "-ab", "ab-", "a" * 41, "a.b", 7, None])
+def test_bad_cluster_names(name):
+    with pytest.raises(S.SpecError):
+        S.make_spec(name, "master")
+
+
+@pytest.mark.parametrize("name", ["a", "a" * 40, "disco-1", "0abc"])
+def test_good_cluster_names(name):
+    assert S.make_spec(name, "master")["cluster"] == name
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"role": "worker"},
+    {"role": "node"},  # no master address
+    {"disco_port": 0},
+    {"disco_port": 70000},
+    {"disco_port": "8989"},
+    {"join_port": True},
+    {"erlang_ports": (30063, 30000)},
+    {"erlang_ports": (80, 90)},
+    {"erlang_ports": (30000,)},
+    {"workers": 0},
+    {"workers": "4"},
+    {"master_workers": -1},
+    {"expected_nodes": 1.5},
+    {"ttl_deadline": "tomorrow"},
+    {"token": "zz" * 32},
+    {"token": "ab"},
+    {"cookie": "lowercase" * 4},
+    {"hostname": "node01.example.com"},
+    {"hostname": "10.0.0.1"},
+    {"master_address": "bad address"},
+    {"join_port": 8989},  # same as disco_port
+])
+def test_bad_specs_raise_one_line(kwargs):
+    args = {"cluster": "c", "role": "master"}
+    args.update(kwargs)
+    with pytest.raises(S.SpecError) as info:
+        S.make_spec(**args)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_workers_none_means_cores_and_hostname_optional():
+    spec = S.make_spec("c", "node", master_address="master.internal", workers=None,
+                       hostname="node01")
+    assert spec["workers"] is None and spec["hostname"] == "node01"
+
+
+def test_loads_rejects_garbage_and_unknown_fields():
+    with pytest.raises(S.SpecError):
+        S.loads("not json")
+    with pytest.raises(S.SpecError):
+        S.loads(b"\xff\xfe")
+    spec = S.make_spec("c", "master")
+    spec["extra"] = 1
+    with pytest.raises(S.SpecError):
+        S.loads(json.dumps(spec))
+    with pytest.raises(S.SpecError):
+        S.loads("[]")
+
+
+def test_spec_size_limit():
+    spec = S.make_spec("c" * 40, "node", master_address="a" * 60 + ".example.com",
+                       hostname="n" * 63, workers=64, master_workers=64, expected_nodes=999,
+                       ttl_deadline=4102444800)
+    assert len(S.dumps(spec)) < 1024
