@@ -54,8 +54,8 @@ def test_docker_daemon_not_running_is_one_line(state_dir):
     out = invoke("launch", "--target", "docker", "--slaves", "1", "--name", "nodaemon",
                  env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
-        l for l in out.stderr.strip().splitlines() if "Docker daemon is not running" in l]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Docker daemon is not running" in lines[0], out.stderr
 
 
 def test_name_taken_is_refused(state_dir, cluster):
