@@ -248,7 +248,7 @@ class JoinServer(socketserver.ThreadingMixIn, HTTPServer):
         self.master = master
 
     def start(self):
-        thread = threading.Thread(target=self.serve_forever, name="join-server")
+        thread = threading.Thread(target=self.serve_forever, args=(0.1,), name="join-server")
         thread.daemon = True
         thread.start()
         return thread
