@@ -10,7 +10,7 @@ UPSTART_NAMES = {"sshd": "ssh", "dnsmasq": "dnsmasq"}
 PIDFILES = {"sshd": ("/run/sshd.pid", "/var/run/sshd.pid"),
             "dnsmasq": ("/run/dnsmasq/dnsmasq.pid", "/var/run/dnsmasq/dnsmasq.pid",
                         "/run/dnsmasq.pid", "/var/run/dnsmasq.pid")}
-DIRECT = {"sshd": ["/usr/sbin/sshd"],
+DIRECT = {"sshd": ["sshd"],  # resolved on PATH + /usr/sbin: absolute for re-exec
           "dnsmasq": ["dnsmasq", "--conf-file=/etc/dnsmasq.conf"]}
 
 

@@ -32,7 +32,7 @@ class FakeRunner(Runner):
     def run(self, argv, input_text=None, env=None):
         self.calls.append(list(argv))
         if argv[0] in self.missing:
-            return Result(127, "%s: not found" % argv[0])
+            return Result(127, f"{argv[0]}: not found")
         if argv[0] in self.real:
             return Runner.run(self, argv, input_text, env)
         return self.results.get(argv[0], Result(0, ""))
@@ -48,7 +48,7 @@ class FakeRunner(Runner):
         return [" ".join(c) for c in self.calls]
 
 
-class Clock(object):
+class Clock:
     def __init__(self, now=1700000000):
         self.now = now
 

@@ -44,7 +44,7 @@ def fake_key(i):
     return "ssh-ed25519 " + blob.decode("ascii")
 
 
-class Cluster(object):
+class Cluster:
     def __init__(self, agent_ctx, expected=3, master_workers=0, workers=None):
         self.port = free_port()
         self.agent_ctx = agent_ctx
@@ -63,13 +63,13 @@ class Cluster(object):
         return self.master
 
     def add_node(self, i):
-        name = "node%02d" % i
+        name = f"node{i:02d}"
         ctx = self.agent_ctx(name, hostname=name)
         write_spec(ctx, self.node_spec)
         with open(ctx.path("/etc/resolv.conf") if os.path.isdir(ctx.path("/etc"))
                   else _mkparent(ctx.path("/etc/resolv.conf")), "w") as handle:
             handle.write("search example.internal\nnameserver 10.0.0.2\noptions ndots:1\n")
-        agent = Agent(ctx, addresses=["127.0.0.%d" % (10 + i)])
+        agent = Agent(ctx, addresses=[f"127.0.0.{10 + i}"])
         assert agent.setup()
         self.nodes.append(agent)
         return agent
@@ -106,9 +106,9 @@ def test_master_and_three_nodes_write_everything(cluster):
     assert [n["hostname"] for n in registry["nodes"]] == ["node01", "node02", "node03"]
     known = read(mctx, "/home/disco/.ssh/known_hosts").splitlines()
     host_key = master.host_pubkey.split(" ")
-    assert "master,127.0.0.1,localhost %s %s" % tuple(host_key[:2]) in known
+    assert "master,127.0.0.1,localhost {} {}".format(*tuple(host_key[:2])) in known
     for agent in nodes:
-        line = "%s,%s %s" % (agent.hostname, agent.addresses[0],
+        line = "{},{} {}".format(agent.hostname, agent.addresses[0],
                              " ".join(agent.host_pubkey.split(" ")[:2]))
         assert line in known
     # least privilege: no node key is authorized on the master (master_workers = 0)
@@ -139,7 +139,7 @@ def test_master_and_three_nodes_write_everything(cluster):
         authorized = read(ctx, "/home/disco/.ssh/authorized_keys")
         assert master.disco_pubkey in authorized
         known = read(ctx, "/home/disco/.ssh/known_hosts")
-        assert "master,127.0.0.1 %s" % " ".join(host_key[:2]) in known
+        assert "master,127.0.0.1 {}".format(" ".join(host_key[:2])) in known
         resolv = read(ctx, "/etc/resolv.conf").splitlines()
         assert resolv[1:] == ["nameserver 127.0.0.1", "search example.internal",
                               "options ndots:1"]
@@ -171,7 +171,7 @@ def test_replayed_request_is_refused(cluster):
     msg = P.make_join("demo", cluster.mctx.now(), "node07", ["127.0.0.17"], 1,
                       fake_key(7), fake_key(8))
     body = P.seal(TOKEN, msg)
-    url = "http://127.0.0.1:%d/v1/join" % cluster.port
+    url = f"http://127.0.0.1:{cluster.port}/v1/join"
     urlopen(Request(url, data=body, method="POST"), timeout=5).read()
     before = snapshot(cluster.mctx.root)
     with pytest.raises(HTTPError) as info:
@@ -234,8 +234,8 @@ def test_sixteen_concurrent_joins(cluster):
     durations = []
 
     def one(i):
-        ident = N.Identity("w%02d" % i, ["127.0.1.%d" % i], 2,
-                           fake_key(i) + " disco@w%02d" % i, fake_key(100 + i))
+        ident = N.Identity(f"w{i:02d}", [f"127.0.1.{i}"], 2,
+                           fake_key(i) + f" disco@w{i:02d}", fake_key(100 + i))
         start = time.time()
         try:
             results[i] = N.join_once(cluster.mctx, cluster.node_spec, ident)
@@ -253,7 +253,7 @@ def test_sixteen_concurrent_joins(cluster):
     assert all(isinstance(r, dict) and r["type"] == "welcome" for r in results.values()), results
     assert len(results) == 16
     config = json.loads(read(cluster.mctx, "/usr/var/disco/disco_8989.config"))
-    assert [h[0] for h in config["hosts"]] == ["w%02d" % i for i in range(1, 17)]
+    assert [h[0] for h in config["hosts"]] == [f"w{i:02d}" for i in range(1, 17)]
     assert elapsed < 5, elapsed
     assert sorted(durations)[len(durations) // 2] < 0.5
 
@@ -261,7 +261,7 @@ def test_sixteen_concurrent_joins(cluster):
 def test_status_endpoint_needs_a_signed_request(cluster):
     cluster.start_master()
     cluster.add_node(1)
-    url = "http://127.0.0.1:%d/v1/status" % cluster.port
+    url = f"http://127.0.0.1:{cluster.port}/v1/status"
     with pytest.raises(HTTPError) as info:
         urlopen(url, timeout=5)
     assert info.value.code == 405

@@ -139,7 +139,7 @@ def test_welcome_checks_in_reply_to():
 def test_replay_cache_is_bounded():
     cache = P.ReplayCache(window=10, limit=3)
     for i in range(3):
-        cache.check_and_add("n%d" % i, NOW)
+        cache.check_and_add(f"n{i}", NOW)
     with pytest.raises(P.ProtocolError, match="full"):
         cache.check_and_add("n3", NOW)
     cache.check_and_add("n4", NOW + 100)  # old ones expire
