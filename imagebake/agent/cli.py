@@ -98,8 +98,9 @@ def cmd_status(args):
         print("role: %s  cluster: %s  hostname: %s  ready: %s" % (
             report.get("role"), report.get("cluster"), report.get("hostname"),
             "yes" if ready else "no"))
+        order = ("spec", "keys", "services", "serve", "join", "trust", "dns", "disco")
         for name, phase in sorted(report.get("phases", {}).items(),
-                                  key=lambda kv: kv[1].get("ts", 0)):
+                                  key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
             print("  phase %-9s %s %s" % (name, phase.get("status"), phase.get("detail", "")))
         for key in ("disco", "imds", "imds_fence", "note"):
             if key in report:

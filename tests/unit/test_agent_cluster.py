@@ -301,3 +301,81 @@ def test_keys_are_never_regenerated(cluster):
                  "home/disco/.ssh/id_ed25519.pub"):
         assert after[path] == before[path]
     assert not [c for c in agent.ctx.runner.calls[calls:] if c[0] == "ssh-keygen"]
+
+
+class FakeDisco:
+    """Disco's /disco/ctrl/save_config_table on 127.0.0.1, recording the bodies."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        outer = self
+        self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers["Content-Length"])
+                outer.bodies.append((self.path, json.loads(self.rfile.read(length))))
+                body = b'"table saved!"'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        thread.daemon = True
+        thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_running_disco_gets_table_changes_through_its_api(agent_ctx):
+    from imagebake.agent.runner import Result
+    disco = FakeDisco()
+    c = Cluster(agent_ctx, expected=2)
+    try:
+        spec = dict(c.master_spec, disco_port=disco.port)
+        os.remove(c.mctx.path("/run/imagebake/spec.json"))
+        os.rmdir(c.mctx.path("/run/imagebake"))
+        write_spec(c.mctx, spec)
+        exe = c.mctx.path("/usr/bin/disco")
+        os.makedirs(os.path.dirname(exe))
+        with open(exe, "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(exe, 0o755)
+        c.mctx.runner.results["/usr/bin/disco"] = Result(0, "Master master:8989 running")
+        c.start_master()
+        assert disco.bodies == [("/disco/ctrl/save_config_table", [])]
+        c.node_spec = dict(c.node_spec, disco_port=disco.port)
+        agent = c.add_node(1)
+        assert disco.bodies[-1] == ("/disco/ctrl/save_config_table",
+                                    [["node01", str(os.cpu_count())]])
+        count = len(disco.bodies)
+        agent.heartbeat()  # no change: no API call
+        assert len(disco.bodies) == count
+        assert c.master.master.disco.startswith("running")
+    finally:
+        c.master.stop()
+        disco.close()
+
+
+def test_stopped_disco_is_started_once(agent_ctx):
+    c = Cluster(agent_ctx, expected=0)
+    try:
+        exe = c.mctx.path("/usr/local/bin/disco")
+        os.makedirs(os.path.dirname(exe))
+        with open(exe, "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(exe, 0o755)
+        c.start_master()
+        assert ["/usr/local/bin/disco", "start"] in c.mctx.runner.calls
+        assert os.path.exists(c.mctx.path("/usr/var/disco/disco_8989.config"))
+        assert c.master.master.disco == "running (started)"
+    finally:
+        c.master.stop()
