@@ -283,3 +283,42 @@ def test(c, fast=False):
         return
     c.run("invoke bake --target docker --var disco_source=none", echo=True)
     c.run("python -m pytest -ra", echo=True)
+
+
+@task(help={"target": "docker (default) or aws", "json": "print JSON",
+            "region": "aws: region", "profile": "aws: profile"})
+@_cli
+def images(c, target="docker", json_=False, region=None, profile=None):
+    """List baked images (role, Disco ref, content hash, date)."""
+    from imagebake import images as mod
+
+    rows = mod.list_images(target, region=region, profile=profile)
+    print(json.dumps(rows, indent=2) if json_ else mod.render(rows))
+
+
+@task(help={
+    "keep": "how many of the newest images to keep per role (default 2)",
+    "target": "docker (default) or aws",
+    "dry_run": "show the plan, remove nothing",
+    "discard_new": "aws: remove exactly the AMIs in build/images.json (a failed bake)",
+    "region": "aws: region", "profile": "aws: profile",
+})
+@_cli
+def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region=None,
+          profile=None):
+    """Remove old images (AMIs with their snapshots), never one a cluster uses."""
+    from imagebake import images as mod
+    from imagebake.validate import parse_count
+
+    only = None
+    if discard_new:
+        target, only = "aws", mod.new_ami_ids()
+    doomed, spared = mod.prune(parse_count(keep, "--keep", 0, 1000), target, dry_run,
+                               region=region, profile=profile, only_ids=only)
+    verb = "would remove" if dry_run else "removed"
+    for image in doomed:
+        print(f"{verb} {image['target']} {image['role']} {image['id']}")
+    for image in spared:
+        print(f"kept {image['id']}: a cluster uses it")
+    if not doomed:
+        print("nothing to prune")
