@@ -10,7 +10,7 @@ Each phase logs ``phase NAME: ok|failed: reason`` and records itself in
 import os
 
 from . import disco_config, dns, keys, node, services, source, ttl
-from .fsutil import makedirs, read_text, write_atomic
+from .fsutil import makedirs, read_text, write_atomic, write_in_place
 from .master import JoinServer, Master, master_addresses
 from .spec import master_name
 from .state import PhaseFailed, State
@@ -60,7 +60,11 @@ class Agent(object):
         """Erlang short names and Disco's hosts table use this name: make it the machine's."""
         if self.hostname == self.ctx.machine_hostname():
             return ""
-        write_atomic(self.ctx.path("/etc/hostname"), self.hostname + "\n", mode=0o644)
+        path = self.ctx.path("/etc/hostname")
+        if os.path.exists(path):
+            write_in_place(path, self.hostname + "\n")  # a bind mount in Docker
+        else:
+            write_atomic(path, self.hostname + "\n", mode=0o644)
         result = self.ctx.runner.run(["hostname", self.hostname])
         return "; hostname set%s" % ("" if result.ok else " in /etc/hostname only (%s)"
                                      % result.out.strip()[-100:])

@@ -379,3 +379,44 @@ def test_stopped_disco_is_started_once(agent_ctx):
         assert c.master.master.disco == "running (started)"
     finally:
         c.master.stop()
+
+
+def test_backoff_is_capped_exponential_with_jitter():
+    import random
+    delays = N.backoff_delays(rng=random.Random(1))
+    got = [next(delays) for _ in range(12)]
+    bounds = [min(10.0, 0.5 * 2 ** i) for i in range(12)]
+    for delay, bound in zip(got, bounds):
+        assert bound / 2 <= delay <= bound
+    assert max(got) <= 10.0 and got[-1] >= 5.0
+
+
+def test_node_retries_until_the_master_answers(cluster):
+    ctx = cluster.agent_ctx("late", hostname="late")
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        if len(slept) == 3:
+            cluster.start_master()  # the master comes up while the node waits
+    ctx.sleep = sleep
+    ident = N.Identity("late", ["127.0.0.40"], 1, fake_key(40), fake_key(41))
+    welcome = N.join_until_welcome(ctx, cluster.node_spec, ident, max_attempts=10)
+    assert welcome["type"] == "welcome" and len(slept) == 3
+    assert slept[0] <= 0.5 and slept[2] <= 2.0
+
+
+def test_hostname_from_spec_is_written_in_place(agent_ctx):
+    ctx = agent_ctx("h", hostname="ip-10-0-0-7")
+    path = ctx.path("/etc/hostname")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        handle.write("ip-10-0-0-7\n")
+    inode = os.stat(path).st_ino
+    spec = make_spec("demo", "node", master_address="127.0.0.1", hostname="node05",
+                     token=TOKEN, cookie=COOKIE)
+    write_spec(ctx, spec)
+    agent = Agent(ctx)
+    agent.state.run_phase("spec", agent.phase_spec)
+    assert read(ctx, "/etc/hostname") == "node05\n" and os.stat(path).st_ino == inode
+    assert ["hostname", "node05"] in ctx.runner.calls
