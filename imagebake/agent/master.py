@@ -101,10 +101,13 @@ class Master(object):
             node = self.nodes[name]
             seen = self.last_seen.get(name)
             nodes.append({"hostname": name, "address": node["address"],
-                          "cores": node["cores"],
+                          "addresses": node["addresses"], "cores": node["cores"],
+                          "host_pubkey": node["host_pubkey"],
                           "last_seen_ago": (now - seen) if seen is not None else None})
-        return {"master": self.hostname, "expected_nodes": expected, "joined": len(nodes),
-                "ready": len(nodes) >= expected, "nodes": nodes, "disco": self.disco}
+        return {"master": self.hostname, "master_addresses": self.addresses,
+                "host_pubkey": self.host_pubkey, "expected_nodes": expected,
+                "joined": len(nodes), "ready": len(nodes) >= expected, "nodes": nodes,
+                "disco": self.disco}
 
     # -- the one batch writer ------------------------------------------------------
 

@@ -236,8 +236,9 @@ def status_report(ctx):
     phases = state.get("phases", {})
     if state.get("role") == "master":
         registry = load_json(ctx.path(NODES_FILE), {}) or {}
-        nodes = [{"hostname": n.get("hostname"), "address": n.get("address"),
-                  "cores": n.get("cores")} for n in registry.get("nodes", [])]
+        nodes = [dict((k, n.get(k)) for k in ("hostname", "address", "addresses", "cores",
+                                              "host_pubkey"))
+                 for n in registry.get("nodes", [])]
         report["nodes"] = nodes
         report["joined"] = len(nodes)
         ready = (phases.get("disco", {}).get("status") == "ok"

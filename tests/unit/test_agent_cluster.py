@@ -270,6 +270,9 @@ def test_status_endpoint_needs_a_signed_request(cluster):
     reply = P.open_envelope(TOKEN, body, "demo", cluster.mctx.now(), "status_reply")
     assert reply["in_reply_to"] == req["nonce"]
     assert reply["joined"] == 1 and reply["ready"] is False and reply["expected_nodes"] == 3
+    assert reply["host_pubkey"] == cluster.master.host_pubkey
+    assert reply["nodes"][0]["host_pubkey"] == cluster.nodes[0].host_pubkey
+    assert reply["nodes"][0]["addresses"] == ["127.0.0.11"]
     with pytest.raises(HTTPError) as info:
         urlopen(Request(url, data=P.seal("ee" * 32, req), method="POST"), timeout=5)
     assert info.value.code == 403
