@@ -1,0 +1,128 @@
+# Inputs of a bake. The wrapper (imagebake/packer.py) passes content_hash and,
+# for AWS, source_ami; everything else has a safe default.
+
+variable "content_hash" {
+  type        = map(string)
+  description = "sha256 of every bake input, per role (computed by imagebake/hashing.py)."
+  default = {
+    master = "0000000000000000000000000000000000000000000000000000000000000000"
+    node   = "0000000000000000000000000000000000000000000000000000000000000000"
+  }
+
+  validation {
+    condition     = length(var.content_hash) == 2 && length(lookup(var.content_hash, "master", "")) == 64 && length(lookup(var.content_hash, "node", "")) == 64 && trim(join("", values(var.content_hash)), "0123456789abcdef") == ""
+    error_message = "The content_hash must map master and node to 64 lowercase hex digits."
+  }
+}
+
+variable "disco_source" {
+  type        = string
+  description = "Where Disco comes from: none, a git URL (https:// or git://) or an absolute path to a source tarball."
+  default     = "https://github.com/discoproject/disco.git"
+
+  validation {
+    condition     = var.disco_source == "none" || contains(["https://", "git://g", "ssh://g"], substr(var.disco_source, 0, 8)) || (substr(var.disco_source, 0, 1) == "/" && (contains([".tgz", ".tar"], substr(var.disco_source, -4, 4)) || contains([".tar.gz"], substr(var.disco_source, -7, 7)) || contains([".tar.bz2"], substr(var.disco_source, -8, 8))))
+    error_message = "The disco_source must be none, a git URL or an absolute path to a .tar.gz/.tgz/.tar.bz2/.tar file."
+  }
+}
+
+variable "disco_ref" {
+  type        = string
+  description = "Git ref (tag, branch or commit) of Disco to build when disco_source is a git URL."
+  default     = "0.5.4"
+
+  validation {
+    condition     = var.disco_ref != "" && trim(var.disco_ref, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-") == "" && substr(var.disco_ref, 0, 1) != "-"
+    error_message = "The disco_ref must be a plain git ref (letters, digits, . _ / -)."
+  }
+}
+
+variable "docker_base" {
+  type        = string
+  description = "Docker image the docker sources start from (never pulled): imagebake/base:bookworm or ubuntu:14.04."
+  default     = "imagebake/base:bookworm"
+
+  validation {
+    condition     = var.docker_base != "" && trim(var.docker_base, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/:@-") == "" && substr(var.docker_base, 0, 1) != "-"
+    error_message = "The docker_base must be a Docker image reference such as imagebake/base:bookworm."
+  }
+}
+
+variable "aws_region" {
+  type        = string
+  description = "AWS region the AMIs are built in."
+  default     = "us-east-1"
+
+  validation {
+    condition     = length(split("-", var.aws_region)) >= 3 && trim(var.aws_region, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+    error_message = "The aws_region must look like us-east-1."
+  }
+}
+
+variable "source_ami" {
+  type        = string
+  description = "AMI the amazon-ebs sources start from (Ubuntu 14.04 HVM EBS); resolved by the wrapper when empty."
+  default     = ""
+
+  validation {
+    condition     = var.source_ami == "" || (substr(var.source_ami, 0, 4) == "ami-" && contains([12, 21], length(var.source_ami)) && trim(substr(var.source_ami, 4, 17), "0123456789abcdef") == "")
+    error_message = "The source_ami must be empty or an AMI id such as ami-0123456789abcdef0."
+  }
+}
+
+variable "instance_type" {
+  type        = string
+  description = "Instance type the AMIs are built on (t2: trusty's 3.13 kernel has no ENA driver)."
+  default     = "t2.medium"
+
+  validation {
+    condition     = length(split(".", var.instance_type)) == 2 && trim(var.instance_type, "abcdefghijklmnopqrstuvwxyz0123456789.-") == ""
+    error_message = "The instance_type must look like t2.medium."
+  }
+}
+
+variable "ssh_username" {
+  type        = string
+  description = "Login user of the source AMI."
+  default     = "ubuntu"
+}
+
+variable "subnet_id" {
+  type        = string
+  description = "Subnet to build in (empty: the default VPC)."
+  default     = ""
+
+  validation {
+    condition     = var.subnet_id == "" || (substr(var.subnet_id, 0, 7) == "subnet-" && length(var.subnet_id) > 7 && trim(substr(var.subnet_id, 7, 17), "0123456789abcdef") == "")
+    error_message = "The subnet_id must be empty or a subnet id such as subnet-0123abcd."
+  }
+}
+
+variable "encrypt_boot" {
+  type        = bool
+  description = "Encrypt the AMI's root snapshot (with the account's default EBS key)."
+  default     = false
+}
+
+variable "ami_name_prefix" {
+  type        = string
+  description = "First part of every AMI name."
+  default     = "imagebake"
+
+  validation {
+    condition     = var.ami_name_prefix != "" && length(var.ami_name_prefix) <= 40 && trim(var.ami_name_prefix, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789()./_-") == ""
+    error_message = "The ami_name_prefix must be 1-40 characters allowed in AMI names."
+  }
+}
+
+variable "manifest_path" {
+  type        = string
+  description = "Where the manifest post-processor writes the list of artifacts."
+  default     = "build/packer-manifest.json"
+}
+
+variable "agent_dir" {
+  type        = string
+  description = "Directory of the first-boot agent package uploaded into the image."
+  default     = "imagebake/agent"
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The first-boot agent (stdlib Python, imagebake/agent/ in the repo) and what it
+# relies on: the disco user, hardened sshd, and a boot service (systemd unit on
+# Debian 12, upstart job on trusty; in Docker the image's ENTRYPOINT runs it).
+set -eu
+STEP=agent
+LIB=${IMAGEBAKE_DIR:-/tmp/imagebake}/provision/lib.sh
+[ -r "$LIB" ] || LIB=$(dirname "$0")/lib.sh
+# shellcheck source=lib.sh
+. "$LIB"
+
+AGENT_SRC=$IMAGEBAKE_DIR/agent
+AGENT_HOME=/opt/imagebake
+AGENT_PKG=$AGENT_HOME/imagebake_agent
+AGENT_BIN=/usr/local/sbin/imagebake-agent
+SSHD_CONFIG=/etc/ssh/sshd_config
+
+install_agent() {
+    [ -f "$AGENT_SRC/__main__.py" ] || fatal "agent not uploaded: no $AGENT_SRC/__main__.py"
+    command -v python3 >/dev/null 2>&1 || fatal "no python3 in the image"
+    rm -rf "$AGENT_PKG.new"
+    mkdir -p "$AGENT_PKG.new"
+    # Only the package's modules: no caches, no tests, no editor files.
+    local src
+    for src in "$AGENT_SRC"/*.py; do
+        install -m 0644 "$src" "$AGENT_PKG.new/"
+    done
+    python3 -m compileall -q "$AGENT_PKG.new" >/dev/null \
+        || fatal "the agent does not compile under $(python3 --version 2>&1)"
+    rm -rf "$AGENT_PKG"
+    mv "$AGENT_PKG.new" "$AGENT_PKG"
+    # compileall again: the .pyc files recorded the .new path
+    rm -rf "$AGENT_PKG/__pycache__"
+    python3 -m compileall -q "$AGENT_PKG" >/dev/null
+    chmod 0755 "$AGENT_HOME" "$AGENT_PKG"
+    write_file "$AGENT_BIN" 0755 <<'WRAPPER'
+#!/bin/sh
+# imagebake first-boot agent (installed by provision/50-agent.sh)
+PYTHONPATH=/opt/imagebake exec python3 -m imagebake_agent "$@"
+WRAPPER
+    "$AGENT_BIN" --help >/dev/null 2>&1 || fatal "$AGENT_BIN --help fails: $("$AGENT_BIN" --help 2>&1 | tail -n 1)"
+    info "agent installed in $AGENT_PKG ($(python3 --version 2>&1))"
+}
+
+install_service() {
+    case "$(image_init)" in
+        none)
+            info "container: the image's ENTRYPOINT runs the agent"
+            ;;
+        systemd)
+            write_file /etc/systemd/system/imagebake-agent.service 0644 <<UNIT
+[Unit]
+Description=imagebake first-boot agent (forms the Disco cluster)
+Wants=network-online.target
+After=network-online.target cloud-config.service
+
+[Service]
+Type=simple
+ExecStart=$AGENT_BIN run
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+            mkdir -p /etc/systemd/system/multi-user.target.wants
+            ln -sfn /etc/systemd/system/imagebake-agent.service \
+                /etc/systemd/system/multi-user.target.wants/imagebake-agent.service
+            info "systemd unit imagebake-agent.service enabled"
+            ;;
+        upstart)
+            write_file /etc/init/imagebake-agent.conf 0644 <<JOB
+# imagebake first-boot agent (forms the Disco cluster)
+description "imagebake first-boot agent"
+
+start on (started networking or started cloud-final)
+stop on runlevel [016]
+
+respawn
+respawn limit 10 60
+console log
+
+exec $AGENT_BIN run
+JOB
+            info "upstart job /etc/init/imagebake-agent.conf installed"
+            ;;
+        *)
+            fatal "no init system to run the agent at boot (need systemd or upstart)"
+            ;;
+    esac
+}
+
+# set_sshd KEY VALUE: one active line, at the top (before any Match block).
+set_sshd() {
+    local key=$1 value=$2
+    sed -i -E "/^[[:space:]]*${key}[[:space:]]/d" "$SSHD_CONFIG"
+    sed -i "1i $key $value" "$SSHD_CONFIG"
+}
+
+harden_sshd() {
+    [ -f "$SSHD_CONFIG" ] || fatal "no $SSHD_CONFIG: is openssh-server installed?"
+    # trusty's OpenSSH 6.6 has no Include: edit the main file on every release.
+    set_sshd UseDNS no
+    set_sshd PermitRootLogin no
+    set_sshd PasswordAuthentication no
+    set_sshd ChallengeResponseAuthentication no
+    # Only the ed25519 host key, which the agent generates at first boot.
+    sed -i -E '/^[[:space:]]*#?[[:space:]]*HostKey[[:space:]]/d' "$SSHD_CONFIG"
+    sed -i "1i HostKey /etc/ssh/ssh_host_ed25519_key" "$SSHD_CONFIG"
+    sed -i "1i # imagebake: hardened by provision/50-agent.sh" "$SSHD_CONFIG"
+    if [ -d /etc/ssh/sshd_config.d ]; then
+        # Include'd first, so these win over any later drop-in (first value wins).
+        write_file /etc/ssh/sshd_config.d/00-imagebake.conf 0644 <<'CONF'
+# imagebake: no passwords, no root logins
+PasswordAuthentication no
+PermitRootLogin no
+CONF
+    fi
+    if is_trusty; then
+        # trusty's sshd -t insists on existing host keys; the agent makes them at boot.
+        info "sshd_config hardened (checked at first boot; trusty's sshd -t needs host keys)"
+        return 0
+    fi
+    local key
+    key=$(mktemp -d)/k
+    ssh-keygen -q -t ed25519 -N '' -f "$key"
+    mkdir -p /run/sshd
+    # (sshd also reports the missing baked-in HostKey here; only a config error fails)
+    /usr/sbin/sshd -t -f "$SSHD_CONFIG" -h "$key" 2>/dev/null || fatal "sshd rejects the hardened $SSHD_CONFIG: $(/usr/sbin/sshd -t -f "$SSHD_CONFIG" -h "$key" 2>&1 | tail -n 1)"
+    rm -rf "$(dirname "$key")"
+    info "sshd_config hardened and checked"
+}
+
+main() {
+    verify_system
+    ensure_disco_user
+    install_agent
+    install_service
+    harden_sshd
+}
+
+main "$@"
