@@ -33,6 +33,8 @@ _BUILD_PREFIX = re.compile(
     r"^(?:==> |--> |\s+)([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)(?: \(([^)]*)\))?: ?(.*)$", re.S)
 _BUILD_END = re.compile(
     r"^Build '([^']+)' (finished|errored)(?: after (.*?))?(?:: (.*)|\.)?$", re.S)
+# Lines of an HCL diagnostic that say nothing to a user on one line.
+_NOISE = re.compile(r"^(\(source code not available\)|on .* line \d+:|This was checked by .*)$")
 _VERSION = re.compile(r"Packer v?(\d+)\.(\d+)\.(\d+)")
 
 
@@ -227,7 +229,8 @@ def summarize(events: Iterable[Event], log_path: Path, seconds: float = 0.0,
             line += f" ({detail})"
         result.first_error = _one_line(line)
     elif not result.ok:
-        result.first_error = _one_line(first_ui_error or f"packer exited with code {returncode}")
+        result.first_error = (_first_error(first_ui_error) if first_ui_error
+                              else f"packer exited with code {returncode}")
     return result
 
 
@@ -301,8 +304,9 @@ def _first_error(output: str) -> str:
             for nxt in lines[i + 1:]:
                 if nxt.startswith("Error"):
                     break
-                if nxt.strip() and "(source code not available)" not in nxt:
-                    block.append(nxt.strip())
+                text = nxt.strip()
+                if text and not _NOISE.match(text):
+                    block.append(text)
             return _one_line(" ".join(block))
     return _one_line(output.strip() or "no output")
 

@@ -131,9 +131,16 @@ CONF
     info "sshd_config hardened and checked"
 }
 
+record_role() {
+    mkdir -p /etc/imagebake
+    printf '%s\n' "$IMAGEBAKE_ROLE" >/etc/imagebake/role
+    chmod 0644 /etc/imagebake/role
+}
+
 main() {
     verify_system
     ensure_disco_user
+    record_role
     install_agent
     install_service
     harden_sshd
