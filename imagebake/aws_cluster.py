@@ -31,6 +31,7 @@ from .errors import ImagebakeError
 IMAGES_JSON = Path("build/images.json")
 IMAGES_ENV = "IMAGEBAKE_IMAGES_JSON"
 DEFAULT_INSTANCE_TYPE = "t2.medium"
+DEFAULT_SLAVES = 4
 SSH_USER = "ubuntu"
 READY_TIMEOUT_BASE = 900.0
 READY_TIMEOUT_PER_NODE = 5.0
@@ -189,7 +190,7 @@ def launch(name: str = "imagebake", slaves: Any = 4, workers_per_node: Any = Non
     """Start one master and SLAVES nodes; returns the saved record."""
     # Flags that need no AWS call first.
     name = state.check_name(name)
-    count = inputs.slave_count(slaves)
+    count = inputs.slave_count(DEFAULT_SLAVES if slaves is None else slaves)
     workers = inputs.workers(workers_per_node)
     ttl_s = inputs.ttl_seconds(ttl)
     cidr = inputs.allow_cidr(allow_cidr) if allow_cidr is not None else None
@@ -487,7 +488,7 @@ def status(record: dict, *, session_factory: aws.SessionFactory | None = None,
 def grow(record: dict, slaves: Any = 1, *, session_factory: aws.SessionFactory | None = None
          ) -> dict:
     """SLAVES more nodes with the cluster's token, cookie and master address."""
-    count = inputs.slave_count(slaves)
+    count = inputs.slave_count(1 if slaves is None else slaves)
     have = len(record.get("nodes", []))
     if have + count > inputs.MAX_SLAVES:
         raise ImagebakeError(

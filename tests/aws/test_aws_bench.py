@@ -1,0 +1,15 @@
+"""The launch benchmark runs on its own moto server and stays flat in N."""
+
+from __future__ import annotations
+
+from imagebake import bench_launch
+
+
+def test_api_calls_do_not_grow_with_the_cluster():
+    report = bench_launch.run(quiet=True)
+    results = report["results"]
+    assert set(results) == {1, 4, 32}
+    assert report["ratio"] <= 1.2
+    for n in (1, 4, 32):
+        assert results[n]["launch_by_operation"]["RunInstances"] == 2
+        assert results[n]["destroy_calls"] > 0
