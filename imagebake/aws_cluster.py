@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +29,8 @@ from .aws.progress import Steps
 from .aws.readiness import Readiness, agent_status, is_ready, master_host_key, node_host_keys
 from .errors import ImagebakeError
 
-IMAGES_JSON = Path("build/images.json")
+# where `invoke bake --target aws` writes it (imagebake.bake.images_json_path)
+IMAGES_JSON = Path(__file__).resolve().parent.parent / "build" / "images.json"
 IMAGES_ENV = "IMAGEBAKE_IMAGES_JSON"
 DEFAULT_INSTANCE_TYPE = "t2.medium"
 DEFAULT_SLAVES = 4
@@ -45,8 +47,10 @@ def _images_json() -> Path:
     return Path(os.environ.get(IMAGES_ENV) or IMAGES_JSON)
 
 
-def _default_amis(region: str) -> dict[str, str]:
+def _default_amis(region: str, roles: list[str]) -> dict[str, str]:
     """{role: ami} from build/images.json (written by `invoke bake --target aws`)."""
+    if not roles:
+        return {}
     path = _images_json()
     hint = "run `invoke bake --target aws` or pass --master-ami and --node-ami"
     try:
@@ -56,7 +60,7 @@ def _default_amis(region: str) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         raise ImagebakeError(f"cannot read {path}: {aws.one_line(exc)}: {hint}") from None
     out: dict[str, str] = {}
-    for role in ("master", "node"):
+    for role in roles:
         entry = ((data or {}).get("aws") or {}).get(role) or {}
         ami = entry.get("id")
         if not ami:
@@ -206,8 +210,9 @@ def launch(name: str = "imagebake", slaves: Any = 4, workers_per_node: Any = Non
     session, region = _session(region, profile, session_factory)
     owner = _owner(session)
     client = aws.ec2(session, region)
-    amis = _default_amis(region) if not (master_ami and node_ami) else {}
-    amis.update({k: v for k, v in (("master", master_ami), ("node", node_ami)) if v})
+    given = {k: v for k, v in (("master", master_ami), ("node", node_ami)) if v}
+    amis = _default_amis(region, [r for r in ("master", "node") if r not in given])
+    amis.update(given)
     images = _check_amis(client, region, amis)
     _check_instance_types(client, [master_type, node_type], images,
                           {"master": master_type, "node": node_type})
@@ -443,7 +448,7 @@ def status(record: dict, *, session_factory: aws.SessionFactory | None = None,
         raise ImagebakeError(aws.explain(exc, "describing the cluster",
                                          region=record["region"])) from None
     master_entry = record.get("master") or {}
-    master = found.get(master_entry.get("id"), {"state": "missing", **master_entry})
+    master = found.get(master_entry.get("id"), {**master_entry, "state": "missing"})
     reply = None
     if master.get("state") == "running":
         reply = (readiness or agent_status)(_address(master), network.JOIN_PORT, record)
@@ -451,7 +456,7 @@ def status(record: dict, *, session_factory: aws.SessionFactory | None = None,
                   if isinstance(n, dict)}
     nodes = []
     for entry in record.get("nodes", []):
-        info = found.get(entry["id"], {"state": "missing", **entry})
+        info = found.get(entry["id"], {**entry, "state": "missing"})
         joined = by_address.get(info.get("private_ip"))
         nodes.append({
             "id": entry["id"], "hostname": (joined or {}).get("hostname") or entry["id"],
@@ -465,13 +470,11 @@ def status(record: dict, *, session_factory: aws.SessionFactory | None = None,
     ready = (master.get("state") == "running" and not missing
              and is_ready(reply, len(nodes))
              and all(n["joined"] for n in nodes))
-    if reply is not None and ready and not record.get("master_host_key"):
+    if reply is not None:
         _remember_keys(record, reply)
     if ready != record.get("ready") or reply is not None:
         record["ready"] = ready
         state.save(record)
-        if reply is not None:
-            _remember_keys(record, reply)
     public = master.get("public_ip")
     return {
         "name": record["name"], "target": "aws", "ready": ready,
@@ -590,7 +593,7 @@ def ssh_argv(record: dict, node: str | None = None) -> list[str]:
         raise ImagebakeError(
             f"the host key of node {node} is not known: wait until `invoke status --name "
             f"{record['name']}` says READY, then retry")
-    jump = " ".join([*base, "-W", "%h:%p", target])
+    jump = shlex.join([*base, "-W", "%h:%p", target])
     return [*base, "-o", f"ProxyCommand={jump}", f"{SSH_USER}@{entry['private_ip']}"]
 
 

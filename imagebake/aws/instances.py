@@ -27,7 +27,7 @@ def tag_list(cluster: str, role: str, owner: str, created: str, ttl: str | None)
         CLUSTER_TAG: cluster,
         ROLE_TAG: role,
         "Name": f"imagebake-{cluster}-{role}",
-        "owner": owner,
+        "owner": owner[:256],  # EC2's limit for a tag value
         "created": created,
         "ttl": ttl or "none",
     }
