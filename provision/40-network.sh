@@ -25,7 +25,7 @@ APT::Periodic::AutocleanInterval "0";
 APT::Periodic::Unattended-Upgrade "0";
 CONF
     if [ -f /etc/apt/apt.conf.d/20auto-upgrades ]; then
-        sed -i -E 's/"1"/"0"/' /etc/apt/apt.conf.d/20auto-upgrades
+        sed -i -r 's/"1"/"0"/' /etc/apt/apt.conf.d/20auto-upgrades
     fi
     # trusty runs apt from cron.daily; Debian's cron.daily/apt-compat does the same without systemd.
     local job
@@ -103,11 +103,11 @@ ntp_setup() {
         set_kv /etc/default/ntpdate NTPSERVERS "\"$AWS_NTP\""
     fi
     if [ -f /etc/ntp.conf ]; then
-        sed -i -E 's/^(server|pool)[[:space:]]/#&/' /etc/ntp.conf
+        sed -i -r 's/^(server|pool)[[:space:]]/#&/' /etc/ntp.conf
         printf 'server %s prefer iburst minpoll 4 maxpoll 4\n' "$AWS_NTP" >>/etc/ntp.conf
     fi
     if [ -f /etc/chrony/chrony.conf ]; then
-        sed -i -E 's/^(server|pool|sourcedir)[[:space:]]/#&/' /etc/chrony/chrony.conf
+        sed -i -r 's/^(server|pool|sourcedir)[[:space:]]/#&/' /etc/chrony/chrony.conf
         printf 'server %s prefer iburst minpoll 4 maxpoll 4\n' "$AWS_NTP" >>/etc/chrony/chrony.conf
     fi
     if [ -x /lib/systemd/systemd-timesyncd ]; then

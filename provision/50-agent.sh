@@ -93,7 +93,7 @@ JOB
 # set_sshd KEY VALUE: one active line, at the top (before any Match block).
 set_sshd() {
     local key=$1 value=$2
-    sed -i -E "/^[[:space:]]*${key}[[:space:]]/d" "$SSHD_CONFIG"
+    sed -i -r "/^[[:space:]]*${key}[[:space:]]/d" "$SSHD_CONFIG"
     sed -i "1i $key $value" "$SSHD_CONFIG"
 }
 
@@ -105,7 +105,7 @@ harden_sshd() {
     set_sshd PasswordAuthentication no
     set_sshd ChallengeResponseAuthentication no
     # Only the ed25519 host key, which the agent generates at first boot.
-    sed -i -E '/^[[:space:]]*#?[[:space:]]*HostKey[[:space:]]/d' "$SSHD_CONFIG"
+    sed -i -r '/^[[:space:]]*#?[[:space:]]*HostKey[[:space:]]/d' "$SSHD_CONFIG"
     sed -i "1i HostKey /etc/ssh/ssh_host_ed25519_key" "$SSHD_CONFIG"
     sed -i "1i # imagebake: hardened by provision/50-agent.sh" "$SSHD_CONFIG"
     if [ -d /etc/ssh/sshd_config.d ]; then

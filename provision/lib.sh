@@ -46,10 +46,12 @@ on_aws() { [ "$IMAGEBAKE_TARGET" = amazon-ebs ]; }
 image_init() {
     if in_container; then
         echo none
-    elif [ -d /run/systemd/system ] || [ -x /lib/systemd/systemd ]; then
+    elif [ -d /run/systemd/system ]; then
         echo systemd
     elif [ -x /sbin/initctl ] && /sbin/initctl version 2>/dev/null | grep -q upstart; then
         echo upstart
+    elif [ -x /lib/systemd/systemd ]; then
+        echo systemd
     else
         echo sysv
     fi
@@ -117,7 +119,7 @@ write_file() {
 set_kv() {
     local file=$1 key=$2 value=$3
     touch "$file"
-    sed -i -E "/^[[:space:]]*$key=/d" "$file"
+    sed -i -r "/^[[:space:]]*$key=/d" "$file"
     printf '%s=%s\n' "$key" "$value" >>"$file"
 }
 
