@@ -207,7 +207,7 @@ class Progress:
 
         table = Table(box=None, pad_edge=False)
         for col in ("role", "status", "elapsed", "step"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=True, overflow="ellipsis")
         now = time.monotonic()
         for role, row in self.rows.items():
             elapsed = (row["end"] or now) - row["start"]
