@@ -214,7 +214,13 @@ def _container(record: dict, host: str) -> dict | None:
 
 
 def _exec_json(container: str, *argv: str) -> dict | None:
-    out = docker("exec", container, *argv, check=False, timeout=30)
+    """JSON printed by a command in the container, whatever its exit code
+    (`imagebake-agent status` exits 1 while not ready but still reports)."""
+    import subprocess
+
+    proc = subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True,
+                          timeout=30)
+    out = proc.stdout
     try:
         return json.loads(out) if out.strip() else None
     except ValueError:
@@ -246,6 +252,8 @@ def status(record: dict, per_node: bool = True) -> dict:
     master_state = _agent_status(mname) if master_running else None
     config = _disco_config(mname) if master_running else None
     joined = _joined_names(master_state)
+    addresses = {m.get("hostname"): m.get("address")
+                 for m in (master_state or {}).get("nodes") or [] if isinstance(m, dict)}
     in_config = {h[0]: h[1] for h in (config or {}).get("hosts", [])}
     agents: dict[str, dict | None] = {}
     running_nodes = [h for h in record["nodes"]
@@ -260,6 +268,7 @@ def status(record: dict, per_node: bool = True) -> dict:
         nodes.append({
             "hostname": host,
             "container": container_name(name, host),
+            "address": addresses.get(host),
             "state": c["State"]["Status"] if c else "missing",
             "joined": host in joined,
             "workers": in_config.get(host),

@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 
 def invoke(*args: str, env: dict | None = None, timeout: float = 300):
-    return subprocess.run(["invoke", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run([sys.executable, "-m", "invoke", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def labelled(name: str) -> list[str]:
@@ -69,9 +70,9 @@ def test_destroy_of_unknown_cluster_is_not_an_error(state_dir):
 
 
 def test_ctrl_c_during_launch_then_destroy_leaves_nothing(state_dir, images):
-    proc = subprocess.Popen(["invoke", "launch", "--target", "docker", "--slaves", "4",
-                             "--name", "ctrlc"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "launch", "--target", "docker",
+                             "--slaves", "4", "--name", "ctrlc"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not labelled("ctrlc"):
         time.sleep(0.05)

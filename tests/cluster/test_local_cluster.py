@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -74,7 +75,7 @@ def test_container_with_another_cookie_is_refused(cluster):
         # control: the same network and the right cookie get in
         assert _ping_master(cluster, cluster["cookie"]) == "pong"
     finally:
-        sh(cluster, "master", "pkill -f imagebake_probe || true")
+        sh(cluster, "master", "pkill -f 'sname [i]magebake_probe' || true")
 
 
 def test_every_node_resolves_every_cluster_name_through_master_dnsmasq(cluster):
@@ -206,8 +207,8 @@ def test_several_clusters_coexist_and_destroy_touches_only_its_own(launcher, clu
 
 
 def test_status_json_lists_every_node_state(cluster, state_dir):
-    out = subprocess.run(["invoke", "status", "--name", cluster["name"], "--json"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "invoke", "status", "--name", cluster["name"],
+                          "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {n["hostname"]: n["state"] for n in report["nodes"]} == {
