@@ -17,7 +17,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_helpers import REGION, Calls, register_ami
+
+from .aws_helpers import REGION, Calls, register_ami
 
 # Canonical's trusty images for resolve_source_ami, loaded by moto at import time
 # (MOTO_AMIS_PATH must be set before moto's EC2 models are imported).

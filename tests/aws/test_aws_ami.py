@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from aws_helpers import REGION
 
 from imagebake.ami import resolve_source_ami
 from imagebake.errors import ImagebakeError
+
+from .aws_helpers import REGION
 
 
 def test_newest_canonical_trusty_image_is_picked(aws_env, calls):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_helpers import REGION, register_ami, tagged
+
+from .aws_helpers import REGION, register_ami, tagged
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD_CIDR = ["--allow-cidr", "203.0.113.7/32"]

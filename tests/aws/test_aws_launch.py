@@ -7,11 +7,12 @@ import json
 import time
 
 import pytest
-from aws_helpers import REGION, client_error, register_ami, tagged
 
 from imagebake import aws_cluster, state
 from imagebake.agent import spec as agent_spec
 from imagebake.errors import ImagebakeError
+
+from .aws_helpers import REGION, client_error, register_ami, tagged
 
 CIDR = "203.0.113.7/32"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheMasterForTestsOnly000000000"
