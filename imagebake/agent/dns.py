@@ -38,6 +38,9 @@ def render_resolver(existing, nameserver):
     return "\n".join([MARK, "nameserver %s" % nameserver] + keep) + "\n"
 
 
+SELF_ADDRESSES = ("127.0.0.1", "::1", "0.0.0.0")
+
+
 def nameservers(text):
     out = []
     for line in (text or "").splitlines():
@@ -51,7 +54,9 @@ def save_upstream(ctx):
     """Before pointing the master at 127.0.0.1, keep the original upstreams for dnsmasq."""
     path = ctx.path(UPSTREAM_FILE)
     current = nameservers(read_text(ctx.path(RESOLV_CONF)))
-    upstream = [ns for ns in current if not ns.startswith("127.") and ns != "::1"]
+    # Only the addresses dnsmasq itself answers on would loop; other loopback
+    # resolvers are real upstreams (Docker's 127.0.0.11, systemd's 127.0.0.53).
+    upstream = [ns for ns in current if ns not in SELF_ADDRESSES]
     if not upstream or os.path.exists(path):
         return False
     text = "".join("nameserver %s\n" % ns for ns in upstream)

@@ -213,3 +213,11 @@ def test_status_json_lists_every_node_state(cluster, state_dir):
     report = json.loads(out.stdout)
     assert {n["hostname"]: n["state"] for n in report["nodes"]} == {
         n: "running" for n in cluster["nodes"]}
+
+
+def test_master_dnsmasq_forwards_other_names_upstream(cluster):
+    # Only Docker's embedded resolver knows container names: node01 asks the
+    # master's dnsmasq, which must forward to the master's original upstream.
+    container = container_name(cluster["name"], "node02")
+    out = sh(cluster, "node01", f"getent hosts {container}", check=False)
+    assert out.returncode == 0 and out.stdout.split()[1] == container, out.stdout + out.stderr

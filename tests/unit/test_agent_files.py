@@ -99,11 +99,13 @@ def test_master_saves_upstream_before_pointing_at_itself(agent_ctx):
     ctx = agent_ctx()
     os.makedirs(ctx.path("/etc"))
     with open(ctx.path("/etc/resolv.conf"), "w") as handle:
-        handle.write("nameserver 10.0.0.2\nnameserver 127.0.0.53\n")
+        handle.write("nameserver 10.0.0.2\nnameserver 127.0.0.1\nnameserver 127.0.0.11\n")
     assert dns.save_upstream(ctx)
     dns.point_resolver(ctx, "127.0.0.1")
     assert not dns.save_upstream(ctx)  # kept from the first run
-    assert open(ctx.path(dns.UPSTREAM_FILE)).read() == "nameserver 10.0.0.2\n"
+    # dnsmasq's own address would loop; Docker's embedded resolver is a real upstream
+    assert open(ctx.path(dns.UPSTREAM_FILE)).read() == (
+        "nameserver 10.0.0.2\nnameserver 127.0.0.11\n")
 
 
 def test_hosts_file_render():
