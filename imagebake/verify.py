@@ -3,7 +3,8 @@
 docker: one throw-away container per role from imagebake/<role>:latest, its
 entrypoint replaced by `sleep infinity` (labelled imagebake.verify=1, removed
 afterwards even on failure), checked over testinfra's docker:// backend.
-aws: an instance booted from the AMI, checked over ssh:// (with sudo).
+aws: an instance booted from the AMI (--host), or, without --host, the AMIs of
+build/images.json booted as a one-slave cluster, checked over ssh:// (sudo).
 """
 
 from __future__ import annotations
@@ -73,10 +74,57 @@ def _ami_role(ami: str) -> str | None:
 
 def verify_aws(ami: str | None, host: str | None) -> int:
     if not host:
-        raise ImagebakeError("--target aws needs --host user@address of an instance "
-                             "booted from the AMI (and --ami to check its role)")
+        if ami:
+            raise ImagebakeError("--ami goes with --host; without both, verify boots the "
+                                 "AMIs in build/images.json itself")
+        return verify_aws_boot()
     role = _ami_role(ami) if ami else None
     return _pytest(f"ssh://{host}", role, ["--sudo"])
+
+
+SSH_CONFIG = """Host master
+  HostName {master}
+Host node
+  HostName {node}
+  ProxyJump master
+Host *
+  User ubuntu
+  IdentityFile {key}
+  IdentitiesOnly yes
+  UserKnownHostsFile {known}
+  StrictHostKeyChecking yes
+"""
+
+
+def verify_aws_boot(region: str | None = None) -> int:
+    """Boot the baked AMIs as a one-slave cluster (so each gets its agent and
+    pinned host key), run the suite on master and node over ssh, tear it all down."""
+    import tempfile
+
+    from . import aws_cluster, state
+    from .aws import session as aws
+
+    client = aws.ec2(aws.make_session(region))
+    tag = f"verify{os.getpid() % 100000}"
+    key_name = f"imagebake-{tag}"
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "id_ed25519"
+        material = client.create_key_pair(KeyName=key_name, KeyType="ed25519")["KeyMaterial"]
+        key.touch(mode=0o600)
+        key.write_text(material)
+        try:
+            record = aws_cluster.launch(name=tag, slaves=1, region=region, key_name=key_name,
+                                        ttl="2h")
+            config = Path(tmp) / "ssh_config"
+            config.write_text(SSH_CONFIG.format(
+                master=record["master"]["public_ip"], node=record["nodes"][0]["private_ip"],
+                key=key, known=aws_cluster._known_hosts(tag)))
+            extra = ["--sudo", f"--ssh-config={config}"]
+            codes = [_pytest(f"ssh://{role}", role, extra) for role in ROLES]
+        finally:
+            print(aws_cluster.destroy(tag, state.load(tag)), file=sys.stderr)
+            client.delete_key_pair(KeyName=key_name)
+    return next((c for c in codes if c), 0)
 
 
 def verify(target: str = "docker", ami: str | None = None, host: str | None = None) -> int:
