@@ -322,3 +322,20 @@ def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region
         print(f"kept {image['id']}: a cluster uses it")
     if not doomed:
         print("nothing to prune")
+
+
+@task(
+    iterable=["input"],
+    help={
+        "name": "cluster name",
+        "input": "a file path or http(s) URL, .gz/.bz2/.zip unpacked (repeatable)",
+        "tag": "DDFS tag to store under (default data:2grams)",
+    },
+)
+@_cli
+def ddfs_load(c, name=None, input=None, tag="data:2grams"):  # noqa: A002 - the flag's name
+    """Push files into the cluster's DDFS through the master (`ddfs chunk`)."""
+    from imagebake import ddfs_load as mod
+
+    count = mod.load(_record(name), input or [], mod.check_tag(tag))
+    print(f"stored {count} file(s) under tag://{tag}")

@@ -611,3 +611,16 @@ def tunnel(record: dict) -> str:
             f"ssh tunnel failed (exit {result.returncode}): is local port "
             f"{network.DISCO_PORT} free and your key loaded (ssh-add)?")
     return f"http://localhost:{network.DISCO_PORT}/"
+
+
+def master_exec(record: dict, command: str, user: str = "root",
+                stdin=None) -> tuple[int, str]:
+    """Run a shell command on the master over ssh (pinned host key) as USER via sudo,
+    optionally fed from the binary file STDIN; returns (exit code, output)."""
+    remote = f"sudo -u {shlex.quote(user)} -H sh -c {shlex.quote(command)}"
+    argv = [*_ssh_base(record), "-o", "BatchMode=yes", _master_target(record), remote]
+    try:
+        proc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ImagebakeError(f"ssh to the master failed: {aws.one_line(exc)}") from None
+    return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")

@@ -377,14 +377,16 @@ def summary(record: dict) -> str:
     return "\n".join(lines)
 
 
-def master_exec(record: dict, command: str, user: str = "root") -> tuple[int, str]:
-    """Run a shell command in the master container (as USER); returns (exit code, output)."""
+def master_exec(record: dict, command: str, user: str = "root",
+                stdin=None) -> tuple[int, str]:
+    """Run a shell command in the master container (as USER), optionally fed from the
+    binary file STDIN; returns (exit code, output)."""
     import subprocess
 
-    argv = ["docker", "exec", container_name(record["name"], "master")]
+    argv = ["docker", "exec", *(["-i"] if stdin else []), container_name(record["name"], "master")]
     if user == "root":
         argv += ["sh", "-c", command]
     else:
         argv += ["su", "-", user, "-c", command]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
+    proc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=3600)
+    return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")

@@ -221,3 +221,15 @@ def test_master_dnsmasq_forwards_other_names_upstream(cluster):
     container = container_name(cluster["name"], "node02")
     out = sh(cluster, "node01", f"getent hosts {container}", check=False)
     assert out.returncode == 0 and out.stdout.split()[1] == container, out.stdout + out.stderr
+
+
+def test_ddfs_load_without_disco_says_so_in_one_line(cluster, tmp_path):
+    sample = tmp_path / "grams.tsv"
+    sample.write_text("of the\t1999\t12\t3\t1\n")
+    out = subprocess.run([sys.executable, "-m", "invoke", "ddfs-load", "--name", cluster["name"],
+                          "--input", str(sample), "--tag", "data:2grams"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"error: Disco is not in the images of {cluster['name']!r} (offline bake): "
+        "there is no DDFS to load into"]
