@@ -1,0 +1,1 @@
+"""QEMU target helpers: accelerator detection, NoCloud seeds, network namespaces."""
