@@ -279,10 +279,11 @@ def test(c, fast=False):
     """The README's test command: lint, bake the local images offline, run every test."""
     lint(c)
     if fast:
-        c.run("python -m pytest -ra -m 'not docker and not vm'", echo=True, pty=False)
+        c.run("python -m pytest -ra -m 'not docker and not vm' --ignore=tests/images", echo=True)
         return
     c.run("invoke bake --target docker --var disco_source=none", echo=True)
-    c.run("python -m pytest -ra", echo=True)
+    c.run("invoke verify --target docker", echo=True)  # testinfra on both baked images
+    c.run("python -m pytest -ra --ignore=tests/images", echo=True)
 
 
 @task(help={"target": "docker (default) or aws", "json": "print JSON",

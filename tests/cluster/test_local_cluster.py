@@ -216,11 +216,12 @@ def test_status_json_lists_every_node_state(cluster, state_dir):
 
 
 def test_master_dnsmasq_forwards_other_names_upstream(cluster):
-    # Only Docker's embedded resolver knows container names: node01 asks the
-    # master's dnsmasq, which must forward to the master's original upstream.
-    container = container_name(cluster["name"], "node02")
-    out = sh(cluster, "node01", f"getent hosts {container}", check=False)
-    assert out.returncode == 0 and out.stdout.split()[1] == container, out.stdout + out.stderr
+    # Only Docker's embedded resolver knows CONTAINER.NETWORK names: node01 asks the
+    # master's dnsmasq, which must forward them to the master's original upstream.
+    # (Dotless names stay local: dnsmasq runs with domain-needed.)
+    fqdn = f"{container_name(cluster['name'], 'node02')}.{cluster['network']}"
+    out = sh(cluster, "node01", f"getent hosts {fqdn}", check=False)
+    assert out.returncode == 0 and out.stdout.split()[1] == fqdn, out.stdout + out.stderr
 
 
 def test_ddfs_load_without_disco_says_so_in_one_line(cluster, tmp_path):
