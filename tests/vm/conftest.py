@@ -1,0 +1,67 @@
+"""Real QEMU VMs: one cluster (master + 2 slaves) shared by the module's tests.
+
+Needs root, qemu-system-x86 and the baked qemu images (`invoke bake --target
+qemu`). A capture on the cluster bridge runs from before the first VM starts
+until the cluster is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from imagebake import qemu_cluster, state
+from imagebake.errors import ImagebakeError
+
+NAME = "vmtest"
+RESULTS = Path("build/vm-test-results.json")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/vm/" in str(item.fspath):
+            item.add_marker(pytest.mark.vm)
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def vm_host():
+    if os.geteuid() != 0:
+        pytest.skip("VM tests need root (network namespaces, tap devices)")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86 not installed")
+    try:
+        return qemu_cluster.image_paths()
+    except ImagebakeError as exc:
+        pytest.fail(f"{exc} (the VM tests run on baked images)")
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vmstate")
+    old = os.environ.get("IMAGEBAKE_STATE_DIR")
+    os.environ["IMAGEBAKE_STATE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("IMAGEBAKE_STATE_DIR", None)
+    else:
+        os.environ["IMAGEBAKE_STATE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def cluster(vm_host, state_dir, tmp_path_factory):
+    pcap = tmp_path_factory.mktemp("capture") / "bridge.pcap"
+    if state.load(NAME):
+        qemu_cluster.destroy(NAME)
+    started = time.time()
+    try:
+        record = qemu_cluster.launch(name=NAME, slaves=2, capture=str(pcap))
+        record["pcap"] = qemu_cluster.stop_capture(record)
+        record["launch_seconds"] = round(time.time() - started, 1)
+        yield record
+    finally:
+        print(qemu_cluster.destroy(NAME))
