@@ -116,3 +116,48 @@ def read_images(path: Path) -> dict[str, dict[str, Any]]:
         return (json.loads(Path(path).read_text()) or {}).get("qemu", {})
     except (OSError, ValueError):
         return {}
+
+
+def packer_build(base: str | None = None, extra_vars: dict[str, str] | None = None,
+                 roles: tuple[str, ...] = ("master", "node")) -> dict[str, Any]:
+    """Bake the qemu sources with Packer directly (what bake.py does for target qemu):
+    returns {"seconds": {role: s}, "images": {role: entry}, "accel": name}; writes
+    build/images.json["qemu"]. Content hashes are bake.py's business (zeros here)."""
+    import time
+
+    from .. import bake as bake_mod
+    from .. import packer
+
+    root = bake_mod.ROOT
+    inputs = prepare(base)
+    manifest = root / "build" / "qemu-manifest.json"
+    manifest.unlink(missing_ok=True)
+    starts: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+
+    def on_event(event: packer.Event) -> None:
+        build = getattr(event, "build", None) or ""
+        role = build.split(".")[-1]
+        if isinstance(event, packer.BuildStart):
+            starts[role] = time.monotonic()
+        elif isinstance(event, packer.BuildEnd) and role in starts:
+            seconds[role] = round(time.monotonic() - starts[role], 1)
+
+    variables: dict[str, object] = {
+        "disco_source": "none", **(extra_vars or {}), **inputs.variables,
+        "manifest_path": str(manifest), "agent_dir": str(root / "imagebake" / "agent"),
+    }
+    for role in roles:  # Packer refuses an existing output directory
+        shutil.rmtree(root / "build" / "qemu" / f"{role}-{'0' * 12}", ignore_errors=True)
+    try:
+        result = packer.build(bake_mod.PACKER_DIR, [f"qemu.{r}" for r in roles], variables,
+                              on_event=on_event, log_dir=root / "build" / "logs", cwd=root,
+                              raise_on_error=False)
+    finally:
+        inputs.cleanup()
+    if not result.ok:
+        raise ImagebakeError(f"packer build (qemu) failed: {result.first_error} "
+                             f"(log: {result.log_path})")
+    entries = images_entries(bake_mod.read_manifest(manifest), {})
+    bake_mod.write_images("qemu", entries)
+    return {"seconds": seconds, "images": entries, "accel": inputs.accel.name}
