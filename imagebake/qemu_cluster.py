@@ -340,15 +340,17 @@ def ssh_base(record: dict, host: str = "master", batch: bool = True) -> list[str
 
 
 def vm_exec(record: dict, host: str, command: str, timeout: float = 60,
-            stdin=None) -> tuple[int, str]:
-    """Run COMMAND (a shell line, as root via sudo) on HOST; (exit code, stdout+stderr)."""
+            stdin=None, stderr: bool = True) -> tuple[int, str]:
+    """Run COMMAND (a shell line, as root via sudo) on HOST; (exit code, stdout+stderr),
+    or only stdout when STDERR is false."""
     argv = ssh_base(record, host) + [f"sudo -n sh -c {shlex.quote(command)}"]
     try:
         proc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=timeout,
                               check=False)
     except subprocess.TimeoutExpired:
         return 255, "timeout"
-    return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    out = proc.stdout + (proc.stderr if stderr else b"")
+    return proc.returncode, out.decode("utf-8", "replace")
 
 
 def master_exec(record: dict, command: str, user: str = "root",
@@ -374,13 +376,14 @@ def _json_or_none(text: str) -> dict | None:
 def _agent_status(record: dict, host: str) -> dict | None:
     if not host_keys(record, host):
         return None
-    rc, out = vm_exec(record, host, "imagebake-agent status --json 2>/dev/null", timeout=30)
+    rc, out = vm_exec(record, host, "imagebake-agent status --json 2>/dev/null", timeout=30,
+                      stderr=False)
     return _json_or_none(out) if rc == 0 else None
 
 
 def _disco_config(record: dict) -> dict | None:
     rc, out = vm_exec(record, "master", f"cat /usr/var/disco/disco_{DISCO_PORT}.config",
-                      timeout=30)
+                      timeout=30, stderr=False)
     return _json_or_none(out) if rc == 0 else None
 
 

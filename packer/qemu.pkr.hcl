@@ -50,7 +50,7 @@ variable "qemu_ssh_key" {
 
 variable "qemu_output_dir" {
   type        = string
-  description = "Directory under which each role's qcow2 is written (<dir>/<role>-<hash12>/)."
+  description = "Directory under which each role's qcow2 is written (<dir>/<role>-<hash12>-<stamp>/)."
   default     = "build/qemu"
 }
 
@@ -114,7 +114,7 @@ source "qemu" "master" {
   ssh_handshake_attempts = 200
   shutdown_command       = "sudo -n /bin/sh /var/tmp/imagebake-finish-bake.sh ${var.qemu_ssh_username}"
   shutdown_timeout       = "5m"
-  output_directory       = "${var.qemu_output_dir}/master-${local.hash12["master"]}"
+  output_directory       = "${var.qemu_output_dir}/master-${local.hash12["master"]}-${local.stamp}"
   vm_name                = local.qemu_vm_name["master"]
   qemuargs               = [["-serial", "file:${var.qemu_output_dir}/master-console.log"]]
 }
@@ -145,7 +145,7 @@ source "qemu" "node" {
   ssh_handshake_attempts = 200
   shutdown_command       = "sudo -n /bin/sh /var/tmp/imagebake-finish-bake.sh ${var.qemu_ssh_username}"
   shutdown_timeout       = "5m"
-  output_directory       = "${var.qemu_output_dir}/node-${local.hash12["node"]}"
+  output_directory       = "${var.qemu_output_dir}/node-${local.hash12["node"]}-${local.stamp}"
   vm_name                = local.qemu_vm_name["node"]
   qemuargs               = [["-serial", "file:${var.qemu_output_dir}/node-console.log"]]
 }

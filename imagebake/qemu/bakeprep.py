@@ -147,8 +147,6 @@ def packer_build(base: str | None = None, extra_vars: dict[str, str] | None = No
         "disco_source": "none", **(extra_vars or {}), **inputs.variables,
         "manifest_path": str(manifest), "agent_dir": str(root / "imagebake" / "agent"),
     }
-    for role in roles:  # Packer refuses an existing output directory
-        shutil.rmtree(root / "build" / "qemu" / f"{role}-{'0' * 12}", ignore_errors=True)
     try:
         result = packer.build(bake_mod.PACKER_DIR, [f"qemu.{r}" for r in roles], variables,
                               on_event=on_event, log_dir=root / "build" / "logs", cwd=root,

@@ -71,7 +71,7 @@ def stop(pidfile: Path, timeout: float = 10.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if read_pid(pidfile) is None:
+        if not Path(f"/proc/{pid}").exists():
             return True
         time.sleep(0.1)
     try:

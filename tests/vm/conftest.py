@@ -21,13 +21,6 @@ NAME = "vmtest"
 RESULTS = Path("build/vm-test-results.json")
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/vm/" in str(item.fspath):
-            item.add_marker(pytest.mark.vm)
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(scope="session")
 def vm_host():
     if os.geteuid() != 0:

@@ -15,7 +15,7 @@ WATCHED = ("/home/disco/.ssh/known_hosts", "/home/disco/.ssh/authorized_keys",
 def sh(record: dict, host: str, command: str, user: str = "root", check: bool = True) -> str:
     if user != "root":
         command = f"su - {user} -c {json.dumps(command)}"
-    rc, out = qemu_cluster.vm_exec(record, host, command, timeout=180)
+    rc, out = qemu_cluster.vm_exec(record, host, command, timeout=180, stderr=False)
     if check and rc != 0:
         raise AssertionError(f"{host}: {command!r} exited {rc}: {out}")
     return out

@@ -1,0 +1,61 @@
+"""Fast checks of the QEMU target's pure parts (no VM, no root): run in the fast suite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imagebake import qemu_base
+from imagebake.qemu import bakeprep, netns, seed
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tap_names_fit_ifnamsiz_and_differ_per_cluster():
+    names = {netns.tap_name(c, i) for c in ("a", "b", "x" * 20) for i in (0, 1, 64)}
+    assert len(names) == 9
+    assert all(len(n) <= 15 for n in names)
+
+
+def test_static_network_config_is_version_1_with_the_mac():
+    config = json.loads(seed.static_network("52:54:00:00:00:01", "10.77.0.2", 24, "10.77.0.2"))
+    nic = config["config"][0]
+    assert config["version"] == 1 and nic["mac_address"] == "52:54:00:00:00:01"
+    assert nic["subnets"][0]["address"] == "10.77.0.2/24"
+
+
+def test_bake_login_is_a_locked_key_only_sudo_user():
+    text = bakeprep.user_data("imagebake-bake-0123abcd", "ssh-ed25519 AAAA test")
+    assert text.startswith("#cloud-config\n")
+    assert "lock_passwd: true" in text and "ssh_pwauth: false" in text
+    assert "- default" not in text  # the image's default user is not created at bake time
+
+
+def test_recipe_hash_changes_with_the_mirror_only_when_it_changes():
+    a = qemu_base.recipe_hash("http://deb.debian.org/debian")
+    assert a == qemu_base.recipe_hash("http://deb.debian.org/debian")
+    assert a != qemu_base.recipe_hash("http://mirror.example/debian")
+
+
+def test_images_entries_take_the_qcow2_path_from_the_manifest():
+    builds = {"master": {"files": [{"name": "build/qemu/master-x/imagebake-master-x.qcow2"}],
+                         "custom_data": {"accelerator": "tcg", "disco_source": "none"}}}
+    entry = bakeprep.images_entries(builds, {"master": "ab" * 32})["master"]
+    assert entry["id"].endswith("imagebake-master-x.qcow2") and Path(entry["id"]).is_absolute()
+    assert entry["content_hash"] == "ab" * 32 and entry["accelerator"] == "tcg"
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_finish_bake_script_is_shellcheck_clean():
+    subprocess.run(["shellcheck", str(ROOT / "imagebake/qemu/finish-bake.sh")], check=True)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/packer").exists(), reason="packer not installed")
+def test_qemu_template_is_formatted():
+    proc = subprocess.run(["/usr/bin/packer", "fmt", "-check", str(ROOT / "packer/qemu.pkr.hcl")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
