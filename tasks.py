@@ -283,6 +283,7 @@ def test(c, fast=False):
         return
     c.run("invoke bake --target docker --var disco_source=none", echo=True)
     c.run("invoke verify --target docker", echo=True)  # testinfra on both baked images
+    c.run("invoke bake --target qemu --var disco_source=none", echo=True)  # for tests/vm
     c.run("python -m pytest -ra --ignore=tests/images", echo=True)
 
 

@@ -28,8 +28,9 @@ from .errors import ImagebakeError
 ROOT = Path(__file__).resolve().parent.parent
 PACKER_DIR = ROOT / "packer"
 ROLES = ("master", "node")
-TARGETS = ("docker", "aws")
-SOURCE_TYPE = {"docker": "docker", "aws": "amazon-ebs"}
+QEMU_OUT = ROOT / "build" / "qemu"
+TARGETS = ("docker", "aws", "qemu")
+SOURCE_TYPE = {"docker": "docker", "aws": "amazon-ebs", "qemu": "qemu"}
 DEFAULT_BASE = "imagebake/base:bookworm"
 UPSTREAM_DISCO = "https://github.com/discoproject/disco.git"
 # Always passed explicitly, so `--var disco_ref=0.5.4` hashes like no --var at all.
@@ -39,12 +40,15 @@ DEFAULTS: dict[str, str] = {
     "docker_base": DEFAULT_BASE,
 }
 # Variables the wrapper owns: the user cannot set them.
-WRAPPER_VARS = ("content_hash", "manifest_path", "agent_dir")
+WRAPPER_VARS = ("content_hash", "manifest_path", "agent_dir", "qemu_accelerator",
+                "qemu_seed_dir", "qemu_ssh_username", "qemu_ssh_key")
 # Only these matter to a target's images (others would change the hash for nothing).
 TARGET_VARS = {
     "docker": ("disco_source", "disco_ref", "docker_base"),
     "aws": ("disco_source", "disco_ref", "aws_region", "source_ami", "instance_type",
             "ssh_username", "subnet_id", "encrypt_boot", "ami_name_prefix"),
+    "qemu": ("disco_source", "disco_ref", "qemu_base", "qemu_memory", "qemu_cpus",
+             "qemu_disk_size"),
 }
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DECLARED = re.compile(r'^variable\s+"([^"]+)"', re.M)
@@ -55,7 +59,7 @@ def images_json_path() -> Path:
 
 
 def declared_variables(template_dir: Path = PACKER_DIR) -> list[str]:
-    text = (Path(template_dir) / "variables.pkr.hcl").read_text()
+    text = "\n".join(p.read_text() for p in sorted(Path(template_dir).glob("*.pkr.hcl")))
     return sorted(_DECLARED.findall(text))
 
 
@@ -82,10 +86,8 @@ def _utc_now() -> str:
 
 # ------------------------------------------------------------------ checks
 def _check_inputs(target: str, only: str | None, variables: Mapping[str, str]) -> tuple[str, ...]:
-    if target == "qemu":
-        raise ImagebakeError("qemu target not implemented yet: use --target docker or aws")
     if target not in TARGETS:
-        raise ImagebakeError(f"unknown target {target!r}: choose docker or aws")
+        raise ImagebakeError(f"unknown target {target!r}: choose docker, aws or qemu")
     if only is not None and only not in ROLES:
         raise ImagebakeError(f"unknown role {only!r} for --only: choose master or node")
     declared = declared_variables()
@@ -150,6 +152,16 @@ def _docker_existing(role: str, digest: str) -> dict[str, Any] | None:
     return {"id": ref, "image_id": info["Id"], "content_hash": digest,
             "disco_source": labels.get("imagebake.disco-source", ""),
             "built_at": labels.get("imagebake.built-at") or info.get("Created", "")[:19] + "Z"}
+
+
+def _qemu_existing(role: str, digest: str) -> dict[str, Any] | None:
+    """The newest qcow2 baked from the same inputs (build/qemu/<role>-<hash12>-<stamp>/)."""
+    found = sorted(QEMU_OUT.glob(f"{role}-{digest[:12]}-*/imagebake-{role}-{digest[:12]}.qcow2"))
+    if not found:
+        return None
+    return {"id": str(found[-1].resolve()), "content_hash": digest,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                      time.gmtime(found[-1].stat().st_mtime))}
 
 
 def _aws_existing(client: Any, region: str, role: str, digest: str) -> dict[str, Any] | None:
@@ -273,6 +285,10 @@ def _entry_from_manifest(target: str, role: str, entry: dict[str, Any], digest: 
                               "built_at": custom.get("built_at") or _utc_now()}
     if target == "docker":
         record = {"id": f"imagebake/{role}:{digest[:12]}", "image_id": artifact, **record}
+    elif target == "qemu":
+        from .qemu import bakeprep
+
+        return bakeprep.images_entries({role: entry}, {role: digest})[role]
     else:
         # amazon-ebs: "us-east-1:ami-0123,..." (one region here)
         first = artifact.split(",")[0]
@@ -317,8 +333,17 @@ def bake(target: str = "docker", only: str | None = None,
     extra_inputs: dict[str, str] = {}
     client = None
     region: str | None = None
+    qemu_inputs = None
     if target == "docker":
         extra_inputs["base_image_id"] = _check_docker(effective)
+    elif target == "qemu":
+        from .qemu import bakeprep
+
+        qemu_inputs = bakeprep.prepare(effective.get("qemu_base"))
+        base = Path(qemu_inputs.variables["qemu_base"])
+        effective["qemu_base"] = str(base)
+        extra_inputs["base_image_id"] = f"{base.stat().st_size}:{int(base.stat().st_mtime)}"
+        extra_files.append(ROOT / "imagebake" / "qemu" / "finish-bake.sh")
     else:
         from .aws import session as aws
 
@@ -341,8 +366,12 @@ def bake(target: str = "docker", only: str | None = None,
     for role in roles:
         existing = None
         if not force:
-            existing = (_docker_existing(role, hashes[role]) if target == "docker"
-                        else _aws_existing(client, region or "", role, hashes[role]))
+            if target == "docker":
+                existing = _docker_existing(role, hashes[role])
+            elif target == "qemu":
+                existing = _qemu_existing(role, hashes[role])
+            else:
+                existing = _aws_existing(client, region or "", role, hashes[role])
         if existing:
             print(f"{role}: {existing['id']} is up to date (content hash "
                   f"{hashes[role][:12]}); skipping", file=sys.stderr, flush=True)
@@ -351,6 +380,8 @@ def bake(target: str = "docker", only: str | None = None,
         else:
             todo.append(role)
 
+    if qemu_inputs and not todo:
+        qemu_inputs.cleanup()
     started = time.monotonic()
     if todo:
         packer.init(PACKER_DIR)
@@ -360,6 +391,7 @@ def bake(target: str = "docker", only: str | None = None,
         packer_vars: dict[str, object] = {
             **effective, "content_hash": hashes, "manifest_path": str(manifest),
             "agent_dir": str(ROOT / "imagebake" / "agent"),
+            **(qemu_inputs.variables if qemu_inputs else {}),
         }
         only_builds = [f"{SOURCE_TYPE[target]}.{role}" for role in todo]
         print(f"baking {', '.join(todo)} ({target}) with Packer", file=sys.stderr, flush=True)
@@ -377,6 +409,9 @@ def bake(target: str = "docker", only: str | None = None,
                 if target == "docker":
                     _remove_leftover_containers(_containers_from_log())
                 raise
+            finally:
+                if qemu_inputs:
+                    qemu_inputs.cleanup()  # the throw-away bake key and seed
         if target == "docker":
             _remove_leftover_containers(result.containers)
         built = read_manifest(manifest) if manifest.exists() else {}

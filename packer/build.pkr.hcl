@@ -6,6 +6,8 @@ build {
     "source.docker.node",
     "source.amazon-ebs.master",
     "source.amazon-ebs.node",
+    "source.qemu.master",
+    "source.qemu.node",
   ]
 
   provisioner "shell" {
@@ -60,13 +62,22 @@ build {
     tags       = [local.hash12["node"], "latest"]
   }
 
+  # qemu: the script that removes the throw-away bake login at shutdown.
+  provisioner "file" {
+    only        = ["qemu.master", "qemu.node"]
+    source      = "${path.root}/../imagebake/qemu/finish-bake.sh"
+    destination = "/var/tmp/imagebake-finish-bake.sh"
+  }
+
   post-processor "manifest" {
     output     = var.manifest_path
-    strip_path = true
+    strip_path = false
     custom_data = {
       content_hash = source.name == "master" ? var.content_hash["master"] : var.content_hash["node"]
       disco_source = local.disco_label
       built_at     = local.built_at
+      accelerator  = source.type == "qemu" ? var.qemu_accelerator : ""
+      base         = source.type == "qemu" ? var.qemu_base : ""
     }
   }
 }

@@ -162,6 +162,9 @@ bind-dynamic
 cache-size=1000
 domain-needed
 bogus-priv
+# Cluster names come only from the agent's file: /etc/hosts holds this machine's
+# own name on a loopback address (127.0.1.1), which must never reach the nodes.
+no-hosts
 addn-hosts=/etc/imagebake/hosts
 # Upstream: the resolver the machine had before the agent pointed it at 127.0.0.1.
 resolv-file=/etc/imagebake/resolv.upstream

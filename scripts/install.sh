@@ -8,6 +8,8 @@ info()  { printf '[install] %s\n' "$*" >&2; }
 fatal() { printf '[install] error: %s\n' "$*" >&2; exit 2; }
 
 APT_PACKAGES="packer debootstrap shellcheck python3-venv git"
+# The qemu target: VMs, the bootable base (extlinux, sfdisk), seeds, bridge captures.
+QEMU_PACKAGES="qemu-system-x86 qemu-utils genisoimage extlinux syslinux-common fdisk tcpdump iproute2"
 
 verify_system() {
     [ -r /etc/os-release ] || fatal "no /etc/os-release: only Debian and Ubuntu are supported"
@@ -21,19 +23,30 @@ verify_system() {
 }
 
 install_apt() {
-    missing=""
-    for pkg in $APT_PACKAGES; do
+    packages=()
+    for pkg in $APT_PACKAGES $QEMU_PACKAGES; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || missing="$missing $pkg"
+            || packages+=("$pkg")
     done
     if ! command -v docker >/dev/null 2>&1; then
-        missing="$missing docker.io"
+        packages+=(docker.io)
     fi
-    if [ -n "$missing" ]; then
-        info "apt-get install$missing"
+    if [ "${#packages[@]}" -gt 0 ]; then
+        case " ${packages[*]} " in
+            *" qemu-system-x86 "*)
+                # qemu-system-x86 needs its own release's qemu-utils: a newer one from
+                # elsewhere (backports) is replaced by the distribution's.
+                # shellcheck disable=SC1091
+                codename=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
+                if [ -n "$codename" ]; then
+                    read -r -a packages <<<"${packages[*]/#qemu-utils/}"
+                    packages+=("qemu-utils/$codename")
+                fi ;;
+        esac
+        info "apt-get install ${packages[*]}"
         apt-get update -qq
-        # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades \
+            "${packages[@]}" >/dev/null
     fi
 }
 

@@ -1,6 +1,6 @@
 # Read only by `packer init packer/init` on Packer >= 1.7 (plugins live outside
-# the core there). Packer 1.6 never loads this directory: docker and
-# amazon-ebs are built in.
+# the core there). Packer 1.6 never loads this directory: docker,
+# amazon-ebs and qemu are built in.
 
 packer {
   required_version = ">= 1.6.6"
@@ -13,6 +13,10 @@ packer {
     amazon = {
       source  = "github.com/hashicorp/amazon"
       version = ">= 1.2.6"
+    }
+    qemu = {
+      source  = "github.com/hashicorp/qemu"
+      version = ">= 1.0.9"
     }
   }
 }

@@ -74,9 +74,6 @@ def test_every_vm_resolves_every_cluster_name_through_the_master(cluster):
                 assert cluster["vms"][name]["ip"] in answers, (host, name, answers)
 
 
-@pytest.mark.xfail(strict=False, reason="cloud-init manage_etc_hosts: localhost puts "
-                   "'127.0.1.1 <own name>' in /etc/hosts and the master's dnsmasq serves it "
-                   "to the nodes (provision/40-network.sh + agent dns; reported)")
 def test_no_vm_gets_a_loopback_address_for_another_member(cluster):
     wrong = {}
     for host in names(cluster):
