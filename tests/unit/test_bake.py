@@ -36,8 +36,15 @@ def test_unknown_target():
     assert "unknown target" in one_line_error(bake.bake, target="vmware")
 
 
-def test_qemu_not_implemented_yet():
-    assert "not implemented yet" in one_line_error(bake.bake, target="qemu")
+def test_qemu_bake_login_variables_belong_to_the_wrapper():
+    # the throw-away login of a qemu bake is made per bake, never passed in
+    for var in ("qemu_ssh_key", "qemu_ssh_username", "qemu_seed_dir", "qemu_accelerator"):
+        message = one_line_error(bake.bake, target="qemu", variables={var: "x"})
+        assert "set by imagebake itself" in message
+
+
+def test_qemu_user_variables_are_declared():
+    assert {"qemu_base", "qemu_memory", "qemu_disk_size"} <= set(bake.declared_variables())
 
 
 def test_unknown_role():
