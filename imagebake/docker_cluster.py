@@ -17,9 +17,10 @@ from pathlib import Path
 
 from . import state
 from .agent import spec as agent_spec
+from .cluster_view import assemble, check_node, node_hostname
+from .cluster_view import wait_ready as _wait
 from .docker_cli import docker, ids, image_exists, inspect, require_daemon, used_subnets
 from .errors import ImagebakeError
-from .progress import progress_bar
 from .validate import parse_count
 
 LABEL = "imagebake.cluster"
@@ -35,10 +36,6 @@ READY_TIMEOUT_PER_NODE = 3.0
 
 def container_name(cluster: str, host: str) -> str:
     return f"imagebake-{cluster}-{host}"
-
-
-def node_hostname(index: int) -> str:
-    return f"node{index:02d}"
 
 
 # ---------------------------------------------------------------- images
@@ -237,77 +234,31 @@ def _disco_config(container: str) -> dict | None:
     return _exec_json(container, "cat", f"/usr/var/disco/disco_{DISCO_PORT}.config")
 
 
-def _joined_names(master_state: dict | None) -> set[str]:
-    members = (master_state or {}).get("nodes") or {}
-    if isinstance(members, dict):
-        return set(members)
-    return {m.get("hostname") for m in members if isinstance(m, dict)}
-
-
 def status(record: dict, per_node: bool = True) -> dict:
     name = record["name"]
     containers = {c["Config"]["Labels"].get("imagebake.host"): c
                   for c in inspect(*ids("container", f"{LABEL}={name}"))}
-    master = containers.get("master")
-    master_running = bool(master and master["State"]["Status"] == "running")
+    states = {host: c["State"]["Status"] for host, c in containers.items()}
     mname = container_name(name, "master")
-    master_state = _agent_status(mname) if master_running else None
-    config = _disco_config(mname) if master_running else None
-    joined = _joined_names(master_state)
-    addresses = {m.get("hostname"): m.get("address")
-                 for m in (master_state or {}).get("nodes") or [] if isinstance(m, dict)}
-    in_config = {h[0]: h[1] for h in (config or {}).get("hosts", [])}
-    agents: dict[str, dict | None] = {}
-    running_nodes = [h for h in record["nodes"]
-                     if h in containers and containers[h]["State"]["Status"] == "running"]
-    if per_node and running_nodes:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            results = pool.map(lambda h: _agent_status(container_name(name, h)), running_nodes)
-            agents = dict(zip(running_nodes, results))
-    nodes = []
-    for host in record["nodes"]:
-        c = containers.get(host)
-        nodes.append({
-            "hostname": host,
-            "container": container_name(name, host),
-            "address": addresses.get(host),
-            "state": c["State"]["Status"] if c else "missing",
-            "joined": host in joined,
-            "workers": in_config.get(host),
-            "agent": agents.get(host),
-        })
-    missing = [n["hostname"] for n in nodes if n["state"] != "running"]
-    ready = (master_running and bool(running_nodes)
-             and all(h in joined and h in in_config for h in running_nodes))
-    return {
-        "name": name, "target": "docker", "ready": ready,
-        "master": {"hostname": "master", "container": mname, "address": record["master_ip"],
-                   "state": master["State"]["Status"] if master else "missing",
-                   "agent": master_state, "web_ui": _web_ui(master)},
-        "disco_config": config, "nodes": nodes, "missing": missing,
-    }
+    running = states.get("master") == "running"
+    return assemble(
+        record, states,
+        master_state=_agent_status(mname) if running else None,
+        config=_disco_config(mname) if running else None,
+        agent_status=(lambda h: _agent_status(container_name(name, h))) if per_node else None,
+        node_fields=lambda h: {"container": container_name(name, h)},
+        master_fields={"container": mname, "web_ui": _web_ui(containers.get("master"))},
+    )
 
 
 def wait_ready(record: dict, started: float) -> float:
     """Poll the master agent until every running node joined; returns seconds to ready."""
-    total = len(record["nodes"])
-    deadline = time.time() + READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * total
-    with progress_bar(f"cluster {record['name']}: nodes joined", total) as advance:
-        while True:
-            report = status(record, per_node=False)
-            advance(sum(1 for n in report["nodes"] if n["joined"]))
-            if report["ready"]:
-                return round(time.time() - started, 2)
-            if report["master"]["state"] not in ("running", "created"):
-                raise ImagebakeError(
-                    f"the master container is {report['master']['state']}: "
-                    f"see `docker logs {container_name(record['name'], 'master')}`")
-            if time.time() > deadline:
-                late = [n["hostname"] for n in report["nodes"] if not n["joined"]]
-                raise ImagebakeError(
-                    f"cluster {record['name']!r} not ready after {int(time.time() - started)}s: "
-                    f"not joined: {', '.join(late)} (`invoke status --name {record['name']}`)")
-            time.sleep(0.2)
+    return _wait(
+        record, started, lambda r: status(r, per_node=False),
+        timeout=READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * len(record["nodes"]), poll=0.2,
+        master_down=lambda report: (
+            f"the master container is {report['master']['state']}: "
+            f"see `docker logs {container_name(record['name'], 'master')}`"))
 
 
 def _web_ui(master: dict | None) -> str | None:
@@ -350,10 +301,7 @@ def destroy(name: str, record: dict | None = None) -> str:
 
 
 def ssh_argv(record: dict, node: str | None = None) -> list[str]:
-    host = node or "master"
-    if host != "master" and host not in record["nodes"]:
-        raise ImagebakeError(f"no node {host!r} in cluster {record['name']!r} "
-                             f"(nodes: {', '.join(record['nodes'])})")
+    host = check_node(record, node)
     return ["docker", "exec", "-it", container_name(record["name"], host), "su", "-", "disco"]
 
 
