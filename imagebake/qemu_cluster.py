@@ -27,8 +27,9 @@ from pathlib import Path
 
 from . import state
 from .agent import spec as agent_spec
+from .cluster_view import assemble, check_node, node_hostname
+from .cluster_view import wait_ready as _wait
 from .errors import ImagebakeError
-from .progress import progress_bar
 from .qemu import kvm, netns, seed, vm
 from .validate import parse_count
 
@@ -46,10 +47,6 @@ READY_TIMEOUT_PER_NODE = 60.0
 IMAGES_JSON = Path("build/images.json")
 HOSTKEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) (AAAA[0-9A-Za-z+/=]+)",
                         re.M)
-
-
-def node_hostname(index: int) -> str:
-    return f"node{index:02d}"
 
 
 def vm_name(cluster: str, host: str) -> str:
@@ -387,65 +384,30 @@ def _disco_config(record: dict) -> dict | None:
     return _json_or_none(out) if rc == 0 else None
 
 
-def _joined_names(master_state: dict | None) -> set[str]:
-    members = (master_state or {}).get("nodes") or {}
-    if isinstance(members, dict):
-        return set(members)
-    return {m.get("hostname") for m in members if isinstance(m, dict)}
-
-
 def status(record: dict, per_node: bool = True) -> dict:
     name = record["name"]
-    running = {h: _running(record, h) for h in ["master", *record["nodes"]]}
-    master_state = _agent_status(record, "master") if running["master"] else None
-    config = _disco_config(record) if master_state else None
-    joined = _joined_names(master_state)
-    in_config = {h[0]: h[1] for h in (config or {}).get("hosts", [])}
-    running_nodes = [h for h in record["nodes"] if running[h]]
-    agents: dict[str, dict | None] = {}
-    if per_node and running_nodes and master_state:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            agents = dict(zip(running_nodes,
-                              pool.map(lambda h: _agent_status(record, h), running_nodes)))
-    nodes = [{
-        "hostname": host, "vm": vm_name(name, host), "address": record["vms"][host]["ip"],
-        "state": "running" if running[host] else "stopped", "joined": host in joined,
-        "workers": in_config.get(host), "agent": agents.get(host),
-    } for host in record["nodes"]]
-    ready = (running["master"] and bool(running_nodes)
-             and all(h in joined and h in in_config for h in running_nodes))
-    return {
-        "name": name, "target": "qemu", "ready": ready, "accel": record.get("accel"),
-        "master": {"hostname": "master", "vm": vm_name(name, "master"),
-                   "address": record["master_ip"],
-                   "state": "running" if running["master"] else "stopped",
-                   "agent": master_state, "web_ui": _web_ui(record)},
-        "disco_config": config, "nodes": nodes,
-        "missing": [n["hostname"] for n in nodes if n["state"] != "running"],
-    }
+    states = {h: "running" if _running(record, h) else "stopped"
+              for h in ["master", *record["nodes"]]}
+    master_state = _agent_status(record, "master") if states["master"] == "running" else None
+    report = assemble(
+        record, states, master_state,
+        config=_disco_config(record) if master_state else None,
+        agent_status=(lambda h: _agent_status(record, h)) if per_node and master_state else None,
+        node_fields=lambda h: {"vm": vm_name(name, h), "address": record["vms"][h]["ip"]},
+        master_fields={"vm": vm_name(name, "master"), "web_ui": _web_ui(record)},
+    )
+    report["accel"] = record.get("accel")
+    return report
 
 
 def wait_ready(record: dict, started: float) -> float:
     """Poll the master until every running node joined; returns seconds to ready."""
-    total = len(record["nodes"])
-    deadline = time.time() + READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * total
-    with progress_bar(f"cluster {record['name']} ({record['accel']}): nodes joined",
-                      total) as advance:
-        while True:
-            report = status(record, per_node=False)
-            advance(sum(1 for n in report["nodes"] if n["joined"]))
-            if report["ready"]:
-                return round(time.time() - started, 2)
-            if report["master"]["state"] != "running":
-                raise ImagebakeError(
-                    f"the master VM stopped: see {_paths(record, 'master')['console']}")
-            if time.time() > deadline:
-                late = [n["hostname"] for n in report["nodes"] if not n["joined"]]
-                raise ImagebakeError(
-                    f"cluster {record['name']!r} not ready after {int(time.time() - started)}s: "
-                    f"not joined: {', '.join(late) or 'none'} "
-                    f"(`invoke status --name {record['name']}`; consoles in {record['dir']})")
-            time.sleep(3)
+    return _wait(
+        record, started, lambda r: status(r, per_node=False),
+        timeout=READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * len(record["nodes"]), poll=3,
+        master_down=lambda report: (
+            f"the master VM stopped: see {_paths(record, 'master')['console']}"),
+        hint=f"; consoles in {record['dir']}")
 
 
 def _web_ui(record: dict) -> str | None:
@@ -517,16 +479,8 @@ def destroy(name: str, record: dict | None = None) -> str:
     return f"destroyed cluster {name!r}: removed {', '.join(removed)}"
 
 
-def _check_host(record: dict, node: str | None) -> str:
-    host = node or "master"
-    if host != "master" and host not in record["nodes"]:
-        raise ImagebakeError(f"no node {host!r} in cluster {record['name']!r} "
-                             f"(nodes: {', '.join(record['nodes'])})")
-    return host
-
-
 def ssh_argv(record: dict, node: str | None = None) -> list[str]:
-    host = _check_host(record, node)
+    host = check_node(record, node)
     return ssh_base(record, host, batch=False) + ["-t", "sudo", "-iu", "disco"]
 
 
