@@ -92,3 +92,24 @@ def wait_ready(record: dict, started: float, status: Callable[[dict], dict], tim
                     f"not joined: {', '.join(late) or 'none'} "
                     f"(`invoke status --name {record['name']}`{hint})")
             time.sleep(poll)
+
+
+def forget(name: str, folder, what: str) -> list[str]:
+    """Remove the cluster's local files (FOLDER, described as WHAT) and its record."""
+    import shutil
+
+    from . import state
+
+    removed = []
+    if folder.exists():
+        shutil.rmtree(folder)
+        removed.append(what)
+    if state.remove(name):
+        removed.append("local record")
+    return removed
+
+
+def destroyed(name: str, removed: list[str], kind: str) -> str:
+    if not removed:
+        return f"nothing to destroy: no {kind} cluster named {name!r}"
+    return f"destroyed cluster {name!r}: removed {', '.join(removed)}"

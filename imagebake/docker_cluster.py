@@ -10,14 +10,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import state
 from .agent import spec as agent_spec
-from .cluster_view import assemble, check_node, node_hostname
+from .cluster_view import assemble, check_node, destroyed, forget, node_hostname
 from .cluster_view import wait_ready as _wait
 from .docker_cli import docker, ids, image_exists, inspect, require_daemon, used_subnets
 from .errors import ImagebakeError
@@ -282,22 +281,14 @@ def _remove_everything(name: str) -> list[str]:
         if found:
             docker(kind, "rm", *found)
             removed.append(f"{len(found)} {kind}s")
-    folder = _spec_dir(name)
-    if folder.exists():
-        shutil.rmtree(folder)
-        removed.append("spec files")
-    if state.remove(name):
-        removed.append("local record")
-    return removed
+    return removed + forget(name, _spec_dir(name), "spec files")
 
 
 def destroy(name: str, record: dict | None = None) -> str:
     name = state.check_name(name)
     require_daemon()
     removed = _remove_everything(name)
-    if not removed:
-        return f"nothing to destroy: no local cluster named {name!r}"
-    return f"destroyed cluster {name!r}: removed {', '.join(removed)}"
+    return destroyed(name, removed, "local")
 
 
 def ssh_argv(record: dict, node: str | None = None) -> list[str]:

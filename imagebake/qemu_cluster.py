@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import state
 from .agent import spec as agent_spec
-from .cluster_view import assemble, check_node, node_hostname
+from .cluster_view import assemble, check_node, destroyed, forget, node_hostname
 from .cluster_view import wait_ready as _wait
 from .errors import ImagebakeError
 from .qemu import kvm, netns, seed, vm
@@ -461,22 +461,14 @@ def _remove_everything(name: str, record: dict | None) -> list[str]:
         removed.append("network namespace")
     for tap in netns.leftover_taps(name):
         subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)
-    folder = cluster_dir(name)
-    if folder.exists():
-        shutil.rmtree(folder)
-        removed.append("overlays, seeds and keys")
-    if state.remove(name):
-        removed.append("local record")
-    return removed
+    return removed + forget(name, cluster_dir(name), "overlays, seeds and keys")
 
 
 def destroy(name: str, record: dict | None = None) -> str:
     name = state.check_name(name)
     record = record or state.load(name)
     removed = _remove_everything(name, record)
-    if not removed:
-        return f"nothing to destroy: no qemu cluster named {name!r}"
-    return f"destroyed cluster {name!r}: removed {', '.join(removed)}"
+    return destroyed(name, removed, "qemu")
 
 
 def ssh_argv(record: dict, node: str | None = None) -> list[str]:
