@@ -11,7 +11,6 @@ hooks) and ``readiness`` (moto runs no user data, so no agent answers there).
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import time
@@ -27,11 +26,10 @@ from .aws import instances as ec2i
 from .aws import session as aws
 from .aws.progress import Steps
 from .aws.readiness import Readiness, agent_status, is_ready, master_host_key, node_host_keys
+from .bake import images_json_path
 from .errors import ImagebakeError
 
 # where `invoke bake --target aws` writes it (imagebake.bake.images_json_path)
-IMAGES_JSON = Path(__file__).resolve().parent.parent / "build" / "images.json"
-IMAGES_ENV = "IMAGEBAKE_IMAGES_JSON"
 DEFAULT_INSTANCE_TYPE = "t2.medium"
 DEFAULT_SLAVES = 4
 SSH_USER = "ubuntu"
@@ -43,15 +41,11 @@ AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError
 
 
 # ------------------------------------------------------------------ inputs
-def _images_json() -> Path:
-    return Path(os.environ.get(IMAGES_ENV) or IMAGES_JSON)
-
-
 def _default_amis(region: str, roles: list[str]) -> dict[str, str]:
     """{role: ami} from build/images.json (written by `invoke bake --target aws`)."""
     if not roles:
         return {}
-    path = _images_json()
+    path = images_json_path()
     hint = "run `invoke bake --target aws` or pass --master-ami and --node-ami"
     try:
         data = json.loads(path.read_text())

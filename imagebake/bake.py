@@ -297,6 +297,14 @@ def _entry_from_manifest(target: str, role: str, entry: dict[str, Any], digest: 
     return record
 
 
+def recorded_images(target: str) -> dict[str, dict[str, Any]]:
+    """{role: entry} of TARGET in build/images.json ({} when nothing is recorded)."""
+    try:
+        return (json.loads(images_json_path().read_text()) or {}).get(target) or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def write_images(target: str, entries: Mapping[str, dict[str, Any]],
                  path: Path | None = None) -> Path:
     path = path or images_json_path()

@@ -28,7 +28,6 @@ SPEC_IN_CONTAINER = "/run/imagebake/spec.json"
 DISCO_PORT = 8989
 JOIN_PORT = 8990
 SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
-IMAGES_JSON = Path("build/images.json")
 READY_TIMEOUT_BASE = 90.0
 READY_TIMEOUT_PER_NODE = 3.0
 
@@ -40,12 +39,9 @@ def container_name(cluster: str, host: str) -> str:
 # ---------------------------------------------------------------- images
 def image_refs() -> dict[str, str]:
     """The baked image per role: build/images.json's docker ids, else :latest tags."""
-    recorded = {}
-    if IMAGES_JSON.exists():
-        try:
-            recorded = json.loads(IMAGES_JSON.read_text()).get("docker", {})
-        except ValueError:
-            recorded = {}
+    from .bake import recorded_images
+
+    recorded = recorded_images("docker")
     refs = {}
     for role in ("master", "node"):
         ref = (recorded.get(role) or {}).get("id")

@@ -14,8 +14,6 @@ from typing import Any
 from .docker_cli import docker
 from .errors import ImagebakeError
 
-IMAGES_JSON = Path("build/images.json")
-
 
 def _tags(image: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in image.get("Tags") or []}
@@ -141,8 +139,11 @@ def prune(keep: int, target: str = "docker", dry_run: bool = False,
     return doomed, spared
 
 
-def new_ami_ids(path: Path = IMAGES_JSON) -> set[str]:
+def new_ami_ids(path: Path | None = None) -> set[str]:
     """The AMIs the last `invoke bake --target aws` recorded (to discard them)."""
+    from .bake import images_json_path
+
+    path = path or images_json_path()
     if not path.exists():
         raise ImagebakeError(f"{path} not found: nothing was baked here")
     aws = json.loads(path.read_text()).get("aws") or {}

@@ -44,7 +44,6 @@ LOGIN = "debian"  # cloud-init's default user on Debian 12 images
 MEMORY_MIB = int(os.environ.get("IMAGEBAKE_VM_MEMORY", "512"))
 READY_TIMEOUT_BASE = float(os.environ.get("IMAGEBAKE_VM_READY_TIMEOUT", "900"))
 READY_TIMEOUT_PER_NODE = 60.0
-IMAGES_JSON = Path("build/images.json")
 HOSTKEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) (AAAA[0-9A-Za-z+/=]+)",
                         re.M)
 
@@ -60,12 +59,9 @@ def cluster_dir(name: str) -> Path:
 # ---------------------------------------------------------------- images
 def image_paths() -> dict[str, str]:
     """The baked qcow2 per role from build/images.json (written by `invoke bake --target qemu`)."""
-    recorded: dict = {}
-    if IMAGES_JSON.exists():
-        try:
-            recorded = json.loads(IMAGES_JSON.read_text()).get("qemu", {})
-        except ValueError:
-            recorded = {}
+    from .bake import recorded_images
+
+    recorded = recorded_images("qemu")
     paths = {}
     for role in ("master", "node"):
         path = (recorded.get(role) or {}).get("id")

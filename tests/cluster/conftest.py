@@ -6,7 +6,6 @@ Every cluster made here is destroyed afterwards, even when a test fails.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
@@ -25,18 +24,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/cluster/" in str(item.fspath):
             item.add_marker(pytest.mark.docker)
-
-
-@pytest.fixture(scope="session")
-def state_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("state")
-    old = os.environ.get("IMAGEBAKE_STATE_DIR")
-    os.environ["IMAGEBAKE_STATE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("IMAGEBAKE_STATE_DIR", None)
-    else:
-        os.environ["IMAGEBAKE_STATE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

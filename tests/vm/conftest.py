@@ -34,18 +34,6 @@ def vm_host():
 
 
 @pytest.fixture(scope="session")
-def state_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vmstate")
-    old = os.environ.get("IMAGEBAKE_STATE_DIR")
-    os.environ["IMAGEBAKE_STATE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("IMAGEBAKE_STATE_DIR", None)
-    else:
-        os.environ["IMAGEBAKE_STATE_DIR"] = old
-
-
-@pytest.fixture(scope="session")
 def cluster(vm_host, state_dir, tmp_path_factory):
     pcap = tmp_path_factory.mktemp("capture") / "bridge.pcap"
     if state.load(NAME):
