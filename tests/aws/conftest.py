@@ -23,31 +23,27 @@ from .aws_helpers import REGION, Calls, register_ami
 # Canonical's trusty images for resolve_source_ami, loaded by moto at import time
 # (MOTO_AMIS_PATH must be set before moto's EC2 models are imported).
 _AMIS_DIR = Path(tempfile.mkdtemp(prefix="imagebake-moto-amis-"))
+_IMAGE_COMMON = {"state": "available", "public": True, "architecture": "x86_64",
+                 "virtualization_type": "hvm", "root_device_type": "ebs", "hypervisor": "xen",
+                 "root_device_name": "/dev/sda1", "platform": None}
+_TRUSTY = "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-"
+
+
+def _image(number: int, owner: str, location: str, name: str, date: str, about: str) -> dict:
+    return {**_IMAGE_COMMON, "ami_id": f"ami-0aaaaaaaaaaaaaa{number:02d}", "owner_id": owner,
+            "image_location": location, "name": name,
+            "creation_date": f"{date}T12:00:00.000Z", "description": about}
+
+
 CANONICAL_IMAGES = [
-    {"ami_id": "ami-0aaaaaaaaaaaaaa01", "state": "available", "public": True,
-     "owner_id": "099720109477", "image_location": "amazon/old",
-     "name": "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20190514",
-     "creation_date": "2019-05-14T12:00:00.000Z", "architecture": "x86_64",
-     "virtualization_type": "hvm", "root_device_type": "ebs", "hypervisor": "xen",
-     "root_device_name": "/dev/sda1", "platform": None, "description": "trusty old"},
-    {"ami_id": "ami-0aaaaaaaaaaaaaa02", "state": "available", "public": True,
-     "owner_id": "099720109477", "image_location": "amazon/newest",
-     "name": "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20191107",
-     "creation_date": "2019-11-07T12:00:00.000Z", "architecture": "x86_64",
-     "virtualization_type": "hvm", "root_device_type": "ebs", "hypervisor": "xen",
-     "root_device_name": "/dev/sda1", "platform": None, "description": "trusty newest"},
-    {"ami_id": "ami-0aaaaaaaaaaaaaa03", "state": "available", "public": True,
-     "owner_id": "099720109477", "image_location": "amazon/xenial",
-     "name": "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-20210429",
-     "creation_date": "2021-04-29T12:00:00.000Z", "architecture": "x86_64",
-     "virtualization_type": "hvm", "root_device_type": "ebs", "hypervisor": "xen",
-     "root_device_name": "/dev/sda1", "platform": None, "description": "xenial"},
-    {"ami_id": "ami-0aaaaaaaaaaaaaa04", "state": "available", "public": True,
-     "owner_id": "111111111111", "image_location": "someone/else",
-     "name": "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20991231",
-     "creation_date": "2099-12-31T12:00:00.000Z", "architecture": "x86_64",
-     "virtualization_type": "hvm", "root_device_type": "ebs", "hypervisor": "xen",
-     "root_device_name": "/dev/sda1", "platform": None, "description": "not Canonical"},
+    _image(1, "099720109477", "amazon/old", _TRUSTY + "20190514", "2019-05-14", "trusty old"),
+    _image(2, "099720109477", "amazon/newest", _TRUSTY + "20191107", "2019-11-07",
+           "trusty newest"),
+    _image(3, "099720109477", "amazon/xenial",
+           "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-20210429", "2021-04-29",
+           "xenial"),
+    _image(4, "111111111111", "someone/else", _TRUSTY + "20991231", "2099-12-31",
+           "not Canonical"),
 ]
 (_AMIS_DIR / "amis.json").write_text(json.dumps(CANONICAL_IMAGES))
 os.environ.setdefault("MOTO_AMIS_PATH", str(_AMIS_DIR / "amis.json"))
