@@ -54,12 +54,20 @@ class Context(object):
         import socket
         return socket.gethostname().split(".")[0]
 
+    @property
+    def disco_user(self):
+        return DISCO_USER
+
+    def disco_owner(self, what=""):
+        """(uid, gid) of the disco user for fchown, or None (noted) when not possible."""
+        return self.runner.owner_ids(self.disco_user, what)
+
     def disco_home(self):
         """~disco inside the root (pwd entry when the user exists, else /home/disco)."""
         try:
-            home = pwd.getpwnam(DISCO_USER).pw_dir
+            home = pwd.getpwnam(self.disco_user).pw_dir
         except KeyError:
-            home = "/home/" + DISCO_USER
+            home = "/home/" + self.disco_user
         return self.path(home)
 
     def disco_path(self, *parts):

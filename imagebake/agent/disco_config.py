@@ -116,7 +116,12 @@ def disco_installed(ctx):
 
 
 def write_config(ctx, spec, rows):
-    return write_atomic(ctx.path(config_path(spec)), render_config(rows), mode=0o644)
+    """Disco's hosts table, in the disco-owned DISCO_ROOT: never through a link there.
+
+    Owned by disco: Disco's save_config_table rewrites this file as disco.
+    """
+    path = ctx.path(config_path(spec))
+    return write_atomic(path, render_config(rows), mode=0o644, owner=ctx.disco_owner(path))
 
 
 def write_settings(ctx, spec, master_hostname, joined):

@@ -72,18 +72,17 @@ class Runner(object):
                              close_fds=True, start_new_session=True)
         return Result(0, "")
 
-    def chown(self, path, user):
-        """chown path to user:user's group; skipped (noted) when not root or no user."""
+    def owner_ids(self, user, what=""):
+        """(uid, gid) for chown-on-descriptor; None (noted) when not root or no such user."""
         try:
             entry = pwd.getpwnam(user)
         except KeyError:
-            self.notes.append("chown %s skipped: no user %s" % (path, user))
-            return False
+            self.notes.append("chown %s skipped: no user %s" % (what, user))
+            return None
         if os.geteuid() != 0:
-            self.notes.append("chown %s skipped: not root" % path)
-            return False
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-        return True
+            self.notes.append("chown %s skipped: not root" % what)
+            return None
+        return entry.pw_uid, entry.pw_gid
 
     def kill(self, pid, sig):
         os.kill(pid, sig)

@@ -7,7 +7,6 @@ gives the same bytes.
 
 import os
 
-from .context import DISCO_USER
 from .fsutil import read_text, write_atomic
 from .keys import disco_ssh_dir
 from .protocol import key_only
@@ -45,9 +44,7 @@ def known_hosts_line(names, pubkey):
 def write_ssh_file(ctx, name, managed_lines, mode=0o600):
     path = os.path.join(disco_ssh_dir(ctx), name)
     text = merge_block(read_text(path), managed_lines)
-    changed = write_atomic(path, text, mode=mode)
-    ctx.runner.chown(path, DISCO_USER)
-    return changed
+    return write_atomic(path, text, mode=mode, owner=ctx.disco_owner(path))
 
 
 def write_known_hosts(ctx, lines):
