@@ -31,6 +31,7 @@ def _parser():
         p.add_argument("--bind", default="0.0.0.0", help=argparse.SUPPRESS)
         p.add_argument("--address", action="append", help=argparse.SUPPRESS)
         p.add_argument("--hostname", help=argparse.SUPPRESS)
+        p.add_argument("--allow-loopback", action="store_true", help=argparse.SUPPRESS)
 
     run = sub.add_parser("run", help="run the first-boot phases")
     run.add_argument("--spec", help="spec file (default /run/imagebake/spec.json, ...)")
@@ -49,7 +50,7 @@ def _parser():
 
 def _context(args):
     return Context(root=args.root, imds_url=None if args.no_imds else args.imds_url,
-                   hostname=args.hostname)
+                   hostname=args.hostname, allow_loopback=args.allow_loopback)
 
 
 def cmd_run(args):

@@ -29,7 +29,8 @@ class Context(object):
     """root: path prefix for every file ('/' on a machine, a temp dir in tests)."""
 
     def __init__(self, root="/", runner=None, clock=None, power_off=None,
-                 imds_url="http://169.254.169.254", hostname=None, sleep=None):
+                 imds_url="http://169.254.169.254", hostname=None, sleep=None,
+                 allow_loopback=False):
         self.root = os.path.abspath(root)
         self.runner = runner if runner is not None else Runner()
         self.clock = clock if clock is not None else time.time
@@ -37,6 +38,9 @@ class Context(object):
         self.power_off = power_off  # None: ttl.default_power_off
         self.imds_url = imds_url  # None disables the EC2 metadata lookup
         self._hostname = hostname
+        # Tests run whole clusters on 127.0.0.0/8; on a machine loopback is never
+        # accepted as the master's or a member's address.
+        self.allow_loopback = allow_loopback
         self.log = LOG
 
     def path(self, path):

@@ -66,7 +66,7 @@ def open_dir(path, create_mode=None, private=False):
                     child = os.open(name, _DIR_FLAGS | O_NOFOLLOW, dir_fd=fd)
                 elif exc.errno in (errno.ELOOP, errno.ENOTDIR) and not parent_ok:
                     raise UnsafePath(walked, "a link or non-directory in %s, which another "
-                                     "user can write" % (os.path.dirname(walked) or "/"))
+                                     "user can write" % (os.path.dirname(walked) or "/")) from None
                 else:
                     raise
             os.close(fd)

@@ -65,12 +65,34 @@ def get_user_data(base="http://" + METADATA_ADDRESS, timeout=2.0):
         raise NoIMDS("user-data: %s" % getattr(exc, "reason", exc)) from None
 
 
+LOCAL_IPV4_PATH = "/latest/meta-data/local-ipv4"
+
+
+def get_metadata(base, path, timeout=2.0):
+    """One metadata item (text) with the IMDSv2 token when available; None if absent."""
+    base = base.rstrip("/")
+    token = get_token(base, timeout)
+    headers = {"X-aws-ec2-metadata-token": token} if token else {}
+    try:
+        return _open(Request(base + path, headers=headers), timeout).decode("ascii").strip()
+    except HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise NoIMDS("%s answered HTTP %d" % (path, exc.code)) from None
+    except (URLError, OSError, socket.timeout, UnicodeDecodeError) as exc:
+        raise NoIMDS("%s: %s" % (path, getattr(exc, "reason", exc))) from None
+
+
 FENCE_RULE = ["OUTPUT", "-d", METADATA_ADDRESS, "-m", "owner", "!", "--uid-owner", "0",
               "-j", "REJECT"]
 
 
 def fence_metadata(ctx):
-    """Only root may reach IMDS (needed when just IMDSv1 works). Idempotent."""
+    """Only root may reach IMDS: any local user can get an IMDSv2 token too. Idempotent.
+
+    The agent adds it at every start; provision/50-agent.sh installs the same
+    rule in a unit that runs before the network comes up.
+    """
     if ctx.runner.which("iptables") is None:
         return "skipped: iptables absent"
     if ctx.runner.run(["iptables", "-C"] + FENCE_RULE).ok:

@@ -7,8 +7,8 @@ and Disco is told only when its hosts table changed.
 """
 
 import socket
-import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from . import disco_config, dns, services
@@ -18,13 +18,19 @@ from .protocol import (
     ProtocolError,
     ReplayCache,
     check_join_fields,
+    is_unicast,
     make_status_reply,
     make_welcome,
     open_envelope,
     seal,
 )
 from .spec import master_name
-from .sshfiles import known_hosts_line, write_authorized_keys, write_known_hosts
+from .sshfiles import (
+    known_hosts_line,
+    restricted_key,
+    write_authorized_keys,
+    write_known_hosts,
+)
 
 NODES_FILE = "/var/lib/imagebake/nodes.json"
 IDENTITY_FIELDS = ("hostname", "address", "addresses", "cores", "disco_pubkey", "host_pubkey")
@@ -42,7 +48,10 @@ class Master(object):
         self.cores = cores
         self.state = state
         self.lock = threading.Lock()
-        self.replay = ReplayCache()
+        self.allow_loopback = bool(getattr(ctx, "allow_loopback", False))
+        # Messages from before this process started are refused: a join captured
+        # before a restart cannot be replayed after it.
+        self.replay = ReplayCache(not_before=ctx.now())
         self.last_seen = {}
         self.nodes = self._load()
         self.disco = "not configured yet"
@@ -132,7 +141,8 @@ class Master(object):
         if write_known_hosts(ctx, known):
             changed.append("known_hosts")
         # Least privilege: nodes' keys are never authorized on the master.
-        authorized = [self.disco_pubkey] if spec["master_workers"] > 0 else []
+        authorized = ([restricted_key(self.disco_pubkey, ["127.0.0.1", "::1"] + self.addresses)]
+                      if spec["master_workers"] > 0 else [])
         if write_authorized_keys(ctx, authorized):
             changed.append("authorized_keys")
         if dns.write_hosts(ctx, self.hosts()):
@@ -171,14 +181,19 @@ class Master(object):
             check_join_fields(msg)
             if msg["hostname"] in (self.hostname, master_name(spec), "localhost"):
                 raise ProtocolError("hostname is reserved for the master")
-            if set(msg["addresses"]) & set(self.addresses):
+            # Only the address the join came from is recorded (and pinned, and put in
+            # DNS): a token holder cannot claim another machine's address.
+            if not is_unicast(peer, self.allow_loopback):
+                raise ProtocolError("peer address %s cannot be a member" % peer)
+            if peer in self.addresses:
                 raise ProtocolError("address belongs to the master")
+            if peer not in msg["addresses"]:
+                raise ProtocolError("the join does not come from an address it lists")
         except ProtocolError as exc:
             log.warning("join from %s refused: %s", peer, exc)
             return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
-        address = peer if peer in msg["addresses"] else msg["addresses"][0]
-        entry = {"hostname": msg["hostname"], "address": address,
-                 "addresses": list(msg["addresses"]), "cores": msg["cores"],
+        entry = {"hostname": msg["hostname"], "address": peer,
+                 "addresses": [peer], "cores": msg["cores"],
                  "disco_pubkey": msg["disco_pubkey"], "host_pubkey": msg["host_pubkey"]}
         with self.lock:
             if self._register(entry):
@@ -207,7 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "imagebake-agent/1"
     sys_version = ""
     protocol_version = "HTTP/1.0"
-    timeout = 10
+
+    def setup(self):
+        self.timeout = self.server.request_deadline  # per receive; the watchdog does the whole
+        BaseHTTPRequestHandler.setup(self)
 
     def _reply(self, code, body, ctype="application/json"):
         self.send_response(code)
@@ -241,38 +259,86 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # the master logs its own reason lines
 
 
-class JoinServer(socketserver.ThreadingMixIn, HTTPServer):
-    daemon_threads = True
+class JoinServer(HTTPServer):
+    """The join/status HTTP server: bounded, with a deadline for every request.
+
+    At most max_workers requests are handled at once, at most per_peer from one
+    address; a connection beyond either limit is closed at once. Every request
+    must be complete (read, handled, answered) within request_deadline seconds
+    of its accept, or its socket is shut down (a byte every few seconds does
+    not keep it open).
+    """
+
     allow_reuse_address = True
-    request_queue_size = 64
+    request_queue_size = 128
+    request_deadline = 10.0
+    max_workers = 32
+    per_peer = 4
 
     def __init__(self, master, address="0.0.0.0", port=8990):
         HTTPServer.__init__(self, (address, port), _Handler)
         self.master = master
+        self.turned_away = 0
+        self._active = {}  # socket -> (peer, deadline)
+        self._guard = threading.Lock()
+        self._closing = threading.Event()
 
     def start(self):
         thread = threading.Thread(target=self.serve_forever, args=(0.1,), name="join-server")
         thread.daemon = True
         thread.start()
+        watchdog = threading.Thread(target=self._watchdog, name="join-deadline")
+        watchdog.daemon = True
+        watchdog.start()
         return thread
+
+    def _count(self, peer):
+        return sum(1 for p, _ in self._active.values() if p == peer)
+
+    def process_request(self, request, client_address):
+        peer = client_address[0]
+        with self._guard:
+            if len(self._active) >= self.max_workers or self._count(peer) >= self.per_peer:
+                self.turned_away += 1
+                refuse = True
+            else:
+                self._active[request] = (peer, time.time() + self.request_deadline)
+                refuse = False
+        if refuse:
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(target=self._work, args=(request, client_address))
+        thread.daemon = True
+        thread.start()
+
+    def _work(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - a broken connection is not the agent's problem
+            pass
+        finally:
+            with self._guard:
+                self._active.pop(request, None)
+            self.shutdown_request(request)
+
+    def _watchdog(self):
+        while not self._closing.wait(0.2):
+            now = time.time()
+            with self._guard:
+                late = [sock for sock, (_, deadline) in self._active.items() if deadline < now]
+            for sock in late:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle_error(self, request, client_address):
+        pass  # a peer that hangs up or times out is not an agent error
+
+    def server_close(self):
+        self._closing.set()
+        HTTPServer.server_close(self)
 
     @property
     def port(self):
         return self.server_address[1]
-
-
-def master_addresses(spec, hostname):
-    """The master's IPv4 addresses: the spec's address if it is one, else resolve."""
-    from .spec import is_ipv4
-    address = spec["master"].get("address")
-    if address and is_ipv4(address):
-        return [address]
-    found = []
-    for name in ([address] if address else []) + [hostname]:
-        try:
-            ip = socket.gethostbyname(name)
-        except (socket.error, UnicodeError):
-            continue
-        if not ip.startswith("127.") and ip not in found:
-            found.append(ip)
-    return found or ["127.0.0.1"]

@@ -1,10 +1,11 @@
 """The node side: join the master (signed), verify the welcome, write trust + DNS."""
 
+import errno
+import http.client
 import json
 import random
 import socket
-from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
+from urllib.parse import urlsplit
 
 from . import ttl
 from .dns import point_resolver
@@ -16,7 +17,12 @@ from .protocol import (
     seal,
 )
 from .spec import is_ipv4, join_port, master_name
-from .sshfiles import known_hosts_line, write_authorized_keys, write_known_hosts
+from .sshfiles import (
+    known_hosts_line,
+    restricted_key,
+    write_authorized_keys,
+    write_known_hosts,
+)
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 10.0
@@ -67,25 +73,46 @@ def join_url(spec, address=None):
     return "http://%s:%d/v1/join" % (address or spec["master"]["address"], join_port(spec))
 
 
+def _post(url, body, timeout, source=None):
+    """POST body; (status, reply bytes). From source (our address) when it can bind."""
+    parts = urlsplit(url)
+    for bind in ([(source, 0)] if source else []) + [None]:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout,
+                                          source_address=bind)
+        try:
+            conn.request("POST", parts.path, body=body,
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read(1024 * 1024)
+        except OSError as exc:
+            if bind is not None and getattr(exc, "errno", None) in (errno.EADDRNOTAVAIL,
+                                                                  errno.EINVAL):
+                continue
+            raise
+        finally:
+            conn.close()
+    raise JoinError("cannot reach the master")  # pragma: no cover
+
+
 def join_once(ctx, spec, identity, timeout=5.0, url=None):
-    """One signed join; return the verified welcome msg. Raise JoinError/ProtocolError."""
+    """One signed join; return the verified welcome msg. Raise JoinError/ProtocolError.
+
+    The join is sent from identity.addresses[0]: the master records only the
+    address a join comes from.
+    """
     msg = make_join(spec["cluster"], ctx.now(), identity.hostname, identity.addresses,
                     identity.cores, identity.disco_pubkey, identity.host_pubkey)
-    request = Request(url or join_url(spec), data=seal(spec["token"], msg), method="POST",
-                      headers={"Content-Type": "application/json"})
     try:
-        response = urlopen(request, timeout=timeout)
-        try:
-            body = response.read(1024 * 1024)
-        finally:
-            response.close()
-    except HTTPError as exc:
-        detail = exc.read(200).decode("utf-8", "replace").strip()
-        raise JoinError("master answered HTTP %d: %s" % (exc.code, detail)) from None
-    except (URLError, OSError, socket.timeout) as exc:
-        raise JoinError("master unreachable: %s" % getattr(exc, "reason", exc)) from None
+        status, body = _post(url or join_url(spec), seal(spec["token"], msg), timeout,
+                             identity.addresses[0] if identity.addresses else None)
+    except (OSError, socket.timeout, http.client.HTTPException) as exc:
+        raise JoinError("master unreachable: %s" % exc) from None
+    if status != 200:
+        detail = body[:200].decode("utf-8", "replace").strip()
+        raise JoinError("master answered HTTP %d: %s" % (status, detail))
     welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")
-    return check_welcome_fields(welcome, msg["nonce"])
+    return check_welcome_fields(welcome, msg["nonce"],
+                                allow_loopback=getattr(ctx, "allow_loopback", False))
 
 
 def backoff_delays(base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=None):
@@ -123,7 +150,9 @@ def master_address_from(welcome, spec):
 def write_trust(ctx, spec, welcome):
     """authorized_keys (the master's disco key) and known_hosts (the master's host key)."""
     changed = []
-    if write_authorized_keys(ctx, [welcome["disco_pubkey"]]):
+    # The master's key, only from the master's addresses, no forwarding, no pty.
+    line = restricted_key(welcome["disco_pubkey"], welcome["master_addresses"])
+    if write_authorized_keys(ctx, [line]):
         changed.append("authorized_keys")
     names = [welcome["master_hostname"]]
     if master_name(spec) not in names:

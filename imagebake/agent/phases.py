@@ -8,12 +8,97 @@ Each phase logs ``phase NAME: ok|failed: reason`` and records itself in
 """
 
 import os
+import socket
 
-from . import disco_config, dns, keys, node, services, source, ttl
-from .fsutil import makedirs, read_text, write_atomic, write_in_place
-from .master import JoinServer, Master, master_addresses
-from .spec import master_name
+from . import disco_config, dns, imds, keys, node, services, source, ttl
+from .fsutil import makedirs, write_atomic, write_in_place
+from .master import JoinServer, Master
+from .protocol import is_unicast
+from .spec import is_ipv4, master_name
 from .state import PhaseFailed, State
+
+ROUTE_PROBE = "192.0.2.1"  # TEST-NET-1: a UDP connect only asks the routing table
+
+
+def is_own_address(address):
+    """True when this machine has address (binding to it works)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, 0))
+        return True
+    except (OSError, socket.error):
+        return False
+    finally:
+        sock.close()
+
+
+def route_address(probe=ROUTE_PROBE):
+    """The source address the kernel picks toward probe (no packet is sent)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.connect((probe, 9))
+        return sock.getsockname()[0]
+    except (OSError, socket.error):
+        return None
+    finally:
+        sock.close()
+
+
+def interface_addresses(ctx):
+    """Global-scope IPv4 addresses from `ip -4 -o addr show scope global`."""
+    result = ctx.runner.run(["ip", "-4", "-o", "addr", "show", "scope", "global"])
+    found = []
+    if result.ok:
+        for line in result.out.splitlines():
+            words = line.split()
+            if "inet" in words:
+                address = words[words.index("inet") + 1].split("/")[0]
+                if is_ipv4(address):
+                    found.append(address)
+    return found
+
+
+def master_own_addresses(spec, ctx=None, origin=None):
+    """The master's own IPv4 address, learned on the machine; never 127.0.0.0/8.
+
+    - master.address in the spec (the Docker launcher sets it): taken only when
+      it is one of this machine's addresses;
+    - spec from cloud-init or IMDS: IMDS meta-data/local-ipv4;
+    - else the address routing out (the cluster network), then the first global
+      interface address.
+    """
+    allow_loopback = bool(getattr(ctx, "allow_loopback", False))
+    given = spec["master"].get("address")
+    if given:
+        address = given
+        if not is_ipv4(address):
+            try:
+                address = socket.gethostbyname(given)
+            except (socket.error, UnicodeError):
+                raise PhaseFailed("master.address %s does not resolve" % given) from None
+        if not is_unicast(address, allow_loopback):
+            raise PhaseFailed("master.address %s is loopback, link-local or not unicast"
+                              % address)
+        if not is_own_address(address):
+            raise PhaseFailed("master.address %s is not one of this machine's addresses"
+                              % address)
+        return [address]
+    candidates = []
+    imds_url = getattr(ctx, "imds_url", None)
+    if imds_url and origin and (origin == source.CLOUD_INIT or origin.startswith("imds")):
+        try:
+            candidates.append(imds.get_metadata(imds_url, imds.LOCAL_IPV4_PATH))
+        except imds.NoIMDS as exc:
+            if ctx is not None:
+                ctx.log.warning("IMDS local-ipv4: %s", exc)
+    candidates.append(route_address())
+    if ctx is not None:
+        candidates += interface_addresses(ctx)
+    for address in candidates:
+        if address and is_unicast(address, allow_loopback=False):
+            return [address]
+    raise PhaseFailed("cannot learn this machine's address (no IMDS local-ipv4, no route, "
+                      "no global interface address)")
 
 
 class Agent(object):
@@ -30,13 +115,17 @@ class Agent(object):
         self.master = None
         self.server = None
         self.welcome = None
+        self.origin = None
 
     # -- shared phases --------------------------------------------------------
 
     def phase_spec(self):
+        # First, whatever the source: only root may reach the metadata service.
+        self.state.set("imds_fence", imds.fence_metadata(self.ctx))
         spec, origin, notes = source.find_spec(self.ctx, self.spec_path)
-        source.persist_spec(self.ctx, spec)
+        source.persist_spec(self.ctx, spec, origin)
         self.spec = spec
+        self.origin = origin
         for key, value in notes.items():
             self.state.set(key, value)
         self.state.set("role", spec["role"])
@@ -94,12 +183,19 @@ class Agent(object):
 
     def phase_serve(self):
         spec = self.spec
-        addresses = self.addresses or master_addresses(spec, self.hostname)
+        if self.addresses:
+            addresses = list(self.addresses)
+            bad = [a for a in addresses if not is_unicast(a, self.ctx.allow_loopback)]
+            if bad:
+                raise PhaseFailed("refusing master address(es) %s" % ", ".join(bad))
+        else:
+            addresses = master_own_addresses(spec, self.ctx, self.origin)
         self.master = Master(self.ctx, spec, self.hostname, addresses, self.disco_pubkey,
                              self.host_pubkey, state=self.state, cores=node.cpu_count())
         self.server = JoinServer(self.master, self.bind_address, spec["master"]["join_port"])
         self.server.start()
-        return "listening on %s:%d" % (self.bind_address, self.server.port)
+        return "listening on %s:%d; master address %s" % (self.bind_address, self.server.port,
+                                                          ", ".join(addresses))
 
     def master_trust(self):
         with self.master.lock:
@@ -247,6 +343,6 @@ def status_report(ctx):
         ready = bool(phases) and all(p.get("status") == "ok" for p in phases.values()) \
             and "disco" in phases
     report["ready"] = ready
-    if read_text(ctx.path(source.PERSISTED)) is None:
-        report.setdefault("note", "no persisted spec: the agent has not run here")
+    if not state:
+        report.setdefault("note", "no state: the agent has not run here")
     return report, ready

@@ -8,6 +8,7 @@ Canonical JSON: sort_keys, separators (",", ":"), ensure_ascii.
 
 import binascii
 import hashlib
+import heapq
 import hmac
 import json
 import os
@@ -18,8 +19,25 @@ from .spec import is_ipv4, is_short_hostname
 
 SKEW = 120  # seconds a message's ts may differ from the receiver's clock
 MAX_BODY = 64 * 1024
-_PUBKEY = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/=]+( [^\r\n]*)?$")
-_NONCE = re.compile(r"^[0-9a-f]{32}$")
+_PUBKEY = re.compile(r"ssh-ed25519 [A-Za-z0-9+/=]+( [^\r\n]*)?")  # fullmatch
+_NONCE = re.compile(r"[0-9a-f]{32}")  # fullmatch
+# What seal() produces, byte for byte: the MAC is checked over the raw msg bytes
+# before any JSON is parsed (a deeply nested body never reaches the parser).
+_MAC_FIRST = re.compile(br'\{\s*"mac"\s*:\s*"([0-9a-f]{64})"\s*,\s*"msg"\s*:\s*(\{.*\})\s*\}',
+                        re.S)
+_MSG_FIRST = re.compile(br'\{\s*"msg"\s*:\s*(\{.*\})\s*,\s*"mac"\s*:\s*"([0-9a-f]{64})"\s*\}',
+                        re.S)
+
+
+def _split_sealed(body):
+    """(mac, raw msg bytes) of {"mac": .., "msg": {..}} in either order, or None."""
+    found = _MAC_FIRST.fullmatch(body)
+    if found is not None:
+        return found.group(1), found.group(2)
+    found = _MSG_FIRST.fullmatch(body)
+    if found is not None:
+        return found.group(2), found.group(1)
+    return None
 MAX_ADDRESSES = 16
 
 
@@ -52,7 +70,7 @@ def new_nonce():
 
 def is_pubkey(text):
     return (isinstance(text, str) and "\n" not in text and "\r" not in text
-            and len(text) < 1024 and bool(_PUBKEY.match(text)))
+            and len(text) < 1024 and bool(_PUBKEY.fullmatch(text)))
 
 
 def key_only(pubkey):
@@ -65,49 +83,75 @@ def _int(value):
 
 
 class ReplayCache(object):
-    """Nonces seen within the skew window; bounded, thread-safe."""
+    """Nonces of verified messages, evicted by age; bounded, thread-safe.
 
-    def __init__(self, window=2 * SKEW + 10, limit=65536):
+    Keyed by the message's own ts: an entry older than the skew window can go,
+    since a replay of it fails the ts check anyway. When full, the oldest entry
+    is evicted and its ts becomes the floor: nothing at or below it is accepted
+    again, so eviction never opens a replay and fresh messages are never locked
+    out. not_before (the agent's start) refuses messages from before this
+    process existed: a capture replayed after a restart.
+    """
+
+    def __init__(self, window=SKEW + 10, limit=65536, not_before=None):
         self.window = window
         self.limit = limit
+        self.not_before = not_before
+        self.floor = None
         self._seen = {}
+        self._heap = []
         self._lock = threading.Lock()
 
-    def check_and_add(self, nonce, now):
+    def check_and_add(self, nonce, ts, now=None):
+        now = ts if now is None else now
         with self._lock:
+            if self.not_before is not None and ts < self.not_before:
+                raise ProtocolError("message is older than this agent's start")
+            if self.floor is not None and ts <= self.floor:
+                raise ProtocolError("message is older than the replay cache")
+            cutoff = now - self.window
+            while self._heap and self._heap[0][0] < cutoff:
+                old_ts, old = heapq.heappop(self._heap)
+                self._seen.pop(old, None)
             if nonce in self._seen:
                 raise ProtocolError("replayed nonce")
-            if len(self._seen) >= self.limit:
-                cutoff = now - self.window
-                for old in [n for n, t in self._seen.items() if t < cutoff]:
-                    del self._seen[old]
-                if len(self._seen) >= self.limit:
-                    raise ProtocolError("replay cache full, retry later")
-            self._seen[nonce] = now
+            while len(self._seen) >= self.limit:
+                old_ts, old = heapq.heappop(self._heap)
+                self._seen.pop(old, None)
+                self.floor = old_ts if self.floor is None else max(self.floor, old_ts)
+            if self.floor is not None and ts <= self.floor:
+                raise ProtocolError("message is older than the replay cache")
+            self._seen[nonce] = ts
+            heapq.heappush(self._heap, (ts, nonce))
 
     def __len__(self):
         return len(self._seen)
 
 
 def open_envelope(token, body, cluster, now, expect_type, replay=None):
-    """Parse + verify a signed body; return msg. Raise ProtocolError.
+    """Verify a signed body, then parse it; return msg. Raise ProtocolError.
 
-    Order matters: the MAC is checked before anything in msg is trusted.
+    Order matters: the MAC is checked over the raw bytes of msg before any JSON
+    is parsed or anything in msg is trusted; msg must be the canonical JSON the
+    MAC was made over, so a re-encoded msg is refused ("bad mac").
     """
+    if isinstance(body, str):
+        body = body.encode("utf-8")
     if len(body) > MAX_BODY:
         raise ProtocolError("body too large")
-    try:
-        envelope = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("body is not JSON") from None
-    if not isinstance(envelope, dict) or set(envelope) != {"msg", "mac"}:
+    sealed = _split_sealed(body)
+    if sealed is None:
         raise ProtocolError("body must be {msg, mac}")
-    msg, given = envelope["msg"], envelope["mac"]
-    if not isinstance(msg, dict) or not isinstance(given, str):
-        raise ProtocolError("body must be {msg, mac}")
-    expected = mac(token, msg)
-    if not hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace")):
+    given, raw = sealed  # the MAC covers these exact bytes (canonical JSON of msg)
+    expected = hmac.new(key_bytes(token), raw, hashlib.sha256).hexdigest().encode("ascii")
+    if not hmac.compare_digest(expected, given):
         raise ProtocolError("bad mac")
+    try:
+        msg = json.loads(raw.decode("ascii"))
+    except (ValueError, UnicodeDecodeError, RuntimeError):  # RecursionError < RuntimeError
+        raise ProtocolError("msg is not JSON") from None
+    if not isinstance(msg, dict) or canonical(msg) != raw:
+        raise ProtocolError("msg is not canonical JSON")
     if msg.get("type") != expect_type:
         raise ProtocolError("wrong message type")
     if msg.get("cluster") != cluster:
@@ -116,10 +160,10 @@ def open_envelope(token, body, cluster, now, expect_type, replay=None):
     if not _int(ts) or abs(now - ts) > SKEW:
         raise ProtocolError("timestamp outside the %d s window" % SKEW)
     nonce = msg.get("nonce")
-    if not isinstance(nonce, str) or not _NONCE.match(nonce):
+    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
         raise ProtocolError("bad nonce")
     if replay is not None:
-        replay.check_and_add(nonce, now)
+        replay.check_and_add(nonce, ts, now)
     return msg
 
 
@@ -162,14 +206,26 @@ def make_welcome(cluster, now, in_reply_to, master_hostname, master_addresses,
             "host_pubkey": host_pubkey, "hosts": [list(h) for h in hosts]}
 
 
-def check_welcome_fields(msg, request_nonce):
+def is_unicast(address, allow_loopback=False):
+    """An IPv4 address a cluster member may have: not 0/8, loopback (unless allowed),
+    link-local (169.254/16, the metadata service), multicast or broadcast."""
+    if not is_ipv4(address):
+        return False
+    first, second = [int(p) for p in address.split(".")[:2]]
+    if first == 127:
+        return allow_loopback
+    return not (first == 0 or first >= 224 or (first, second) == (169, 254))
+
+
+def check_welcome_fields(msg, request_nonce, allow_loopback=False):
     if msg.get("in_reply_to") != request_nonce:
         raise ProtocolError("reply is not for our request")
     if not is_short_hostname(msg.get("master_hostname")):
         raise ProtocolError("bad master_hostname")
     addresses = msg.get("master_addresses")
-    if not isinstance(addresses, list) or not all(is_ipv4(a) for a in addresses):
-        raise ProtocolError("bad master_addresses")
+    if (not isinstance(addresses, list) or not addresses
+            or not all(is_unicast(a, allow_loopback) for a in addresses)):
+        raise ProtocolError("bad master_addresses (loopback, link-local or empty)")
     for field in ("disco_pubkey", "host_pubkey"):
         if not is_pubkey(msg.get(field)):
             raise ProtocolError("bad %s" % field)

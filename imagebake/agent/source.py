@@ -6,18 +6,25 @@
    resumed run).
 3. cloud-init's stored user data /var/lib/cloud/instance/user-data.txt, if it
    parses as our spec.
-4. EC2 IMDS user data (IMDSv2, IMDSv1 fallback; v1 => metadata fenced to root).
+4. EC2 IMDS user data (IMDSv2, IMDSv1 fallback).
+
+The metadata fence (only root reaches 169.254.169.254) is added at every start
+whatever the source (phases.Agent.phase_spec) and, earlier, by the
+imagebake-fence unit of provision/50-agent.sh.
 """
 
 import os
 
 from . import imds
-from .fsutil import read_text, write_atomic
+from .fsutil import UnsafePath, ensure_file, read_text, write_atomic
 from .spec import SpecError, dumps, loads
 
 DEFAULT_SPEC = "/run/imagebake/spec.json"
 PERSISTED = "/var/lib/imagebake/spec.json"
 CLOUD_INIT = "/var/lib/cloud/instance/user-data.txt"
+CLOUD_DIR = "/var/lib/cloud/instances"
+# cloud-init's copies of the user data (the spec, with token and cookie)
+CLOUD_COPIES = ("user-data.txt", "user-data.txt.i", "obj.pkl")
 
 
 def find_spec(ctx, spec_path=None):
@@ -61,11 +68,35 @@ def find_spec(ctx, spec_path=None):
     raise SpecError("no cluster spec found (%s)" % ("; ".join(errors) or "no source had one"))
 
 
-def persist_spec(ctx, spec):
-    """Keep the spec root-only at /var/lib/imagebake/spec.json; lock down cloud-init's copy."""
-    changed = write_atomic(ctx.path(PERSISTED), dumps(spec) + "\n", mode=0o600,
-                           dir_mode=0o700)
-    cloud = ctx.path(CLOUD_INIT)
-    if os.path.exists(cloud):
-        os.chmod(cloud, 0o600)
-    return changed
+def persist_spec(ctx, spec, origin=None):
+    """Keep secrets root-only on disk; return True when a copy was written.
+
+    A spec that came from a file (--spec, /run/imagebake/spec.json: a root-only
+    bind mount in Docker) is not copied anywhere: on Docker a copy would sit in
+    the container's writable layer (docker commit/export/cp). From cloud-init or
+    IMDS it is kept at /var/lib/imagebake/spec.json (0600, dir 0700) for reboots.
+    cloud-init's own copies are made 0600 either way.
+    """
+    lock_cloud_init(ctx)
+    if origin is not None and not (origin == CLOUD_INIT or origin.startswith("imds")):
+        return False
+    return write_atomic(ctx.path(PERSISTED), dumps(spec) + "\n", mode=0o600,
+                        dir_mode=0o700)
+
+
+def lock_cloud_init(ctx):
+    """chmod 0600 every cloud-init copy of the user data (all instances)."""
+    done = []
+    dirs = [os.path.dirname(ctx.path(CLOUD_INIT))]
+    base = ctx.path(CLOUD_DIR)
+    if os.path.isdir(base):
+        dirs += [os.path.join(base, d) for d in sorted(os.listdir(base))]
+    for directory in dirs:
+        for name in CLOUD_COPIES:
+            path = os.path.join(directory, name)
+            try:
+                if ensure_file(path, 0o600):
+                    done.append(path)
+            except (UnsafePath, OSError) as exc:
+                ctx.log.warning("cannot lock down %s: %s", path, exc)
+    return done

@@ -13,14 +13,15 @@ VERSION = 1
 MAX_BYTES = 2048
 COOKIE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-_HOSTLABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_COOKIE = re.compile(r"^[A-Z0-9]{32}$")
-_IPV4 = re.compile(r"^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\."
-                   r"(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$")
-_DNSNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                      r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# Every pattern is used with fullmatch: "$" would also match before a final newline.
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_HOSTLABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_COOKIE = re.compile(r"[A-Z0-9]{32}")
+_IPV4 = re.compile(r"(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\."
+                   r"(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})")
+_DNSNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 FIELDS = ("version", "cluster", "role", "hostname", "master", "token", "cookie",
           "workers", "master_workers", "expected_nodes", "ttl_deadline",
@@ -49,23 +50,24 @@ def new_cookie():
 
 
 def is_ipv4(text):
-    m = _IPV4.match(text) if isinstance(text, str) else None
+    m = _IPV4.fullmatch(text) if isinstance(text, str) else None
     return bool(m) and all(int(g) <= 255 for g in m.groups())
 
 
 def is_short_hostname(text):
     """A single DNS label that is not all digits (so never an IP or an FQDN)."""
-    return (isinstance(text, str) and bool(_HOSTLABEL.match(text))
+    return (isinstance(text, str) and bool(_HOSTLABEL.fullmatch(text))
             and not text.isdigit())
 
 
 def is_cluster_name(text):
     return (isinstance(text, str) and 1 <= len(text) <= 40
-            and bool(_LABEL.match(text)))
+            and bool(_LABEL.fullmatch(text)))
 
 
 def is_address(text):
-    return isinstance(text, str) and (is_ipv4(text) or bool(_DNSNAME.match(text)))
+    return isinstance(text, str) and (is_ipv4(text) or (len(text) <= 253
+                                                and bool(_DNSNAME.fullmatch(text))))
 
 
 def make_spec(cluster, role, master_address=None, workers=None, master_workers=0,
@@ -135,10 +137,10 @@ def validate_spec(spec):
     _port(spec, master.get("join_port"), "master.join_port")
     _port(spec, spec.get("disco_port"), "disco_port")
     token = spec.get("token")
-    if not isinstance(token, str) or not _HEX64.match(token):
+    if not isinstance(token, str) or not _HEX64.fullmatch(token):
         raise SpecError("token must be 64 lowercase hex chars (32 bytes)")
     cookie = spec.get("cookie")
-    if not isinstance(cookie, str) or not _COOKIE.match(cookie):
+    if not isinstance(cookie, str) or not _COOKIE.fullmatch(cookie):
         raise SpecError("cookie must be 32 chars of [A-Z0-9]")
     workers = spec.get("workers")
     if workers is not None and (not _int(workers) or workers < 1):

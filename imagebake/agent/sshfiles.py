@@ -41,6 +41,17 @@ def known_hosts_line(names, pubkey):
     return "%s %s" % (",".join(names), key_only(pubkey))
 
 
+# What Disco's slave:start (`ssh HOST erl ...`) needs, and nothing more. OpenSSH
+# 6.6 (Ubuntu 14.04) has no `restrict`, so the options are spelled out.
+KEY_OPTIONS = ("no-port-forwarding", "no-agent-forwarding", "no-X11-forwarding", "no-pty")
+
+
+def restricted_key(pubkey, from_addresses):
+    """'from="a,b",no-port-forwarding,... ssh-ed25519 KEY comment' for authorized_keys."""
+    options = ['from="%s"' % ",".join(from_addresses)] + list(KEY_OPTIONS)
+    return "%s %s" % (",".join(options), pubkey)
+
+
 def write_ssh_file(ctx, name, managed_lines, mode=0o600):
     path = os.path.join(disco_ssh_dir(ctx), name)
     text = merge_block(read_text(path), managed_lines)

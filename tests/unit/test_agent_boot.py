@@ -284,7 +284,7 @@ def test_standalone_package_runs_a_master_once(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "imagebake_agent", "run", "--once", "--no-imds",
          "--root", str(root), "--spec", "/spec.json", "--bind", "127.0.0.1",
-         "--address", "127.0.0.1", "--hostname", "master"],
+         "--address", "127.0.0.1", "--hostname", "master", "--allow-loopback"],
         cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()

@@ -140,7 +140,10 @@ def test_replay_cache_is_bounded():
     cache = P.ReplayCache(window=10, limit=3)
     for i in range(3):
         cache.check_and_add(f"n{i}", NOW)
-    with pytest.raises(P.ProtocolError, match="full"):
+    # full: the oldest goes and its ts becomes the floor (no replay of it, ever)
+    with pytest.raises(P.ProtocolError, match="older than the replay cache"):
         cache.check_and_add("n3", NOW)
-    cache.check_and_add("n4", NOW + 100)  # old ones expire
+    cache.check_and_add("n4", NOW + 1)
+    assert len(cache) == 3
+    cache.check_and_add("n5", NOW + 100)  # old ones expire by age
     assert len(cache) == 1
