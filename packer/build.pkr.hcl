@@ -19,6 +19,18 @@ build {
     destination = "/tmp/imagebake/"
   }
 
+  # Vendored upstream archives and their lock (checked against each other in 30-disco.sh);
+  # our patches come with provision/ (provision/disco/patches/).
+  provisioner "file" {
+    source      = "${path.root}/../vendor"
+    destination = "/tmp/imagebake/"
+  }
+
+  provisioner "file" {
+    source      = local.disco_lock
+    destination = "/tmp/imagebake/vendor/disco.lock"
+  }
+
   provisioner "file" {
     source      = "${var.agent_dir}/"
     destination = "/tmp/imagebake/agent"
@@ -36,7 +48,7 @@ build {
       "IMAGEBAKE_ROLE=${source.name}",
       "IMAGEBAKE_TARGET=${source.type}",
       "IMAGEBAKE_DIR=/tmp/imagebake",
-      "DISCO_SOURCE=${var.disco_source}",
+      "DISCO_SOURCE=${local.disco_env}",
       "DISCO_REF=${var.disco_ref}",
       "DEBIAN_FRONTEND=noninteractive",
     ]
@@ -65,7 +77,7 @@ build {
   # qemu: the script that removes the throw-away bake login at shutdown.
   provisioner "file" {
     only        = ["qemu.master", "qemu.node"]
-    source      = "${path.root}/../imagebake/qemu/finish-bake.sh"
+    source      = "${path.root}/../imagebake/bake/qemu-finish-bake.sh"
     destination = "/var/tmp/imagebake-finish-bake.sh"
   }
 

@@ -4,12 +4,16 @@ locals {
   roles      = ["master", "node"]
   built_at   = timestamp()
   stamp      = formatdate("YYYYMMDDhhmmss", local.built_at)
-  disco_kind = var.disco_source == "none" ? "none" : (substr(var.disco_source, 0, 1) == "/" ? "tarball" : "git")
+  disco_kind = contains(["vendored", "none"], var.disco_source) ? var.disco_source : (substr(var.disco_source, 0, 1) == "/" ? (substr(var.disco_source, -11, 11) == "/disco.lock" ? "vendored" : "tarball") : "git")
 }
 
 locals {
-  # What a label or tag says about Disco: "none", the tarball's file name, or URL@ref.
-  disco_label = local.disco_kind == "git" ? "${var.disco_source}@${var.disco_ref}" : (local.disco_kind == "tarball" ? basename(var.disco_source) : "none")
+  # What a label or tag says about Disco: "none", the tarball's file name, URL@ref or vendored@ref.
+  disco_label = local.disco_kind == "git" ? "${var.disco_source}@${var.disco_ref}" : (local.disco_kind == "tarball" ? basename(var.disco_source) : (local.disco_kind == "vendored" ? "vendored@${var.disco_ref}" : "none"))
+  # What 30-disco.sh is told (a lock path is the vendored kind with that lock).
+  disco_env = local.disco_kind == "vendored" ? "vendored" : var.disco_source
+  # The lock uploaded over vendor/disco.lock: the repository's, or the one disco_source names.
+  disco_lock = local.disco_kind == "vendored" && var.disco_source != "vendored" ? var.disco_source : "${path.root}/../vendor/disco.lock"
   # The file provisioner always needs something to upload.
   disco_upload = local.disco_kind == "tarball" ? var.disco_source : "${path.root}/files/no-disco-tarball"
   aws_base     = var.source_ami == "" ? "unresolved" : var.source_ami

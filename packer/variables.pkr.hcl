@@ -17,18 +17,18 @@ variable "content_hash" {
 
 variable "disco_source" {
   type        = string
-  description = "Where Disco comes from: none, a git URL (https:// or git://) or an absolute path to a source tarball."
-  default     = "https://github.com/discoproject/disco.git"
+  description = "Where Disco comes from: vendored (the pinned archives of vendor/disco.lock, offline), none, a git URL (https:// or git://), an absolute path to a source tarball, or an absolute path to a disco.lock (vendored, with that lock)."
+  default     = "vendored"
 
   validation {
-    condition     = var.disco_source == "none" || contains(["https://", "git://g", "ssh://g"], substr(var.disco_source, 0, 8)) || (substr(var.disco_source, 0, 1) == "/" && (contains([".tgz", ".tar"], substr(var.disco_source, -4, 4)) || contains([".tar.gz"], substr(var.disco_source, -7, 7)) || contains([".tar.bz2"], substr(var.disco_source, -8, 8))))
-    error_message = "The disco_source must be none, a git URL or an absolute path to a .tar.gz/.tgz/.tar.bz2/.tar file."
+    condition     = var.disco_source == "vendored" || var.disco_source == "none" || contains(["https://", "git://g", "ssh://g"], substr(var.disco_source, 0, 8)) || (substr(var.disco_source, 0, 1) == "/" && (contains([".tgz", ".tar"], substr(var.disco_source, -4, 4)) || contains([".tar.gz"], substr(var.disco_source, -7, 7)) || contains([".tar.bz2"], substr(var.disco_source, -8, 8)) || contains(["/disco.lock"], substr(var.disco_source, -11, 11))))
+    error_message = "The disco_source must be vendored, none, a git URL, an absolute path to a .tar.gz/.tgz/.tar.bz2/.tar file or to a disco.lock."
   }
 }
 
 variable "disco_ref" {
   type        = string
-  description = "Git ref (tag, branch or commit) of Disco to build when disco_source is a git URL."
+  description = "Disco to build: a git ref for a git URL; for vendored, a Disco ref of vendor/disco.lock (0.5.4 or develop)."
   default     = "0.5.4"
 
   validation {

@@ -11,11 +11,18 @@ LIB=${IMAGEBAKE_DIR:-/tmp/imagebake}/provision/lib.sh
 build_packages() {
     # Only needed to build Disco from source.
     [ "${DISCO_SOURCE:-none}" != none ] || return 0
-    if is_trusty; then
-        echo "python-setuptools"
-    else
-        echo "python3-setuptools"
-    fi
+    disco_build_packages
+}
+
+# OTP >= 21 bases build Disco with Debian's rebar escript (see install_rebar_escript).
+need_rebar() {
+    [ "${DISCO_SOURCE:-none}" != none ] && ! is_trusty && ! command -v rebar >/dev/null 2>&1
+}
+
+ensure_rebar() {
+    need_rebar || return 0
+    info "installing Debian's rebar escript as $REBAR_ESCRIPT"
+    install_rebar_escript || fatal "cannot get Debian's rebar (apt-get download rebar)"
 }
 
 main() {
@@ -25,8 +32,13 @@ main() {
     wanted="$(base_packages) $(build_packages)"
     # shellcheck disable=SC2086
     missing=$(missing_packages $wanted)
-    if [ -z "$missing" ]; then
+    if [ -z "$missing" ] && ! need_rebar; then
         info "all $(echo "$wanted" | wc -w) packages already installed on $OS_PRETTY; not touching the network"
+        return 0
+    fi
+    if [ -z "$missing" ]; then
+        apt_retry update
+        ensure_rebar
         return 0
     fi
     info "installing on $OS_PRETTY: $missing"
@@ -35,6 +47,7 @@ main() {
     apt_retry update
     # shellcheck disable=SC2086
     apt_retry install --no-install-recommends $missing
+    ensure_rebar
     apt-get clean
     # shellcheck disable=SC2086
     missing=$(missing_packages $wanted)

@@ -68,6 +68,33 @@ base_packages() {
     fi
 }
 
+# Packages Disco's build needs beyond base_packages (disco_source other than none). Debian 12:
+# python3-distutils (Disco's setup.py). Its rebar comes from rebar_escript below, not apt.
+disco_build_packages() {
+    if is_trusty; then
+        echo "python-setuptools"
+    else
+        echo "python3-distutils"
+    fi
+}
+
+# Debian's rebar 2.6.4 escript: Disco's bundled master/rebar (2013) fails on OTP >= 21.
+# The rebar package depends on erlang-reltool -> erlang-wx -> GTK/WebKit (~220 packages,
+# systemd-sysv among them), none of which rebar's compile needs, so only its escript is
+# taken: `apt-get download rebar`, unpacked to REBAR_ESCRIPT, from the system's apt sources
+# (provision/base/docker-base.sh does the same for the offline base image).
+REBAR_ESCRIPT=/usr/local/bin/rebar
+install_rebar_escript() {
+    local tmp rc=0
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get -q download rebar) >/dev/null 2>&1 || rc=1
+    if [ "$rc" = 0 ]; then
+        dpkg-deb -x "$tmp"/rebar_*.deb "$tmp/x" && install -m 0755 "$tmp/x/usr/bin/rebar" "$REBAR_ESCRIPT" || rc=1
+    fi
+    rm -rf "$tmp"
+    return "$rc"
+}
+
 pkg_installed() {
     dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q ' installed$'
 }

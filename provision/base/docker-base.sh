@@ -9,7 +9,9 @@ info()  { printf '[base-image] %s\n' "$*" >&2; }
 fatal() { printf '[base-image] error: %s\n' "$*" >&2; exit 2; }
 
 # Packages the provisioning scripts expect; keep in sync with provision/lib.sh.
+# The last line is what building Disco from vendor/ needs (provision/lib.sh disco_build_packages).
 PACKAGES="erlang-nox,erlang-dev,openssh-server,openssh-client,dnsmasq,python3,python-is-python3,make,git,ca-certificates,iproute2,procps,iputils-ping,netbase,sudo,cron"
+PACKAGES="$PACKAGES,python3-distutils"
 
 verify_system() {
     [ "$(id -u)" = 0 ] || fatal "must run as root (debootstrap needs it)"
@@ -38,6 +40,16 @@ main() {
     info "debootstrap $SUITE into $work/rootfs (this takes a few minutes)"
     debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$work/rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
         || { tail -n 20 "$work/debootstrap.log" >&2; fatal "debootstrap failed"; }
+    # Debian's rebar escript only (its package drags in erlang-wx and a GTK stack): see
+    # install_rebar_escript in provision/lib.sh, which 20-packages.sh runs on other bases.
+    info "adding Debian's rebar escript as /usr/local/bin/rebar"
+    local added_resolv=""
+    if [ ! -s "$work/rootfs/etc/resolv.conf" ]; then
+        cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf" && added_resolv=yes
+    fi
+    chroot "$work/rootfs" sh -c 'apt-get -q update && mkdir -p /tmp/rebar && cd /tmp/rebar && apt-get -q download rebar && dpkg-deb -x rebar_*.deb x && install -m 0755 x/usr/bin/rebar /usr/local/bin/rebar && rm -rf /tmp/rebar' \
+        >>"$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log" >&2; fatal "cannot add the rebar escript"; }
+    [ -z "$added_resolv" ] || rm -f "$work/rootfs/etc/resolv.conf"
     # Slim the rootfs and strip anything machine-specific: the image must carry no secret.
     rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/archives/"*.deb
     rm -f "$work/rootfs/etc/ssh/ssh_host_"*
