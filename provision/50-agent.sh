@@ -13,6 +13,7 @@ AGENT_SRC=$IMAGEBAKE_DIR/agent
 AGENT_HOME=/opt/imagebake
 AGENT_PKG=$AGENT_HOME/imagebake_agent
 AGENT_BIN=/usr/local/sbin/imagebake-agent
+FENCE_BIN=/usr/local/sbin/imagebake-fence
 SSHD_CONFIG=/etc/ssh/sshd_config
 
 install_agent() {
@@ -42,33 +43,103 @@ WRAPPER
     info "agent installed in $AGENT_PKG ($(python3 --version 2>&1))"
 }
 
+# Only root may reach the instance metadata service (the user data holds the join token
+# and the Erlang cookie; any local user can get an IMDSv2 token). Run at every boot
+# before the network comes up, whatever later finds the spec; the agent re-checks it.
+install_fence() {
+    write_file "$FENCE_BIN" 0755 <<'FENCE'
+#!/bin/sh
+# imagebake: only root may reach 169.254.169.254 (installed by provision/50-agent.sh)
+PATH=/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin
+if ! command -v iptables >/dev/null 2>&1; then
+    echo "imagebake-fence: no iptables: the metadata service is NOT fenced" >&2
+    exit 1
+fi
+if iptables -w -C OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT 2>/dev/null; then
+    exit 0
+fi
+exec iptables -w -A OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT
+FENCE
+    command -v iptables >/dev/null 2>&1 \
+        || info "WARNING: no iptables in the image: the metadata fence cannot be installed"
+}
+
 install_service() {
     case "$(image_init)" in
         none)
-            info "container: the image's ENTRYPOINT runs the agent"
+            info "container: the image's ENTRYPOINT runs the agent (no metadata service, no TTL unit)"
             ;;
         systemd)
+            write_file /etc/systemd/system/imagebake-fence.service 0644 <<UNIT
+[Unit]
+Description=imagebake: only root may reach the instance metadata service
+DefaultDependencies=no
+After=local-fs.target
+Before=network-pre.target
+Wants=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$FENCE_BIN
+
+[Install]
+WantedBy=sysinit.target
+UNIT
             write_file /etc/systemd/system/imagebake-agent.service 0644 <<UNIT
 [Unit]
 Description=imagebake first-boot agent (forms the Disco cluster)
-Wants=network-online.target
-After=network-online.target cloud-config.service
+Wants=network-online.target imagebake-fence.service
+After=network-online.target cloud-config.service imagebake-fence.service
 
 [Service]
 Type=simple
 ExecStart=$AGENT_BIN run
 Restart=on-failure
 RestartSec=5
+LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target
 UNIT
-            mkdir -p /etc/systemd/system/multi-user.target.wants
-            ln -sfn /etc/systemd/system/imagebake-agent.service \
-                /etc/systemd/system/multi-user.target.wants/imagebake-agent.service
-            info "systemd unit imagebake-agent.service enabled"
+            # The power-off at the deadline is handed to logind (shutdown -P +N) by its own
+            # unit: stopping or crashing the agent does not cancel it.
+            write_file /etc/systemd/system/imagebake-ttl.service 0644 <<UNIT
+[Unit]
+Description=imagebake: schedule the power-off at the cluster's ttl_deadline
+Wants=network-online.target
+After=network-online.target cloud-config.service imagebake-fence.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$AGENT_BIN ttl
+Restart=on-failure
+RestartSec=30
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+            mkdir -p /etc/systemd/system/multi-user.target.wants /etc/systemd/system/sysinit.target.wants
+            ln -sfn /etc/systemd/system/imagebake-fence.service \
+                /etc/systemd/system/sysinit.target.wants/imagebake-fence.service
+            local unit
+            for unit in imagebake-agent imagebake-ttl; do
+                ln -sfn /etc/systemd/system/$unit.service \
+                    /etc/systemd/system/multi-user.target.wants/$unit.service
+            done
+            info "systemd units imagebake-fence, imagebake-agent, imagebake-ttl enabled"
             ;;
         upstart)
+            write_file /etc/init/imagebake-fence.conf 0644 <<JOB
+# imagebake: only root may reach the instance metadata service
+description "imagebake metadata fence"
+
+start on starting networking
+task
+
+exec $FENCE_BIN
+JOB
             write_file /etc/init/imagebake-agent.conf 0644 <<JOB
 # imagebake first-boot agent (forms the Disco cluster)
 description "imagebake first-boot agent"
@@ -78,11 +149,27 @@ stop on runlevel [016]
 
 respawn
 respawn limit 10 60
+limit nofile 65536 65536
 console log
 
 exec $AGENT_BIN run
 JOB
-            info "upstart job /etc/init/imagebake-agent.conf installed"
+            # Its own job, waiting for the deadline: the agent's job giving up (respawn
+            # limit) or being stopped does not cancel the power-off.
+            write_file /etc/init/imagebake-ttl.conf 0644 <<JOB
+# imagebake: power off at the cluster's ttl_deadline
+description "imagebake ttl"
+
+start on (started networking or started cloud-final)
+stop on runlevel [016]
+
+respawn
+respawn limit unlimited
+console log
+
+exec $AGENT_BIN ttl --wait
+JOB
+            info "upstart jobs imagebake-fence, imagebake-agent, imagebake-ttl installed"
             ;;
         *)
             fatal "no init system to run the agent at boot (need systemd or upstart)"
@@ -142,6 +229,7 @@ main() {
     ensure_disco_user
     record_role
     install_agent
+    install_fence
     install_service
     harden_sshd
 }

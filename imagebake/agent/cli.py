@@ -4,6 +4,9 @@
                                                forever, node heartbeats every 30 s
   status [--json] [--root DIR]                 exit 0 when ready, else 1
   join   [--spec PATH] [--root DIR] --once     one join + trust/dns (debugging)
+  ttl    [--wait] [--spec PATH] [--root DIR]   schedule (systemd) or wait for (--wait)
+                                               the power-off at ttl_deadline; run by
+                                               its own boot unit, not by the agent
 
 Exit codes: 0 ok/ready, 1 not ready or a phase failed, 2 usage or spec error.
 """
@@ -45,6 +48,11 @@ def _parser():
     join.add_argument("--spec")
     join.add_argument("--once", action="store_true", required=True)
     common(join)
+    ttl_cmd = sub.add_parser("ttl", help="power off at the spec's ttl_deadline")
+    ttl_cmd.add_argument("--spec")
+    ttl_cmd.add_argument("--wait", action="store_true",
+                         help="stay up and power off at the deadline (upstart)")
+    common(ttl_cmd)
     return parser
 
 
@@ -91,6 +99,37 @@ def cmd_join(args):
     return 0
 
 
+def cmd_ttl(args):
+    """Find the spec (read-only) and schedule or await the power-off."""
+    from . import source, ttl
+    ctx = _context(args)
+    while True:
+        try:
+            spec = source.find_spec(ctx, args.spec)[0]
+            break
+        except SpecError as exc:
+            if not args.wait:
+                ctx.log.error("ttl: %s", exc)
+                return 1
+            ctx.log.info("ttl: %s; retrying in 30 s", exc)
+            ctx.sleep(30)
+    if spec.get("ttl_deadline") is None:
+        ctx.log.info("ttl: no ttl_deadline in the spec: nothing to do")
+        return 0
+    if not args.wait:
+        try:
+            how = ttl.arm(ctx, spec)
+        except RuntimeError as exc:
+            ctx.log.error("ttl: %s", exc)
+            return 1
+        if how is not None:
+            ctx.log.info("ttl: power-off at %d scheduled (%s)", spec["ttl_deadline"], how)
+            return 0
+    ctx.log.info("ttl: waiting for %d to power off", spec["ttl_deadline"])
+    ttl.wait_and_power_off(ctx, spec)
+    return 0
+
+
 def cmd_status(args):
     report, ready = status_report(Context(root=args.root))
     if args.json:
@@ -121,7 +160,8 @@ def main(argv=None):
         _parser().print_help(sys.stderr)
         return 2
     try:
-        return {"run": cmd_run, "status": cmd_status, "join": cmd_join}[args.command](args)
+        return {"run": cmd_run, "status": cmd_status, "join": cmd_join,
+                "ttl": cmd_ttl}[args.command](args)
     except SpecError as exc:
         sys.stderr.write("imagebake-agent: %s\n" % exc)
         return 2
