@@ -30,7 +30,7 @@ BUILD_LOG=/var/log/imagebake-disco-build.log
 
 # One line naming what failed and the build log; exit 2 (Packer fails, nothing is tagged).
 disco_fail() {
-    printf '[imagebake %s] error: %s (build log: %s in the image; its tail is above)\n' \
+    printf '[imagebake %s] error: %s (build log: %s in the image)\n' \
         "$STEP" "$*" "$BUILD_LOG" >&2
     exit 2
 }
@@ -107,7 +107,7 @@ fetch_vendored() {
     # Every checksum first: nothing is unpacked from a set that is not whole.
     while read -r name ref commit sha; do
         file=$VENDOR_DIR/disco/$name-$ref.tar.gz
-        [ -f "$file" ] || disco_fail "missing archive vendor/disco/$name-$ref.tar.gz (make it: vendor/refresh.sh make)"
+        [ -f "$file" ] || disco_fail "missing archive vendor/disco/$name-$ref.tar.gz: make it with vendor/refresh.sh make"
         got=$(sha256sum <"$file" | cut -d' ' -f1)
         [ "$got" = "$sha" ] || disco_fail "checksum mismatch vendor/disco/$name-$ref.tar.gz: $got, lock says $sha"
         n=$((n + 1))
