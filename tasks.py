@@ -4,7 +4,6 @@ calls one function, and turns ImagebakeError into one line and exit code 2."""
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import os
 import sys
@@ -36,12 +35,10 @@ def _cli(fn):
     return wrapper
 
 
-def _driver(target: str):
-    from imagebake.state import TARGETS
+def _target(name: str):
+    from imagebake import targets
 
-    if target not in TARGETS:
-        raise ImagebakeError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
-    return importlib.import_module(f"imagebake.{target}_cluster")
+    return targets.get(name)
 
 
 def _record(name, target=None):
@@ -54,9 +51,9 @@ def _record(name, target=None):
 @_cli
 def base_image(c, target="docker"):
     """Build the local offline base image (debootstrap Debian 12, docker import)."""
-    from imagebake import base_image as mod
+    from imagebake.bake import base
 
-    print(mod.build(target))
+    print(base.build(target))
 
 
 @task(
@@ -71,9 +68,10 @@ def base_image(c, target="docker"):
 @_cli
 def bake(c, target="docker", only=None, var=None, force=False):
     """Bake the master and node images with Packer; writes build/images.json."""
-    from imagebake import bake as mod
+    from imagebake.bake import build, variables
 
-    result = mod.bake(target=target, only=only, variables=mod.parse_vars(var or []), force=force)
+    result = build.bake(target=target, only=only, variables=variables.parse_vars(var or []),
+                        force=force)
     print(json.dumps(result, indent=2))
 
 
@@ -87,7 +85,7 @@ def bake(c, target="docker", only=None, var=None, force=False):
 @_cli
 def verify(c, target="docker", ami=None, host=None):
     """Run the testinfra suite on baked images."""
-    from imagebake import verify as mod
+    from imagebake.bake import verify as mod
 
     code = mod.verify(target=target, ami=ami, host=host)
     if code:
@@ -139,7 +137,7 @@ def launch(
     node_ami=None,
 ):
     """Start one master and N slaves; the first-boot agent forms the cluster."""
-    driver = _driver(target)
+    driver = _target(target)
     opts = dict(
         region=region,
         profile=profile,
@@ -173,7 +171,7 @@ def launch(
 def status(c, name=None, target=None, json_=False):
     """Every node's agent state, the Disco host list and readiness (exit 1 if not ready)."""
     record = _record(name, target)
-    report = _driver(record["target"]).status(record)
+    report = _target(record["target"]).status(record)
     if json_:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -189,19 +187,41 @@ def status(c, name=None, target=None, json_=False):
 def grow(c, slaves=None, name=None, target=None):
     """Add slaves to a running cluster without restarting the master."""
     record = _record(name, target)
-    driver = _driver(record["target"])
+    driver = _target(record["target"])
     print(driver.summary(driver.grow(record, slaves)))
 
 
-@task(help={"name": "cluster name", "node": "node to log into (default: master)",
-            "target": TARGET_HELP})
+def _given_positionals(argv: list[str], task_name: str, value_flags: set[str],
+                       names: list[str]) -> list[str]:
+    """Invoke treats positional arguments as required; these are optional, so declare as
+    many of NAMES as the command line gives after TASK_NAME (read before invoke parses it)."""
+    if task_name not in argv:
+        return []
+    count, skip = 0, False
+    for token in argv[argv.index(task_name) + 1:]:
+        if skip or token.startswith("-"):
+            skip = not skip and token in value_flags
+            continue
+        count += 1
+    return names[:count]
+
+
+SSH_FLAGS = {"--name", "-n", "--node", "-o", "--target", "-t", "--command", "-c"}
+
+
+@task(positional=_given_positionals(sys.argv, "ssh", SSH_FLAGS, ["node", "command"]),
+      help={"name": "cluster name", "target": TARGET_HELP,
+            "node": "node to log into, e.g. node02 (default: master); also the first argument",
+            "command": "run this shell command instead of a login shell; also the second "
+                       "argument, e.g. invoke ssh --name demo node02 'uptime'"})
 @_cli
-def ssh(c, name=None, node=None, target=None):
-    """Open a shell on the master or a node."""
-    import os
+def ssh(c, name=None, node=None, command=None, target=None):
+    """Open a shell (or run a command) on the master or a node: invoke ssh [NODE [COMMAND]]."""
+    import shlex
 
     record = _record(name, target)
-    argv = _driver(record["target"]).ssh_argv(record, node)
+    argv = _target(record["target"]).ssh_argv(record, node,
+                                               shlex.split(command) if command else None)
     os.execvp(argv[0], argv)
 
 
@@ -210,7 +230,7 @@ def ssh(c, name=None, node=None, target=None):
 def tunnel(c, name=None, target=None):
     """Print (and for AWS, open) the Disco web UI address."""
     record = _record(name, target)
-    print(_driver(record["target"]).tunnel(record))
+    print(_target(record["target"]).tunnel(record))
 
 
 @task(help={"name": "cluster name", "target": TARGET_HELP})
@@ -227,14 +247,14 @@ def destroy(c, name=None, target=None):
     if tgt is None:
         print(f"nothing to destroy: no cluster named {name!r} recorded (pass --target to search)")
         return
-    print(_driver(tgt).destroy(name or record["name"], record))
+    print(_target(tgt).destroy(name or record["name"], record))
 
 
 @task(help={"name": "cluster name"})
 @_cli
 def smoke(c, name=None):
     """Run a job on the cluster (or, without Disco in the images, the Erlang check)."""
-    from imagebake import smoke as mod
+    from imagebake.disco import smoke as mod
 
     record = _record(name)
     ok, message = mod.smoke(record)
@@ -247,7 +267,7 @@ def smoke(c, name=None):
 @_cli
 def bench(c, what="all"):
     """Run benchmarks and print their figures."""
-    from imagebake import bench as mod
+    from imagebake.bench import runner as mod
 
     mod.run(what)
 
@@ -292,7 +312,7 @@ def test(c, fast=False):
 @_cli
 def images(c, target="docker", json_=False, region=None, profile=None):
     """List baked images (role, Disco ref, content hash, date)."""
-    from imagebake import images as mod
+    from imagebake.bake import images as mod
 
     rows = mod.list_images(target, region=region, profile=profile)
     print(json.dumps(rows, indent=2) if json_ else mod.render(rows))
@@ -309,7 +329,7 @@ def images(c, target="docker", json_=False, region=None, profile=None):
 def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region=None,
           profile=None):
     """Remove old images (AMIs with their snapshots), never one a cluster uses."""
-    from imagebake import images as mod
+    from imagebake.bake import images as mod
     from imagebake.validate import parse_count
 
     only = None
@@ -337,7 +357,7 @@ def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region
 @_cli
 def ddfs_load(c, name=None, input=None, tag="data:2grams"):  # noqa: A002 - the flag's name
     """Push files into the cluster's DDFS through the master (`ddfs chunk`)."""
-    from imagebake import ddfs_load as mod
+    from imagebake.disco import ddfs_load as mod
 
     count = mod.load(_record(name), input or [], mod.check_tag(tag))
     print(f"stored {count} file(s) under tag://{tag}")

@@ -16,7 +16,6 @@ from pathlib import Path
 from .errors import ImagebakeError
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
-TARGETS = ("aws", "docker", "qemu")
 
 
 def state_dir() -> Path:

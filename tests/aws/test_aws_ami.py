@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagebake.ami import resolve_source_ami
+from imagebake.bake.source_ami import resolve_source_ami
 from imagebake.errors import ImagebakeError
 
 from .aws_helpers import REGION

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from imagebake import bench_launch
+from imagebake.bench import launch_calls
 
 
 def test_api_calls_do_not_grow_with_the_cluster():
-    report = bench_launch.run(quiet=True)
+    report = launch_calls.run(quiet=True)
     results = report["results"]
     assert set(results) == {1, 4, 32}
     assert report["ratio"] <= 1.2

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from imagebake import aws_cluster, state
+from imagebake import state
 from imagebake.agent import spec as agent_spec
 from imagebake.errors import ImagebakeError
+from imagebake.targets.aws.cluster import AwsTarget
 
 from .aws_helpers import REGION, client_error, register_ami, tagged
 
@@ -19,12 +20,16 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheMasterForTestsOnly0
 NODE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINodeKeyForTestsOnly0000000000000000000"
 
 
-def launch(calls=None, **kw):
+def aws(calls=None, readiness=None):
+    """The AWS target, with the test's call counter and readiness stub when given."""
+    return AwsTarget(session_factory=calls.factory if calls is not None else None,
+                     readiness=readiness)
+
+
+def launch(calls=None, readiness=None, **kw):
     args = dict(name="c1", slaves=3, workers_per_node=None, wait=False, allow_cidr=CIDR)
     args.update(kw)
-    if calls is not None:
-        args["session_factory"] = calls.factory
-    return aws_cluster.launch(**args)
+    return aws(calls, readiness).launch(**args)
 
 
 def instances(ec2, ids):
@@ -186,7 +191,7 @@ def test_record_is_saved_with_what_later_commands_need(amis):
                 "created_at"):
         assert saved[key], key
     assert saved["target"] == "aws" and saved["region"] == REGION
-    summary = aws_cluster.summary(saved)
+    summary = aws().summary(saved)
     assert "c1" in summary and saved["master"]["id"] in summary
 
 
@@ -220,7 +225,7 @@ def test_placement_group_named_after_the_cluster(amis, calls):
     assert create["TagSpecifications"][0]["ResourceType"] == "placement-group"
     for params in calls.named("RunInstances"):
         assert params["Placement"]["GroupName"] == "imagebake-c1"
-    aws_cluster.destroy("c1", record, session_factory=calls.factory)
+    aws(calls).destroy("c1", record)
     assert calls.named("DeletePlacementGroup")[0]["GroupName"] == "imagebake-c1"
 
 
@@ -254,7 +259,7 @@ def test_keep_on_failure_keeps_the_instances(amis, ec2, calls):
         launch(calls, keep_on_failure=True)
     assert len(tagged(ec2, "c1")["instances"]) == 1
     assert state.load("c1")["failed"]
-    aws_cluster.destroy("c1", state.load("c1"))
+    aws().destroy("c1", state.load("c1"))
     assert tagged(ec2, "c1") == {"instances": [], "groups": [], "spot": []}
 
 
@@ -270,33 +275,33 @@ def test_wait_uses_waiters_and_batched_describes(amis, calls):
 def test_status_and_ssh_after_ready(amis):
     record = launch(slaves=2, wait=True, readiness=ready_stub(None))
     with pytest.raises(ImagebakeError, match="not known"):
-        aws_cluster.ssh_argv({**record, "master_host_key": None}, None)
-    report = aws_cluster.status(record, readiness=ready_stub(None))
+        aws().ssh_argv({**record, "master_host_key": None}, None)
+    report = aws(readiness=ready_stub(None)).status(record)
     assert report["ready"] is True
     assert report["master"]["state"] == "running"
     assert [n["joined"] for n in report["nodes"]] == [True, True]
-    argv = aws_cluster.ssh_argv(state.load("c1"), None)
+    argv = aws().ssh_argv(state.load("c1"), None)
     known = state.state_dir() / "c1.known_hosts"
     assert argv[0] == "ssh" and "StrictHostKeyChecking=yes" in argv
     assert f"UserKnownHostsFile={known}" in argv
     assert argv[-1] == f"ubuntu@{record['master']['public_ip']}"
     assert HOST_KEY in known.read_text()
-    node_argv = aws_cluster.ssh_argv(state.load("c1"), "1")
+    node_argv = aws().ssh_argv(state.load("c1"), "1")
     assert node_argv[-1] == f"ubuntu@{record['nodes'][0]['private_ip']}"
 
 
 def test_status_not_ready_when_agent_unreachable(amis):
     record = launch(slaves=1)
-    report = aws_cluster.status(record, readiness=lambda a, p, r: None)
+    report = aws(readiness=lambda a, p, r: None).status(record)
     assert report["ready"] is False and report["agent_reachable"] is False
     with pytest.raises(ImagebakeError, match="wait until"):
-        aws_cluster.ssh_argv(state.load("c1"), None)
+        aws().ssh_argv(state.load("c1"), None)
 
 
 # ------------------------------------------------------------------ grow and destroy
 def test_grow_adds_slaves_in_the_same_zone_with_the_same_secrets(amis, ec2, calls):
     record = launch(slaves=2)
-    grown = aws_cluster.grow(record, 3, session_factory=calls.factory)
+    grown = aws(calls).grow(record, 3)
     assert len(grown["nodes"]) == 5
     runs = calls.named("RunInstances")
     assert len(runs) == 1 and runs[0]["MinCount"] == runs[0]["MaxCount"] == 3
@@ -312,7 +317,7 @@ def test_grow_adds_slaves_in_the_same_zone_with_the_same_secrets(amis, ec2, call
 def test_grow_beyond_the_limit_is_refused(amis):
     record = launch(slaves=60)
     with pytest.raises(ImagebakeError, match="at most 64"):
-        aws_cluster.grow(record, 5)
+        aws().grow(record, 5)
 
 
 def test_destroy_removes_everything_and_twice_is_safe(amis, ec2):
@@ -323,18 +328,18 @@ def test_destroy_removes_everything_and_twice_is_safe(amis, ec2):
                                               "InstanceType": "t2.medium"},
         TagSpecifications=[{"ResourceType": "spot-instances-request",
                             "Tags": [{"Key": "imagebake:cluster", "Value": "c1"}]}])
-    message = aws_cluster.destroy("c1", record)
+    message = aws().destroy("c1", record)
     assert "4 instance(s) terminated" in message
     assert tagged(ec2, "c1") == {"instances": [], "groups": [], "spot": []}
     assert state.load("c1") is None
-    again = aws_cluster.destroy("c1", None)
+    again = aws().destroy("c1", None)
     assert again.startswith("nothing to destroy")
 
 
 def test_destroy_finds_the_cluster_by_tag_without_a_record(amis, ec2):
     launch(slaves=2)
     state.remove("c1")
-    message = aws_cluster.destroy("c1", None)
+    message = aws().destroy("c1", None)
     assert "3 instance(s) terminated" in message
     assert tagged(ec2, "c1") == {"instances": [], "groups": [], "spot": []}
 
@@ -342,6 +347,6 @@ def test_destroy_finds_the_cluster_by_tag_without_a_record(amis, ec2):
 def test_destroy_leaves_other_clusters_alone(amis, ec2):
     launch(name="keep", slaves=1)
     launch(name="gone", slaves=1)
-    aws_cluster.destroy("gone", state.load("gone"))
+    aws().destroy("gone", state.load("gone"))
     assert len(tagged(ec2, "keep")["instances"]) == 2
     assert len(tagged(ec2, "keep")["groups"]) == 1

@@ -7,7 +7,7 @@ import pytest
 from imagebake.agent import spec as agent_spec
 from imagebake.agent.context import Context
 from imagebake.agent.master import JoinServer, Master
-from imagebake.aws import readiness
+from imagebake.targets.aws import readiness
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMasterHostKeyForTheReadinessTest000000000"
 DISCO_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMasterDiscoKeyForTheReadinessTest00000000"

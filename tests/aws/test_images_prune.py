@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from imagebake import images
+from imagebake.bake import images
 
 from .aws_helpers import REGION
 

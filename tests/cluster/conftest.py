@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from imagebake import docker_cluster, state
+from imagebake import state
+from imagebake.targets.docker import cluster as docker_cluster
 
 
 def docker_ok() -> bool:
@@ -35,9 +36,9 @@ def images():
                if subprocess.run(["docker", "image", "inspect", r],
                                  capture_output=True).returncode != 0]
     if missing:
-        from imagebake import bake
+        from imagebake.bake import build
 
-        bake.bake(target="docker", only=None, variables={"disco_source": "none"}, force=False)
+        build.bake(target="docker", only=None, variables={"disco_source": "none"}, force=False)
     return docker_cluster.image_refs()
 
 
@@ -48,11 +49,11 @@ def launcher(state_dir, images):
 
     def launch(name, slaves, **kw):
         made.append(name)
-        return docker_cluster.launch(name=name, slaves=slaves, **kw)
+        return docker_cluster.DockerTarget().launch(name=name, slaves=slaves, **kw)
 
     yield launch
     for name in made:
-        docker_cluster.destroy(name, state.load(name))
+        docker_cluster.DockerTarget().destroy(name, state.load(name))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import hashlib
 import json
 import subprocess
 
-from imagebake.docker_cluster import container_name
+from imagebake.targets.docker.cluster import container_name
 
 DISCO_CONFIG = "/usr/var/disco/disco_8989.config"
 WATCHED = ("/home/disco/.ssh/known_hosts", "/home/disco/.ssh/authorized_keys",

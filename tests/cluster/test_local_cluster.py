@@ -15,8 +15,10 @@ import time
 
 import pytest
 
-from imagebake import docker_cluster, smoke, state
-from imagebake.docker_cluster import container_name
+from imagebake import state
+from imagebake.disco import smoke
+from imagebake.targets.docker import cluster as docker_cluster
+from imagebake.targets.docker.cluster import container_name
 
 from .helpers import disco_config, fingerprint, read, sh
 
@@ -105,8 +107,10 @@ def test_no_secret_in_docker_inspect(cluster):
 
 
 def test_spec_is_readable_only_by_root_in_the_container(cluster):
-    out = sh(cluster, "node01", "stat -c '%a %U' /var/lib/imagebake/spec.json").stdout.split()
+    out = sh(cluster, "node01", "stat -c '%a %U' /run/imagebake/spec.json").stdout.split()
     assert out == ["600", "root"]
+    # a spec from a file is not copied into the container's writable layer
+    assert sh(cluster, "node01", "test -e /var/lib/imagebake/spec.json", check=False).returncode
     cookie = sh(cluster, "node01", "stat -c '%a %U' /home/disco/.erlang.cookie").stdout.split()
     assert cookie == ["400", "disco"]
 
@@ -184,7 +188,7 @@ def test_grow_adds_nodes_without_restarting_master(launcher):
     started = subprocess.run(
         ["docker", "inspect", "-f", "{{.State.StartedAt}}", container_name("grow", "master")],
         capture_output=True, text=True).stdout
-    record = docker_cluster.grow(record, 2)
+    record = docker_cluster.DockerTarget().grow(record, 2)
     assert sorted(h[0] for h in disco_config(record)["hosts"]) == ["node01", "node02", "node03"]
     assert subprocess.run(
         ["docker", "inspect", "-f", "{{.State.StartedAt}}", container_name("grow", "master")],
@@ -197,13 +201,13 @@ def test_grow_adds_nodes_without_restarting_master(launcher):
 def test_several_clusters_coexist_and_destroy_touches_only_its_own(launcher, cluster):
     other = launcher("other", 1)
     assert docker_cluster.status(cluster, per_node=False)["ready"]
-    print(docker_cluster.destroy("other", other))
+    print(docker_cluster.DockerTarget().destroy("other", other))
     assert docker_cluster.status(cluster, per_node=False)["ready"]
     assert state.load("other") is None
     left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=imagebake.cluster=other"],
                           capture_output=True, text=True).stdout.split()
     assert left == []
-    assert "nothing to destroy" in docker_cluster.destroy("other", None)
+    assert "nothing to destroy" in docker_cluster.DockerTarget().destroy("other", None)
 
 
 def test_status_json_lists_every_node_state(cluster, state_dir):

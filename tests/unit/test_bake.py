@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from imagebake import bake
+from imagebake.bake import build, records, variables
 from imagebake.errors import ImagebakeError
 
 
@@ -19,52 +19,52 @@ def one_line_error(fn, *args, **kwargs):
 
 
 def test_parse_vars_ok():
-    assert bake.parse_vars(["disco_source=none", "disco_ref=a=b", "subnet_id="]) == {
+    assert variables.parse_vars(["disco_source=none", "disco_ref=a=b", "subnet_id="]) == {
         "disco_source": "none", "disco_ref": "a=b", "subnet_id": ""}
 
 
 @pytest.mark.parametrize("item", ["novalue", "=x", "bad key=1", "1abc=2", "k-y=1", ""])
 def test_parse_vars_malformed(item):
-    assert "malformed --var" in one_line_error(bake.parse_vars, [item])
+    assert "malformed --var" in one_line_error(variables.parse_vars, [item])
 
 
 def test_parse_vars_repeated():
-    assert "twice" in one_line_error(bake.parse_vars, ["a=1", "a=2"])
+    assert "twice" in one_line_error(variables.parse_vars, ["a=1", "a=2"])
 
 
 def test_unknown_target():
-    assert "unknown target" in one_line_error(bake.bake, target="vmware")
+    assert "unknown target" in one_line_error(build.bake, target="vmware")
 
 
 def test_qemu_bake_login_variables_belong_to_the_wrapper():
     # the throw-away login of a qemu bake is made per bake, never passed in
     for var in ("qemu_ssh_key", "qemu_ssh_username", "qemu_seed_dir", "qemu_accelerator"):
-        message = one_line_error(bake.bake, target="qemu", variables={var: "x"})
+        message = one_line_error(build.bake, target="qemu", variables={var: "x"})
         assert "set by imagebake itself" in message
 
 
 def test_qemu_user_variables_are_declared():
-    assert {"qemu_base", "qemu_memory", "qemu_disk_size"} <= set(bake.declared_variables())
+    assert {"qemu_base", "qemu_memory", "qemu_disk_size"} <= set(variables.declared_variables())
 
 
 def test_unknown_role():
-    assert "unknown role" in one_line_error(bake.bake, target="docker", only="worker")
+    assert "unknown role" in one_line_error(build.bake, target="docker", only="worker")
 
 
 def test_unknown_variable():
-    message = one_line_error(bake.bake, target="docker", variables={"disco_sauce": "none"})
+    message = one_line_error(build.bake, target="docker", variables={"disco_sauce": "none"})
     assert "unknown variable 'disco_sauce'" in message and "disco_source" in message
 
 
 def test_wrapper_owned_variable():
     assert "set by imagebake" in one_line_error(
-        bake.bake, target="docker", variables={"content_hash": "x"})
+        build.bake, target="docker", variables={"content_hash": "x"})
 
 
 def test_missing_packer(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "packer not found" in one_line_error(
-        bake.bake, target="docker", variables={"disco_source": "none"})
+        build.bake, target="docker", variables={"disco_source": "none"})
 
 
 def test_missing_docker(monkeypatch, tmp_path):
@@ -72,34 +72,35 @@ def test_missing_docker(monkeypatch, tmp_path):
     (tmp_path / "packer").chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "docker" in one_line_error(
-        bake.bake, target="docker", variables={"disco_source": "none"})
+        build.bake, target="docker", variables={"disco_source": "none"})
 
 
 def test_missing_disco_tarball(monkeypatch, tmp_path):
-    monkeypatch.setattr(bake, "_check_docker", lambda v: "sha256:x")
-    monkeypatch.setattr(bake.packer, "packer_bin", lambda: "/bin/true")
+    monkeypatch.setattr(build, "_check_docker", lambda v: "sha256:x")
+    monkeypatch.setattr(build.packer, "packer_bin", lambda: "/bin/true")
     assert "no such file" in one_line_error(
-        bake.bake, target="docker", variables={"disco_source": str(tmp_path / "none.tgz")})
+        build.bake, target="docker", variables={"disco_source": str(tmp_path / "none.tgz")})
 
 
 def test_missing_default_base_suggests_base_image(monkeypatch):
-    monkeypatch.setattr("imagebake.docker_cli.require_daemon", lambda: None)
-    monkeypatch.setattr(bake, "_docker_image_id", lambda ref: "")
-    assert "invoke base-image" in one_line_error(bake._check_docker, dict(bake.DEFAULTS))
+    monkeypatch.setattr("imagebake.clients.docker.require_daemon", lambda: None)
+    monkeypatch.setattr(build, "_docker_image_id", lambda ref: "")
+    assert "invoke base-image" in one_line_error(build._check_docker, dict(variables.DEFAULTS))
 
 
 def test_missing_other_base_never_pulls(monkeypatch):
-    monkeypatch.setattr("imagebake.docker_cli.require_daemon", lambda: None)
-    monkeypatch.setattr(bake, "_docker_image_id", lambda ref: "")
-    message = one_line_error(bake._check_docker, {**bake.DEFAULTS, "docker_base": "ubuntu:14.04"})
+    monkeypatch.setattr("imagebake.clients.docker.require_daemon", lambda: None)
+    monkeypatch.setattr(build, "_docker_image_id", lambda ref: "")
+    message = one_line_error(build._check_docker,
+                             {**variables.DEFAULTS, "docker_base": "ubuntu:14.04"})
     assert "docker pull ubuntu:14.04" in message
 
 
 def test_images_json_merges_targets_and_roles(tmp_path):
     path = tmp_path / "images.json"
-    bake.write_images("aws", {"master": {"id": "ami-1"}}, path)
-    bake.write_images("docker", {"node": {"id": "imagebake/node:abc"}}, path)
-    bake.write_images("docker", {"master": {"id": "imagebake/master:abc"}}, path)
+    records.write_images("aws", {"master": {"id": "ami-1"}}, path)
+    records.write_images("docker", {"node": {"id": "imagebake/node:abc"}}, path)
+    records.write_images("docker", {"master": {"id": "imagebake/master:abc"}}, path)
     data = json.loads(path.read_text())
     assert data == {"aws": {"master": {"id": "ami-1"}},
                     "docker": {"master": {"id": "imagebake/master:abc"},
@@ -113,11 +114,11 @@ def test_manifest_entries(tmp_path):
         {"name": "master", "packer_run_uuid": "u2", "artifact_id": "us-east-1:ami-0abc",
          "custom_data": {"disco_source": "none", "built_at": "2024-01-01T00:00:00Z"}},
     ]}))
-    built = bake.read_manifest(manifest)
-    entry = bake._entry_from_manifest("aws", "master", built["master"], "f" * 64, "us-east-1")
+    built = records.read_manifest(manifest)
+    entry = records.entry_from_manifest("aws", "master", built["master"], "f" * 64, "us-east-1")
     assert entry == {"id": "ami-0abc", "region": "us-east-1", "content_hash": "f" * 64,
                      "disco_source": "none", "built_at": "2024-01-01T00:00:00Z"}
-    docker_entry = bake._entry_from_manifest(
+    docker_entry = records.entry_from_manifest(
         "docker", "node", {"artifact_id": "sha256:1"}, "e" * 64, None)
     assert docker_entry["id"] == "imagebake/node:eeeeeeeeeeee"
     assert docker_entry["image_id"] == "sha256:1"

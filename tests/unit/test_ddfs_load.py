@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from imagebake import ddfs_load
+from imagebake.disco import ddfs_load
 from imagebake.errors import ImagebakeError
 
 TEXT = b"of the\t1999\t12\t3\t1\n"

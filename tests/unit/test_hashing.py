@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebake import hashing
+from imagebake.bake import hashing
 
 ROOT = Path(__file__).resolve().parents[2]
 VARS = {"disco_source": "none", "disco_ref": "0.5.4"}

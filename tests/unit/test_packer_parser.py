@@ -1,4 +1,4 @@
-"""imagebake.packer's machine-readable parser, on output recorded from real runs
+"""imagebake.bake.packer's machine-readable parser, on output recorded from real runs
 of Packer 1.6.6 (tests/fixtures/packer/*.txt)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebake import packer
+from imagebake.bake import packer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "packer"
 

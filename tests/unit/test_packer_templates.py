@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebake import bake, packer
+from imagebake.bake import packer, variables
 from imagebake.errors import ImagebakeError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def test_bad_variable_values_fail_validation(var, value):
 
 def test_wrapper_defaults_match_template_defaults():
     text = (TEMPLATES / "variables.pkr.hcl").read_text()
-    for key, value in bake.DEFAULTS.items():
+    for key, value in variables.DEFAULTS.items():
         block = re.search(rf'variable "{key}" {{(.*?)\n}}', text, re.S).group(1)
         assert f'default     = "{value}"' in block, key
 

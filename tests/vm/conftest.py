@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from imagebake import qemu_cluster, state
+from imagebake import state
 from imagebake.errors import ImagebakeError
+from imagebake.targets.qemu import cluster as qemu_cluster
 
 NAME = "vmtest"
 RESULTS = Path("build/vm-test-results.json")
@@ -37,12 +38,12 @@ def vm_host():
 def cluster(vm_host, state_dir, tmp_path_factory):
     pcap = tmp_path_factory.mktemp("capture") / "bridge.pcap"
     if state.load(NAME):
-        qemu_cluster.destroy(NAME)
+        qemu_cluster.QemuTarget().destroy(NAME)
     started = time.time()
     try:
-        record = qemu_cluster.launch(name=NAME, slaves=2, capture=str(pcap))
+        record = qemu_cluster.QemuTarget().launch(name=NAME, slaves=2, capture=str(pcap))
         record["pcap"] = qemu_cluster.stop_capture(record)
         record["launch_seconds"] = round(time.time() - started, 1)
         yield record
     finally:
-        print(qemu_cluster.destroy(NAME))
+        print(qemu_cluster.QemuTarget().destroy(NAME))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from imagebake import qemu_cluster
+from imagebake.targets.qemu import ssh as qemu_ssh
 
 DISCO_CONFIG = "/usr/var/disco/disco_8989.config"
 WATCHED = ("/home/disco/.ssh/known_hosts", "/home/disco/.ssh/authorized_keys",
@@ -15,7 +15,7 @@ WATCHED = ("/home/disco/.ssh/known_hosts", "/home/disco/.ssh/authorized_keys",
 def sh(record: dict, host: str, command: str, user: str = "root", check: bool = True) -> str:
     if user != "root":
         command = f"su - {user} -c {json.dumps(command)}"
-    rc, out = qemu_cluster.vm_exec(record, host, command, timeout=180, stderr=False)
+    rc, out = qemu_ssh.vm_exec(record, host, command, timeout=180, stderr=False)
     if check and rc != 0:
         raise AssertionError(f"{host}: {command!r} exited {rc}: {out}")
     return out

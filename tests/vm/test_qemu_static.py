@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from imagebake import qemu_base
-from imagebake.qemu import bakeprep, netns, seed
+from imagebake.bake import qemu_inputs, records
+from imagebake.bake.base import qemu as qemu_base
+from imagebake.clients import nocloud as seed
+from imagebake.targets.qemu import netns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +31,7 @@ def test_static_network_config_is_version_1_with_the_mac():
 
 
 def test_bake_login_is_a_locked_key_only_sudo_user():
-    text = bakeprep.user_data("imagebake-bake-0123abcd", "ssh-ed25519 AAAA test")
+    text = qemu_inputs.user_data("imagebake-bake-0123abcd", "ssh-ed25519 AAAA test")
     assert text.startswith("#cloud-config\n")
     assert "lock_passwd: true" in text and "ssh_pwauth: false" in text
     assert "- default" not in text  # the image's default user is not created at bake time
@@ -44,14 +46,14 @@ def test_recipe_hash_changes_with_the_mirror_only_when_it_changes():
 def test_images_entries_take_the_qcow2_path_from_the_manifest():
     builds = {"master": {"files": [{"name": "build/qemu/master-x/imagebake-master-x.qcow2"}],
                          "custom_data": {"accelerator": "tcg", "disco_source": "none"}}}
-    entry = bakeprep.images_entries(builds, {"master": "ab" * 32})["master"]
+    entry = records.entry_from_manifest("qemu", "master", builds["master"], "ab" * 32, None)
     assert entry["id"].endswith("imagebake-master-x.qcow2") and Path(entry["id"]).is_absolute()
     assert entry["content_hash"] == "ab" * 32 and entry["accelerator"] == "tcg"
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_finish_bake_script_is_shellcheck_clean():
-    subprocess.run(["shellcheck", str(ROOT / "imagebake/qemu/finish-bake.sh")], check=True)
+    subprocess.run(["shellcheck", str(ROOT / "imagebake/bake/qemu-finish-bake.sh")], check=True)
 
 
 @pytest.mark.skipif(not Path("/usr/bin/packer").exists(), reason="packer not installed")

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from imagebake import qemu_cluster, smoke
+from imagebake.disco import smoke
+from imagebake.targets.qemu import cluster as qemu_cluster
+from imagebake.targets.qemu.ssh import vm_exec
 
 from .conftest import RESULTS
 from .helpers import DISCO_CONFIG, fingerprint, lines_of, read, sh
@@ -52,7 +54,7 @@ def test_disco_ssh_to_node_with_strict_host_key_checking(cluster, index):
 
 
 def test_erlang_master_starts_remote_node_on_every_slave_over_ssh(cluster):
-    rc, out = qemu_cluster.master_exec(cluster, smoke.erlang_check_command(cluster["nodes"]),
+    rc, out = qemu_cluster.QemuTarget().exec(cluster, smoke.erlang_check_command(cluster["nodes"]),
                                        user="disco")
     for node in cluster["nodes"]:
         assert f"{node} ok imagebake_smoke@{node}" in out, out
@@ -152,11 +154,11 @@ def test_slave_reboot_rejoins_without_duplicates_same_cookie(cluster):
     while True:
         assert time.time() < deadline, f"{node} did not come back ready within 600 s"
         time.sleep(5)
-        rc, now = qemu_cluster.vm_exec(cluster, node, "cat /proc/sys/kernel/random/boot_id",
+        rc, now = vm_exec(cluster, node, "cat /proc/sys/kernel/random/boot_id",
                                        timeout=30, stderr=False)
         if rc != 0 or not now.strip() or now.strip() == boot_id:
             continue
-        rc, _ = qemu_cluster.vm_exec(cluster, node, "imagebake-agent status >/dev/null",
+        rc, _ = vm_exec(cluster, node, "imagebake-agent status >/dev/null",
                                      timeout=30)
         ran = sh(cluster, node, "journalctl -b -u imagebake-agent -o cat | wc -l")
         if rc == 0 and int(ran.strip().splitlines()[-1]) > 0:

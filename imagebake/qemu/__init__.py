@@ -1,1 +1,0 @@
-"""QEMU target helpers: accelerator detection, NoCloud seeds, network namespaces."""

@@ -1,0 +1,406 @@
+"""The AWS target: launch, status, grow and destroy a cluster on EC2 (the orchestration).
+
+Everything is plain boto3 and tagged ``imagebake:cluster=<name>`` at creation, so
+`destroy` finds a cluster by tag even when the local record is lost. Input is checked
+first (inputs.py without AWS, preflight.py with read-only calls), before anything is
+created; output is report.py's; SSH access is ssh.py's.
+
+Tests and the launch benchmark construct AwsTarget with ``session_factory`` (to attach
+botocore event hooks) and ``readiness`` (moto runs no user data, so no agent answers).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.exceptions
+
+from ... import state
+from ...clients import aws
+from ...errors import ImagebakeError
+from ...progress import Steps
+from ..base import Target
+from . import hostkeys, inputs, network, preflight, report, ssh, userdata
+from . import instances as ec2i
+from .readiness import Readiness, agent_status, is_ready
+
+DEFAULT_INSTANCE_TYPE = "t2.medium"
+DEFAULT_SLAVES = 4
+READY_TIMEOUT_BASE = 900.0
+READY_TIMEOUT_PER_NODE = 5.0
+AWS_ERRORS = preflight.AWS_ERRORS
+LAUNCH_OPTIONS = ("region", "profile", "instance_type", "master_instance_type", "subnet",
+                  "spot", "ttl", "allow_cidr", "key_name", "placement_group",
+                  "keep_on_failure", "master_ami", "node_ami")
+
+
+@dataclass
+class LaunchPlan:
+    """Everything a launch needs, checked; nothing created yet."""
+
+    name: str
+    count: int
+    workers: int | None
+    ttl: str | None
+    ttl_seconds: int | None
+    cidr: str
+    node_type: str
+    master_type: str
+    key_name: str | None
+    spot: bool
+    placement_group: bool
+    keep_on_failure: bool
+    profile: str | None
+    session: boto3.Session
+    region: str
+    client: Any
+    owner: str
+    amis: dict[str, str]
+    images: dict[str, dict]
+    where: network.Placement
+
+
+class AwsTarget(Target):
+    name = "aws"
+    launch_options = LAUNCH_OPTIONS
+    default_slaves = DEFAULT_SLAVES
+
+    def __init__(self, session_factory: aws.SessionFactory | None = None,
+                 readiness: Readiness | None = None, progress: bool | None = None) -> None:
+        self.session_factory = session_factory
+        self.readiness = readiness or agent_status
+        self.progress = progress
+
+    def _session(self, record: dict | None) -> boto3.Session:
+        return aws.make_session((record or {}).get("region"), (record or {}).get("profile"),
+                                self.session_factory)
+
+    # ------------------------------------------------------------------ launch
+    def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
+                      options: dict[str, Any]) -> LaunchPlan:
+        o = {k: options.get(k) for k in LAUNCH_OPTIONS}
+        # Flags that need no AWS call first.
+        count = inputs.slave_count(DEFAULT_SLAVES if slaves is None else slaves)
+        workers = inputs.workers(workers_per_node)
+        ttl_s = inputs.ttl_seconds(o["ttl"])
+        cidr = inputs.allow_cidr(o["allow_cidr"]) if o["allow_cidr"] is not None else None
+        node_type = inputs.instance_type(o["instance_type"] or DEFAULT_INSTANCE_TYPE,
+                                         "--instance-type")
+        master_type = inputs.instance_type(o["master_instance_type"] or node_type,
+                                           "--master-instance-type")
+        key = inputs.key_name(o["key_name"])
+        subnet = inputs.resource_id(o["subnet"], "subnet", "--subnet")
+        inputs.resource_id(o["master_ami"], "ami", "--master-ami")
+        inputs.resource_id(o["node_ami"], "ami", "--node-ami")
+
+        # Then what needs AWS, still creating nothing.
+        session, region = preflight.session(o["region"], o["profile"], self.session_factory)
+        owner = preflight.owner(session)
+        client = aws.ec2(session, region)
+        given = {k: v for k, v in (("master", o["master_ami"]), ("node", o["node_ami"])) if v}
+        amis = preflight.default_amis(region, [r for r in ("master", "node") if r not in given])
+        amis.update(given)
+        images = preflight.amis(client, region, amis)
+        preflight.instance_types(client, [master_type, node_type], images,
+                                 {"master": master_type, "node": node_type})
+        preflight.key_pair(client, key, region)
+        where = network.find_placement(client, region, subnet, [master_type, node_type])
+        preflight.name_free(client, name, region)
+        if cidr is None:
+            cidr = network.caller_cidr()
+        return LaunchPlan(
+            name=name, count=count, workers=workers, ttl=o["ttl"], ttl_seconds=ttl_s,
+            cidr=cidr, node_type=node_type, master_type=master_type, key_name=key,
+            spot=bool(o["spot"]), placement_group=bool(o["placement_group"]),
+            keep_on_failure=bool(o["keep_on_failure"]), profile=o["profile"],
+            session=session, region=region, client=client, owner=owner, amis=amis,
+            images=images, where=where)
+
+    def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
+        name, client, where = plan.name, plan.client, plan.where
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ttl_deadline = int(time.time()) + plan.ttl_seconds if plan.ttl_seconds else None
+        mspec = userdata.master_spec(name, plan.count, plan.workers, ttl_deadline)
+        record: dict[str, Any] = {
+            "target": "aws", "name": name, "region": plan.region, "profile": plan.profile,
+            "az": where.az, "subnet": where.subnet, "vpc": where.vpc,
+            "security_group": None, "placement_group": None,
+            "instance_type": plan.node_type, "master_instance_type": plan.master_type,
+            "amis": plan.amis,
+            "imdsv2": {r: preflight.imdsv2(i) for r, i in plan.images.items()},
+            "spot": plan.spot, "key_name": plan.key_name, "allow_cidr": plan.cidr,
+            "owner": plan.owner, "ttl": plan.ttl, "ttl_deadline": ttl_deadline,
+            "workers_per_node": plan.workers,
+            "token": mspec["token"], "cookie": mspec["cookie"], "created_at": created,
+            "master": None, "nodes": [], "ids": [], "ready": False,
+        }
+        tags = {role: ec2i.tag_list(name, role, plan.owner, created, plan.ttl)
+                for role in ("master", "node", "cluster")}
+        state.save(record)  # first: a crash leaves a record that `destroy` can use
+        doing = "creating the security group"
+        started = time.monotonic()
+        try:
+            with Steps(f"launching {name} in {where.az}", self.progress) as steps:
+                steps.step("creating group")
+                record["security_group"] = network.create_group(client, name, where.vpc,
+                                                                plan.cidr, tags["cluster"])
+                if plan.placement_group:
+                    doing = "creating the placement group"
+                    record["placement_group"] = network.create_placement_group(
+                        client, name, tags["cluster"])
+                doing = f"starting the master ({plan.master_type})"
+                master = _run(client, record, "master", plan.master_type, 1,
+                              userdata.render(mspec), tags["master"])[0]
+                record["master"] = master
+                record["ids"] = [master["id"]]
+                state.save(record)
+                steps.step(f"master pending ({master['id']}, {master['private_ip']})")
+                doing = f"starting {plan.count} slave(s) ({plan.node_type})"
+                nodes = _run(client, record, "node", plan.node_type, plan.count,
+                             userdata.render(userdata.node_spec(record)), tags["node"])
+                record["nodes"] = nodes
+                record["ids"] = [master["id"]] + [n["id"] for n in nodes]
+                state.save(record)
+                steps.step(f"slaves pending ({plan.count})")
+                if wait:
+                    doing = "waiting for the instances to run"
+                    _wait_running(client, record, steps)
+                    doing = "waiting for the agents"
+                    steps.step("waiting for agents")
+                    _wait_ready(record, self.readiness, started)
+                    steps.step("ready")
+        except BaseException as exc:  # noqa: B036 - clean up on anything, Ctrl-C included
+            _fail(plan.session, record, exc, doing, plan.keep_on_failure,
+                  dict(instance_type=plan.node_type if "slave" in doing else plan.master_type,
+                       az=where.az, spot=plan.spot, region=plan.region))
+        record["launch_seconds"] = round(time.monotonic() - started, 2)
+        state.save(record)
+        return record
+
+    # ------------------------------------------------------------------ status
+    def status(self, record: dict) -> dict:
+        """Instance states from one DescribeInstances, plus the master agent's report."""
+        client = aws.ec2(self._session(record), record["region"])
+        try:
+            found = {i["InstanceId"]: ec2i.brief(i)
+                     for i in ec2i.describe(client, cluster=record["name"])}
+        except AWS_ERRORS as exc:
+            raise ImagebakeError(aws.explain(exc, "describing the cluster",
+                                             region=record["region"])) from None
+        master_entry = record.get("master") or {}
+        master = found.get(master_entry.get("id"), {**master_entry, "state": "missing"})
+        reply = None
+        if master.get("state") == "running":
+            reply = self.readiness(_address(master), network.JOIN_PORT, record)
+        result = report.status_report(record, found, reply)
+        if reply is not None:
+            hostkeys.remember(record, reply)
+        if result["ready"] != record.get("ready") or reply is not None:
+            record["ready"] = result["ready"]
+            state.save(record)
+        return result
+
+    # ------------------------------------------------------------------ grow
+    def _check_grow(self, record: dict, slaves: Any) -> int:
+        count = inputs.slave_count(1 if slaves is None else slaves)
+        have = len(record.get("nodes", []))
+        if have + count > inputs.MAX_SLAVES:
+            raise ImagebakeError(
+                f"a cluster holds at most {inputs.MAX_SLAVES} slaves ({have} now): "
+                f"add at most {inputs.MAX_SLAVES - have}")
+        return count
+
+    def _grow(self, record: dict, count: int) -> dict:
+        """COUNT more nodes with the cluster's token, cookie and master address."""
+        session = self._session(record)
+        client = aws.ec2(session, record["region"])
+        master = (record.get("master") or {}).get("id")
+        live = {i["InstanceId"]: i["State"]["Name"]
+                for i in ec2i.describe(client, cluster=record["name"], states=ec2i.LIVE_STATES)}
+        if live.get(master) != "running":
+            raise ImagebakeError(
+                f"the master of {record['name']!r} is {live.get(master, 'gone')}: cannot grow; "
+                f"`invoke destroy --name {record['name']}` and launch again")
+        owner = record.get("owner") or preflight.owner(session)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        tags = ec2i.tag_list(record["name"], "node", owner, created, record.get("ttl"))
+        new: list[dict] = []
+        try:
+            new = _run(client, record, "node", record["instance_type"], count,
+                       userdata.render(userdata.node_spec(record)), tags)
+            ids = [n["id"] for n in new]
+            ec2i.wait_running(client, ids)
+            fresh = {i["InstanceId"]: i for i in ec2i.describe(client, ids=ids)}
+            new = [_entry(fresh[n["id"]]) if n["id"] in fresh else n for n in new]
+        except BaseException as exc:  # noqa: B036
+            if new:
+                ec2i.remove_cluster(session, record["region"], record["name"],
+                                    only_ids=[n["id"] for n in new])
+            if isinstance(exc, AWS_ERRORS):
+                raise ImagebakeError("grow failed: " + aws.explain(
+                    exc, f"starting {count} slave(s)", instance_type=record["instance_type"],
+                    az=record["az"], spot=record.get("spot", False), region=record["region"])
+                    + "; removed the new instances") from None
+            if isinstance(exc, KeyboardInterrupt):
+                raise ImagebakeError("grow interrupted; removed the new instances") from None
+            raise
+        record["nodes"] = record.get("nodes", []) + new
+        record["ids"] = record.get("ids", []) + [n["id"] for n in new]
+        record["ready"] = False
+        state.save(record)
+        return record
+
+    # ------------------------------------------------------------------ destroy
+    def _destroy(self, name: str, record: dict | None) -> str:
+        """Remove everything tagged imagebake:cluster=NAME; safe to repeat."""
+        region = (record or {}).get("region")
+        session = self._session(record)
+        region = region or session.region_name
+        try:
+            done = ec2i.remove_cluster(session, region, name,
+                                       placement_group=(record or {}).get("placement_group"),
+                                       search_placement=record is None)
+        except AWS_ERRORS as exc:
+            raise ImagebakeError(aws.explain(exc, f"destroying {name}", region=region)) from None
+        had_record = state.remove(name)
+        hostkeys.forget(name)
+        notes = f" ({'; '.join(done.notes)})" if done.notes else ""
+        if done.empty:
+            local = "; removed the local record" if had_record else ""
+            return (f"nothing to destroy: nothing tagged {ec2i.CLUSTER_TAG}={name} in {region}"
+                    f"{local}{notes}")
+        return f"destroyed {name} in {region}: {done.describe()}{notes}"
+
+    # ------------------------------------------------------------------ access
+    def check_node(self, record: dict, node: str | None) -> str:
+        ssh.find_node(record, node)
+        return node or "master"
+
+    def _ssh_argv(self, record: dict, host: str, command: list[str]) -> list[str]:
+        return ssh.argv(record, host, command)
+
+    def exec(self, record: dict, command: str, user: str = "root",
+             stdin: BinaryIO | None = None) -> tuple[int, str]:
+        return ssh.master_exec(record, command, user, stdin)
+
+    def tunnel(self, record: dict) -> str:
+        return ssh.tunnel(record)
+
+    def summary(self, record: dict) -> str:
+        return report.summary(record)
+
+
+TARGET_CLASS = AwsTarget
+
+
+# ------------------------------------------------------------------ launch steps
+def _run(client: Any, record: dict, role: str, itype: str, count: int, text: str,
+         tags: list[dict]) -> list[dict]:
+    """COUNT instances of ROLE in one RunInstances call."""
+    args = ec2i.run_args(
+        ami=record["amis"][role], instance_type=itype, count=count, subnet=record["subnet"],
+        group=record["security_group"], user_data=text, imdsv2=record["imdsv2"][role],
+        tags=tags, key_name=record.get("key_name"), spot=record.get("spot", False),
+        placement_group=record.get("placement_group"))
+    started = client.run_instances(**args)["Instances"]
+    return [_entry(i) for i in started]
+
+
+def _entry(instance: dict) -> dict:
+    info = ec2i.brief(instance)
+    return {k: info[k] for k in ("id", "private_ip", "public_ip", "state", "az")}
+
+
+def _wait_running(client: Any, record: dict, steps: Steps) -> None:
+    """instance_running waiter over all ids, then one batched describe for addresses."""
+    ids = record["ids"]
+    try:
+        ec2i.wait_running(client, ids)
+    except botocore.exceptions.WaiterError as exc:
+        gone = [ec2i.brief(i) for i in ec2i.describe(client, ids=ids)
+                if i["State"]["Name"] != "running"]
+        reason = next((g["state_reason"] for g in gone if g["state_reason"]), None)
+        raise ImagebakeError(
+            f"{len(gone)} instance(s) did not start ({reason or aws.one_line(exc)})") from None
+    _refresh(client, record)
+    steps.step(f"master running ({record['master'].get('public_ip')}), "
+               f"slaves running ({len(record['nodes'])})")
+    state.save(record)
+
+
+def _refresh(client: Any, record: dict) -> list[dict]:
+    """Update the record's addresses and states from one DescribeInstances."""
+    found = {i["InstanceId"]: i for i in ec2i.describe(client, ids=record["ids"])}
+    for entry in [record["master"], *record["nodes"]]:
+        instance = found.get(entry["id"])
+        if instance is not None:
+            entry.update(_entry(instance))
+    return list(found.values())
+
+
+def _address(entry: dict) -> str:
+    return entry.get("public_ip") or entry["private_ip"]
+
+
+def _wait_ready(record: dict, readiness: Readiness, started: float) -> None:
+    """Poll the master agent (signed status call) until every slave joined."""
+    expected = len(record["nodes"])
+    deadline = time.monotonic() + READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * expected
+    delay = 1.0
+    reply = None
+    while True:
+        reply = readiness(_address(record["master"]), network.JOIN_PORT, record)
+        if is_ready(reply, expected):
+            break
+        if time.monotonic() > deadline:
+            joined = (reply or {}).get("joined")
+            raise ImagebakeError(
+                f"cluster {record['name']!r} not ready after "
+                f"{int(time.monotonic() - started)}s "
+                f"({'agent unreachable' if reply is None else f'{joined}/{expected} joined'})")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 10.0)
+    hostkeys.remember(record, reply)
+    record["ready"] = True
+    record["ready_seconds"] = round(time.monotonic() - started, 2)
+
+
+def _fail(session: boto3.Session, record: dict, exc: BaseException, doing: str,
+          keep: bool, ctx: dict) -> None:
+    """Clean up a half-done launch (unless KEEP) and raise one line."""
+    name = record["name"]
+    if isinstance(exc, ImagebakeError):
+        why = str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        why = "interrupted"
+    elif isinstance(exc, AWS_ERRORS):
+        why = aws.explain(exc, doing, **ctx)
+    else:
+        why = None
+    if keep:
+        record["failed"] = why or aws.one_line(exc)
+        state.save(record)
+        if why is None:
+            raise exc
+        raise ImagebakeError(
+            f"launch failed: {why}; kept what was started (--keep-on-failure): "
+            f"`invoke destroy --name {name}` removes it") from None
+    try:
+        ec2i.remove_cluster(session, record["region"], name,
+                            placement_group=record.get("placement_group"),
+                            search_placement=False)
+    except BaseException as cleanup:  # noqa: B036
+        record["failed"] = why or aws.one_line(exc)
+        state.save(record)
+        raise ImagebakeError(
+            f"launch failed: {why or aws.one_line(exc)}; cleanup failed too "
+            f"({aws.one_line(cleanup)}): run `invoke destroy --name {name} --target aws`"
+        ) from None
+    state.remove(name)
+    hostkeys.forget(name)
+    if why is None:
+        raise exc
+    raise ImagebakeError(f"launch failed: {why}; removed what was started") from None

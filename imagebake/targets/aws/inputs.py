@@ -1,0 +1,89 @@
+"""Checks of launch flags that need no AWS call; each failure is one line."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ...errors import ImagebakeError
+from ...validate import parse_count
+
+MAX_SLAVES = 64
+TTL_RE = re.compile(r"^(\d{1,5})([mhd])$")
+TTL_UNITS = {"m": 60, "h": 3600, "d": 86400}
+TTL_MIN = 10 * 60
+TTL_MAX = 30 * 86400
+INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+KEY_NAME_MAX = 255
+
+
+def slave_count(value: object, flag: str = "--slaves") -> int:
+    if isinstance(value, bool):
+        raise ImagebakeError(f"{flag} must be a whole number, not {value!r}")
+    return parse_count(value, flag, 1, MAX_SLAVES)
+
+
+def workers(value: object) -> int | None:
+    if value is None:
+        return None
+    return parse_count(value, "--workers-per-node", 1, 256)
+
+
+def ttl_seconds(value: str | None) -> int | None:
+    """'90m', '4h', '2d' -> seconds (10 minutes to 30 days); None -> None."""
+    if value is None:
+        return None
+    match = TTL_RE.match(str(value).strip())
+    if not match:
+        raise ImagebakeError(
+            f"--ttl {value!r} is not a duration: write a whole number and m, h or d, e.g. 90m, 4h")
+    seconds = int(match.group(1)) * TTL_UNITS[match.group(2)]
+    if not TTL_MIN <= seconds <= TTL_MAX:
+        raise ImagebakeError(f"--ttl {value!r} is out of range: use 10m to 30d")
+    return seconds
+
+
+def allow_cidr(value: str) -> str:
+    """A CIDR, strictly (no host bits); 0.0.0.0/0 and ::/0 only when written as such."""
+    text = str(value).strip()
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ImagebakeError(
+                f"--allow-cidr {value!r} is not a CIDR: write e.g. 203.0.113.7/32") from None
+        if loose.prefixlen == 0:
+            raise ImagebakeError(
+                f"--allow-cidr {value!r} would open the cluster to every address: "
+                f"write {loose} if you really mean that, else your address/32") from None
+        raise ImagebakeError(
+            f"--allow-cidr {value!r} has host bits set: did you mean {loose}?") from None
+    if "/" not in text:
+        # a bare address: the caller means that one host
+        return f"{network.network_address}/{network.max_prefixlen}"
+    return str(network)
+
+
+def instance_type(value: str, flag: str) -> str:
+    if not isinstance(value, str) or not INSTANCE_TYPE_RE.match(value):
+        raise ImagebakeError(
+            f"{flag} {value!r} is not an instance type: write e.g. t3.medium")
+    return value
+
+
+def key_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or len(value) > KEY_NAME_MAX or any(ord(c) < 32 for c in value):
+        raise ImagebakeError(f"--key-name {value!r} is not a key pair name")
+    return value
+
+
+def resource_id(value: str | None, prefix: str, flag: str) -> str | None:
+    if value is None:
+        return None
+    if not re.match(rf"^{prefix}-[0-9a-f]{{8,17}}$", str(value)):
+        raise ImagebakeError(f"{flag} {value!r} is not a {prefix}-... id")
+    return str(value)

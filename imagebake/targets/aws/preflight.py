@@ -1,0 +1,160 @@
+"""Launch checks that ask AWS, still creating nothing: the session and region, the
+caller, the AMIs, the instance types, the key pair and that the name is free.
+(Checks that need no AWS call are in inputs.py.) Each failure is one line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import botocore.exceptions
+
+from ... import state
+from ...bake.records import images_json_path
+from ...clients import aws
+from ...errors import ImagebakeError
+from . import instances as ec2i
+from . import network
+
+ROLE_TAG = ec2i.ROLE_TAG
+IMDS_TAG = "imagebake:imdsv2"
+AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+
+
+def session(region: str | None, profile: str | None, factory: aws.SessionFactory | None
+            ) -> tuple[boto3.Session, str]:
+    """A session with credentials, and a region that exists."""
+    made = aws.make_session(region, profile, factory)
+    region = network.check_region(made, region or made.region_name)
+    return made, region
+
+
+def owner(made: boto3.Session) -> str:
+    """The caller's ARN (the owner tag); credentials AWS rejects are one line."""
+    try:
+        return str(aws.sts(made).get_caller_identity()["Arn"])
+    except AWS_ERRORS as exc:
+        if aws.error_code(exc) in aws.AUTH_CODES:
+            raise ImagebakeError(
+                f"AWS rejected your credentials ({aws.error_code(exc)}): "
+                "run `aws configure` or set AWS_PROFILE") from None
+        raise ImagebakeError(aws.explain(exc, "checking your AWS identity")) from None
+
+
+def default_amis(region: str, roles: list[str]) -> dict[str, str]:
+    """{role: ami} from build/images.json (written by `invoke bake --target aws`)."""
+    if not roles:
+        return {}
+    path = images_json_path()
+    hint = "run `invoke bake --target aws` or pass --master-ami and --node-ami"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ImagebakeError(f"no AWS images: {path} does not exist: {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise ImagebakeError(f"cannot read {path}: {aws.one_line(exc)}: {hint}") from None
+    out: dict[str, str] = {}
+    for role in roles:
+        entry = ((data or {}).get("aws") or {}).get(role) or {}
+        ami = entry.get("id")
+        if not ami:
+            raise ImagebakeError(f"no AWS {role} image in {path}: {hint}")
+        baked_in = entry.get("region")
+        if baked_in and baked_in != region:
+            raise ImagebakeError(
+                f"the {role} image {ami} was baked in {baked_in}, not {region}: "
+                f"pass --region {baked_in} or --{role}-ami with an AMI of {region}")
+        out[role] = ami
+    return out
+
+
+def amis(client: Any, region: str, wanted: dict[str, str]) -> dict[str, dict]:
+    """Both AMIs exist in REGION, are available and carry the right imagebake:role."""
+    ids = sorted(set(wanted.values()))
+    try:
+        images = client.describe_images(ImageIds=ids)["Images"]
+    except botocore.exceptions.ClientError as exc:
+        if aws.error_code(exc).startswith("InvalidAMIID"):
+            raise ImagebakeError(
+                f"AMI {' / '.join(ids)} not found in {region}: an AMI belongs to one region; "
+                "bake with `invoke bake --target aws` or pass --master-ami/--node-ami") from None
+        raise ImagebakeError(aws.explain(exc, "looking up the AMIs", region=region)) from None
+    by_id = {i["ImageId"]: i for i in images}
+    out = {}
+    for role, ami in wanted.items():
+        image = by_id.get(ami)
+        if image is None:
+            raise ImagebakeError(f"AMI {ami} not found in {region}: pass --{role}-ami")
+        tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+        if tags.get(ROLE_TAG) != role:
+            found = tags.get(ROLE_TAG)
+            what = f"an imagebake {found} image" if found else f"not tagged {ROLE_TAG}"
+            raise ImagebakeError(
+                f"AMI {ami} is {what}, not a {role} image: pass --{role}-ami with "
+                f"an AMI tagged {ROLE_TAG}={role}")
+        if image.get("State", "available") != "available":
+            raise ImagebakeError(f"AMI {ami} is {image.get('State')}, not available yet")
+        out[role] = image
+    return out
+
+
+def imdsv2(image: dict) -> bool:
+    """IMDSv2 only ('required') when the image says it copes: tag imagebake:imdsv2=yes
+    (written at bake time) or ImdsSupport v2.0. Trusty's cloud-init 0.7.5 does not."""
+    tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+    return tags.get(IMDS_TAG, "").lower() == "yes" or image.get("ImdsSupport") == "v2.0"
+
+
+def instance_types(client: Any, types: list[str], images: dict[str, dict],
+                   role_types: dict[str, str]) -> dict[str, dict]:
+    """Every type exists and runs its role's AMI architecture."""
+    wanted = sorted(set(types))
+    try:
+        found = client.describe_instance_types(InstanceTypes=wanted)["InstanceTypes"]
+    except botocore.exceptions.ClientError as exc:
+        if aws.error_code(exc) in ("InvalidInstanceType", "InvalidParameterValue"):
+            raise ImagebakeError(
+                f"unknown instance type {' / '.join(wanted)}: "
+                "see `aws ec2 describe-instance-types`, e.g. t3.medium") from None
+        raise ImagebakeError(aws.explain(exc, "checking instance types")) from None
+    info = {t["InstanceType"]: t for t in found}
+    for t in wanted:
+        if t not in info:
+            raise ImagebakeError(f"unknown instance type {t}: see "
+                                 "`aws ec2 describe-instance-types`")
+    for role, itype in role_types.items():
+        arch = images[role].get("Architecture")
+        archs = info[itype].get("ProcessorInfo", {}).get("SupportedArchitectures") or []
+        if arch and archs and arch not in archs:
+            raise ImagebakeError(
+                f"instance type {itype} runs {'/'.join(archs)}, but the {role} AMI is {arch}: "
+                "pass another --instance-type")
+    return info
+
+
+def key_pair(client: Any, key_name: str | None, region: str) -> None:
+    if not key_name:
+        return
+    try:
+        client.describe_key_pairs(KeyNames=[key_name])
+    except botocore.exceptions.ClientError as exc:
+        if aws.error_code(exc) == "InvalidKeyPair.NotFound":
+            raise ImagebakeError(
+                f"key pair {key_name!r} not found in {region}: import it with "
+                "`aws ec2 import-key-pair` or pass another --key-name") from None
+        raise ImagebakeError(aws.explain(exc, "looking up the key pair", region=region)) \
+            from None
+
+
+def name_free(client: Any, name: str, region: str) -> None:
+    """No record and no live instance tagged with the cluster's name."""
+    if state.load(name) is not None:
+        raise ImagebakeError(
+            f"a cluster named {name!r} is already recorded: `invoke destroy --name {name}` "
+            "or pick another --name")
+    live = ec2i.describe(client, cluster=name, states=ec2i.LIVE_STATES)
+    if live:
+        raise ImagebakeError(
+            f"{len(live)} instance(s) tagged {ec2i.CLUSTER_TAG}={name} exist in {region}: "
+            f"`invoke destroy --name {name} --target aws` or pick another --name")

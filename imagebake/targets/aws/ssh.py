@@ -1,0 +1,93 @@
+"""Reaching the EC2 cluster over SSH with the pinned host keys (hostkeys.py): the master
+by its public address, a node through the master, the web UI through a tunnel."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from typing import BinaryIO
+
+from ...clients import aws
+from ...errors import ImagebakeError
+from . import network
+from .hostkeys import known_hosts_path
+
+SSH_USER = "ubuntu"
+
+
+def base_argv(record: dict) -> list[str]:
+    path = known_hosts_path(record["name"])
+    if not record.get("master_host_key") or not path.exists():
+        raise ImagebakeError(
+            f"the master's host key is not known yet: wait until "
+            f"`invoke status --name {record['name']}` says READY, then retry")
+    return ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={path}"]
+
+
+def master_target(record: dict) -> str:
+    master = record.get("master") or {}
+    address = master.get("public_ip")
+    if not address:
+        raise ImagebakeError(f"the master of {record['name']!r} has no public address")
+    return f"{SSH_USER}@{address}"
+
+
+def find_node(record: dict, node: str | None) -> dict | None:
+    """The node entry NODE names (an instance id, a private address, a number, node2 or
+    node02); None for the master; a one-line error when no node matches."""
+    if node in (None, "", "master"):
+        return None
+    nodes = record.get("nodes", [])
+    entry = next((n for i, n in enumerate(nodes, 1)
+                  if node in (n["id"], n.get("private_ip"), str(i), f"node{i}",
+                              f"node{i:02d}")), None)
+    if entry is None:
+        raise ImagebakeError(
+            f"no node {node!r} in {record['name']!r}: pass an instance id, a private "
+            f"address or a number 1-{len(nodes)}")
+    if entry.get("private_ip") not in record.get("node_host_keys", {}):
+        raise ImagebakeError(
+            f"the host key of node {node} is not known: wait until `invoke status --name "
+            f"{record['name']}` says READY, then retry")
+    return entry
+
+
+def argv(record: dict, node: str | None, command: list[str]) -> list[str]:
+    """ssh to the master (or, through it, to a node) with the pinned host keys."""
+    base = base_argv(record)
+    target = master_target(record)
+    entry = find_node(record, node)
+    if entry is None:
+        return [*base, target, *command]
+    jump = shlex.join([*base, "-W", "%h:%p", target])
+    return [*base, "-o", f"ProxyCommand={jump}", f"{SSH_USER}@{entry['private_ip']}",
+            *command]
+
+
+def tunnel(record: dict) -> str:
+    """Forward localhost:8989 to the master's Disco web UI (ssh in the background)."""
+    command = [*base_argv(record), "-f", "-N", "-o", "ExitOnForwardFailure=yes",
+               "-L", f"{network.DISCO_PORT}:localhost:{network.DISCO_PORT}",
+               master_target(record)]
+    try:
+        result = subprocess.run(command, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ImagebakeError(f"ssh tunnel failed: {aws.one_line(exc)}") from None
+    if result.returncode != 0:
+        raise ImagebakeError(
+            f"ssh tunnel failed (exit {result.returncode}): is local port "
+            f"{network.DISCO_PORT} free and your key loaded (ssh-add)?")
+    return f"http://localhost:{network.DISCO_PORT}/"
+
+
+def master_exec(record: dict, command: str, user: str = "root",
+                stdin: BinaryIO | None = None) -> tuple[int, str]:
+    """Run a shell command on the master over ssh (pinned host key) as USER via sudo,
+    optionally fed from the binary file STDIN; returns (exit code, output)."""
+    remote = f"sudo -u {shlex.quote(user)} -H sh -c {shlex.quote(command)}"
+    full = [*base_argv(record), "-o", "BatchMode=yes", master_target(record), remote]
+    try:
+        proc = subprocess.run(full, stdin=stdin, capture_output=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ImagebakeError(f"ssh to the master failed: {aws.one_line(exc)}") from None
+    return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")

@@ -1,0 +1,110 @@
+"""What every target does with a cluster: the one interface tasks.py and the benchmarks call.
+
+Each command is a check-then-act pair (Flintrock's `*_check()` shape): `check_X`
+validates the input and refuses with one ImagebakeError line, creating nothing;
+`X` calls it and then acts. A target package (targets/<name>/cluster.py) subclasses
+Target and implements the `_X` halves; the public methods are the same for all.
+
+A cluster is a record (imagebake.state): a dict with at least name, target and nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+from .. import state
+from ..errors import ImagebakeError
+
+
+class Target:
+    """One place clusters run (docker, aws, qemu)."""
+
+    name = ""
+    # launch flags this target takes besides name, slaves, workers_per_node and wait
+    launch_options: tuple[str, ...] = ()
+    default_slaves = 4
+
+    # ---------------------------------------------------------------- launch
+    def check_launch(self, name: str, slaves: Any = None, workers_per_node: Any = None,
+                     **options: Any) -> Any:
+        """The launch plan, or one line saying which input is wrong; creates nothing."""
+        given = sorted(k for k, v in options.items() if v not in (None, False)
+                       and k not in self.launch_options)
+        if given:
+            raise ImagebakeError(f"--{given[0].replace('_', '-')} applies only to --target aws")
+        return self._check_launch(state.check_name(name), slaves, workers_per_node,
+                                  {k: v for k, v in options.items() if k in self.launch_options})
+
+    def launch(self, name: str = "imagebake", slaves: Any = None, workers_per_node: Any = None,
+               wait: bool = True, **options: Any) -> dict:
+        """Start one master and SLAVES nodes; returns the saved record."""
+        return self._launch(self.check_launch(name, slaves, workers_per_node, **options), wait)
+
+    # ---------------------------------------------------------------- grow
+    def check_grow(self, record: dict, slaves: Any = None) -> int:
+        """How many slaves to add, or one line saying why not."""
+        return self._check_grow(record, slaves)
+
+    def grow(self, record: dict, slaves: Any = None) -> dict:
+        """Add slaves without restarting the master; returns the saved record."""
+        return self._grow(record, self.check_grow(record, slaves))
+
+    # ---------------------------------------------------------------- destroy
+    def check_destroy(self, name: str) -> str:
+        return state.check_name(name)
+
+    def destroy(self, name: str, record: dict | None = None) -> str:
+        """Remove everything the cluster's launch created; safe to repeat."""
+        return self._destroy(self.check_destroy(name), record)
+
+    # ---------------------------------------------------------------- access
+    def check_node(self, record: dict, node: str | None) -> str:
+        """The host to reach: NODE (default: the master), or a one-line error."""
+        host = node or "master"
+        if host != "master" and host not in record.get("nodes", []):
+            raise ImagebakeError(f"no node {host!r} in cluster {record['name']!r} "
+                                 f"(nodes: {', '.join(record.get('nodes', []))})")
+        return host
+
+    def ssh_argv(self, record: dict, node: str | None = None,
+                 command: list[str] | None = None) -> list[str]:
+        """argv of an interactive login (or COMMAND) on the master or a node."""
+        return self._ssh_argv(record, self.check_node(record, node), list(command or []))
+
+    def exec(self, record: dict, command: str, user: str = "root",
+             stdin: BinaryIO | None = None) -> tuple[int, str]:
+        """Run a shell command on the master as USER, fed from STDIN; (exit code, output)."""
+        raise ImagebakeError(f"running commands is not available for the {self.name} target")
+
+    # ---------------------------------------------------------------- the rest
+    def status(self, record: dict) -> dict:
+        """Every node's state, whether it joined, and readiness (see report.render_status)."""
+        raise NotImplementedError
+
+    def tunnel(self, record: dict) -> str:
+        """The Disco web UI's address (opened first where needed)."""
+        raise NotImplementedError
+
+    def summary(self, record: dict) -> str:
+        """A few lines about a launched or grown cluster."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the targets' halves
+    def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
+                      options: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _launch(self, plan: Any, wait: bool) -> dict:
+        raise NotImplementedError
+
+    def _check_grow(self, record: dict, slaves: Any) -> int:
+        raise NotImplementedError
+
+    def _grow(self, record: dict, count: int) -> dict:
+        raise NotImplementedError
+
+    def _destroy(self, name: str, record: dict | None) -> str:
+        raise NotImplementedError
+
+    def _ssh_argv(self, record: dict, host: str, command: list[str]) -> list[str]:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""The docker target: a whole cluster as containers on one private Docker network."""

@@ -1,0 +1,358 @@
+"""Local target: a whole Disco cluster as containers on one private Docker network.
+
+The launcher only starts containers and hands each its cluster spec as a
+read-only file; the first-boot agent inside (the image's entrypoint) forms
+the cluster exactly as it does on EC2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ... import state
+from ...agent import spec as agent_spec
+from ...clients.docker import docker, ids, image_exists, inspect, require_daemon, used_subnets
+from ...errors import ImagebakeError
+from ...validate import parse_count
+from ..base import Target
+from ..local_status import assemble, destroyed, forget, node_hostname
+from ..local_status import wait_ready as _wait
+
+LABEL = "imagebake.cluster"
+MAX_SLAVES = 64
+SPEC_IN_CONTAINER = "/run/imagebake/spec.json"
+DISCO_PORT = 8989
+JOIN_PORT = 8990
+SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
+READY_TIMEOUT_BASE = 90.0
+READY_TIMEOUT_PER_NODE = 3.0
+
+
+def container_name(cluster: str, host: str) -> str:
+    return f"imagebake-{cluster}-{host}"
+
+
+# ---------------------------------------------------------------- images
+def image_refs() -> dict[str, str]:
+    """The baked image per role: build/images.json's docker ids, else :latest tags."""
+    from ...bake.records import recorded_images
+
+    recorded = recorded_images("docker")
+    refs = {}
+    for role in ("master", "node"):
+        ref = (recorded.get(role) or {}).get("id")
+        refs[role] = ref if ref and image_exists(ref) else f"imagebake/{role}:latest"
+    return refs
+
+
+def ensure_images() -> dict[str, str]:
+    refs = image_refs()
+    missing = [role for role, ref in refs.items() if not image_exists(ref)]
+    if missing:
+        print(f"images not baked ({', '.join(missing)}): baking them now with "
+              "`invoke bake --target docker`", flush=True)
+        from ...bake import build
+
+        build.bake(target="docker", only=None, variables={}, force=False)
+        refs = image_refs()
+        still = [role for role, ref in refs.items() if not image_exists(ref)]
+        if still:
+            raise ImagebakeError(f"baking did not produce the {', '.join(still)} image")
+    return refs
+
+
+# ---------------------------------------------------------------- network
+def pick_subnet() -> ipaddress.IPv4Network:
+    taken = [ipaddress.ip_network(s, strict=False) for s in used_subnets() if ":" not in s]
+    for candidate in SUBNET_POOL.subnets(new_prefix=24):
+        if not any(candidate.overlaps(t) for t in taken):
+            return candidate
+    raise ImagebakeError("no free /24 left in 10.213.0.0/16 for a cluster network: "
+                         "destroy an old cluster")
+
+
+def _hosts(subnet: str) -> tuple[str, str, str]:
+    net = ipaddress.ip_network(subnet)
+    gateway, master = str(net[1]), str(net[2])
+    node_range = str(list(net.subnets(new_prefix=25))[1])  # nodes: the upper half
+    return gateway, master, node_range
+
+
+# ---------------------------------------------------------------- specs
+def _spec_dir(name: str) -> Path:
+    return state.state_dir() / "clusters" / f"{name}.d"
+
+
+def _write_spec(name: str, host: str, spec: dict) -> Path:
+    folder = _spec_dir(name)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"spec-{host}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(agent_spec.dumps(spec))
+    return path
+
+
+def _node_spec(record: dict, host: str) -> dict:
+    return agent_spec.make_spec(
+        record["name"], "node", master_address=record["master_ip"],
+        workers=record.get("workers_per_node"), hostname=host,
+        token=record["token"], cookie=record["cookie"],
+        disco_port=DISCO_PORT, join_port=JOIN_PORT,
+    )
+
+
+# ---------------------------------------------------------------- containers
+def _run_container(record: dict, host: str, role: str, spec_path: Path, ip: str | None) -> str:
+    name = record["name"]
+    args = [
+        "run", "-d", "--name", container_name(name, host), "--hostname", host,
+        "--network", record["network"],
+        "--label", f"{LABEL}={name}", "--label", f"imagebake.role={role}",
+        "--label", f"imagebake.host={host}",
+        "-v", f"{spec_path}:{SPEC_IN_CONTAINER}:ro",
+    ]
+    if ip:
+        args += ["--ip", ip]
+    if role == "master":
+        args += ["-p", f"127.0.0.1::{DISCO_PORT}"]
+    args.append(record["images"][role])
+    return docker(*args).strip()
+
+
+def _start_nodes(record: dict, hosts: list[str]) -> None:
+    def start(host: str) -> str:
+        path = _write_spec(record["name"], host, _node_spec(record, host))
+        return _run_container(record, host, "node", path, None)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(start, hosts))
+
+
+# ---------------------------------------------------------------- status
+def _container(record: dict, host: str) -> dict | None:
+    found = inspect(container_name(record["name"], host))
+    return found[0] if found else None
+
+
+def _exec_json(container: str, *argv: str) -> dict | None:
+    """JSON printed by a command in the container, whatever its exit code
+    (`imagebake-agent status` exits 1 while not ready but still reports)."""
+    import subprocess
+
+    proc = subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True,
+                          timeout=30)
+    out = proc.stdout
+    try:
+        return json.loads(out) if out.strip() else None
+    except ValueError:
+        return None
+
+
+def _agent_status(container: str) -> dict | None:
+    return _exec_json(container, "imagebake-agent", "status", "--json")
+
+
+def _disco_config(container: str) -> dict | None:
+    return _exec_json(container, "cat", f"/usr/var/disco/disco_{DISCO_PORT}.config")
+
+
+def status(record: dict, per_node: bool = True) -> dict:
+    name = record["name"]
+    containers = {c["Config"]["Labels"].get("imagebake.host"): c
+                  for c in inspect(*ids("container", f"{LABEL}={name}"))}
+    states = {host: c["State"]["Status"] for host, c in containers.items()}
+    mname = container_name(name, "master")
+    running = states.get("master") == "running"
+    return assemble(
+        record, states,
+        master_state=_agent_status(mname) if running else None,
+        config=_disco_config(mname) if running else None,
+        agent_status=(lambda h: _agent_status(container_name(name, h))) if per_node else None,
+        node_fields=lambda h: {"container": container_name(name, h)},
+        master_fields={"container": mname, "web_ui": _web_ui(containers.get("master"))},
+    )
+
+
+def wait_ready(record: dict, started: float) -> float:
+    """Poll the master agent until every running node joined; returns seconds to ready."""
+    return _wait(
+        record, started, lambda r: status(r, per_node=False),
+        timeout=READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * len(record["nodes"]), poll=0.2,
+        master_down=lambda report: (
+            f"the master container is {report['master']['state']}: "
+            f"see `docker logs {container_name(record['name'], 'master')}`"))
+
+
+def _web_ui(master: dict | None) -> str | None:
+    if not master:
+        return None
+    ports = (master.get("NetworkSettings") or {}).get("Ports") or {}
+    bound = ports.get(f"{DISCO_PORT}/tcp") or []
+    return f"http://127.0.0.1:{bound[0]['HostPort']}/" if bound else None
+
+
+# ---------------------------------------------------------------- destroy & access
+def _remove_everything(name: str) -> list[str]:
+    removed = []
+    label = f"{LABEL}={name}"
+    containers = ids("container", label)
+    if containers:
+        docker("rm", "-f", "-v", *containers)
+        removed.append(f"{len(containers)} containers")
+    for kind in ("network", "volume"):
+        found = ids(kind, label)
+        if found:
+            docker(kind, "rm", *found)
+            removed.append(f"{len(found)} {kind}s")
+    return removed + forget(name, _spec_dir(name), "spec files")
+
+
+# ---------------------------------------------------------------- the target
+@dataclass
+class LaunchPlan:
+    name: str
+    count: int
+    workers: int | None
+
+
+class DockerTarget(Target):
+    """A whole cluster as containers on one private Docker network."""
+
+    name = "docker"
+
+    def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
+                      options: dict[str, Any]) -> LaunchPlan:
+        count = parse_count(4 if slaves is None else slaves, "--slaves", 1, MAX_SLAVES)
+        workers = None if workers_per_node is None else parse_count(
+            workers_per_node, "--workers-per-node", 1, 256)
+        require_daemon()
+        if state.load(name) is not None or ids("container", f"{LABEL}={name}"):
+            raise ImagebakeError(f"a cluster named {name!r} already exists: "
+                                 f"`invoke destroy --name {name}` or pick another --name")
+        return LaunchPlan(name, count, workers)
+
+    def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
+        name, count, workers = plan.name, plan.count, plan.workers
+        refs = ensure_images()
+        subnet = pick_subnet()
+        gateway, master_ip, node_range = _hosts(str(subnet))
+        master_spec = agent_spec.make_spec(
+            name, "master", workers=workers, master_workers=0, expected_nodes=count,
+            hostname="master", disco_port=DISCO_PORT, join_port=JOIN_PORT,
+        )
+        master_spec["master"]["address"] = master_ip
+        record = {
+            "name": name, "target": "docker", "network": f"imagebake-{name}",
+            "subnet": str(subnet), "master_ip": master_ip, "images": refs,
+            "token": master_spec["token"], "cookie": master_spec["cookie"],
+            "workers_per_node": workers,
+            "nodes": [node_hostname(i) for i in range(1, count + 1)],
+        }
+        state.save(record)  # first: `destroy` finds a half-finished launch
+        try:
+            docker("network", "create", "--label", f"{LABEL}={name}", "--subnet", str(subnet),
+                   "--gateway", gateway, "--ip-range", node_range, record["network"])
+            master_path = _write_spec(name, "master", master_spec)
+            begun = time.time()
+            _run_container(record, "master", "master", master_path, master_ip)
+            _start_nodes(record, record["nodes"])
+            started = time.time()  # every container is running from here on
+            record["started_at"] = started
+            record["start_seconds"] = round(started - begun, 2)
+            state.save(record)
+        except BaseException:
+            print("launch failed: removing what was created", flush=True)
+            _remove_everything(name)
+            raise
+        if wait:
+            record["ready_seconds"] = wait_ready(record, started)
+            state.save(record)
+        return record
+
+    def _check_grow(self, record: dict, slaves: Any) -> int:
+        count = parse_count(1 if slaves is None else slaves, "--slaves", 1, MAX_SLAVES)
+        require_daemon()
+        have = len(record["nodes"])
+        if have + count > MAX_SLAVES:
+            raise ImagebakeError(f"a cluster holds at most {MAX_SLAVES} slaves ({have} now)")
+        master = _container(record, "master")
+        if not master or master["State"]["Status"] != "running":
+            raise ImagebakeError(f"the master of {record['name']!r} is not running: cannot grow")
+        return count
+
+    def _grow(self, record: dict, count: int) -> dict:
+        have = len(record["nodes"])
+        new = [node_hostname(i) for i in range(have + 1, have + count + 1)]
+        record["nodes"] = record["nodes"] + new
+        state.save(record)
+        _start_nodes(record, new)
+        started = time.time()
+        record["ready_seconds"] = wait_ready(record, started)
+        state.save(record)
+        return record
+
+    def check_destroy(self, name: str) -> str:
+        name = super().check_destroy(name)
+        require_daemon()
+        return name
+
+    def _destroy(self, name: str, record: dict | None) -> str:
+        return destroyed(name, _remove_everything(name), "local")
+
+    def _ssh_argv(self, record: dict, host: str, command: list[str]) -> list[str]:
+        import sys
+
+        tty = ["-t"] if sys.stdin.isatty() else []
+        argv = ["docker", "exec", "-i", *tty, container_name(record["name"], host),
+                "su", "-", "disco"]
+        return argv + (["-c", " ".join(command)] if command else [])
+
+    def exec(self, record: dict, command: str, user: str = "root",
+             stdin: BinaryIO | None = None) -> tuple[int, str]:
+        """Run a shell command in the master container (as USER), optionally fed from the
+        binary file STDIN; returns (exit code, output)."""
+        import subprocess
+
+        argv = ["docker", "exec", *(["-i"] if stdin else []),
+                container_name(record["name"], "master")]
+        if user == "root":
+            argv += ["sh", "-c", command]
+        else:
+            argv += ["su", "-", user, "-c", command]
+        proc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=3600)
+        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+
+    def status(self, record: dict) -> dict:
+        return status(record)
+
+    def tunnel(self, record: dict) -> str:
+        url = _web_ui(_container(record, "master"))
+        if not url:
+            raise ImagebakeError(f"the master of {record['name']!r} is not running")
+        return f"Disco web UI: {url}"
+
+    def summary(self, record: dict) -> str:
+        lines = [
+            f"cluster {record['name']} (docker): master {record['master_ip']}, "
+            f"{len(record['nodes'])} slaves ({', '.join(record['nodes'])})",
+        ]
+        url = _web_ui(_container(record, "master"))
+        if url:
+            lines.append(f"web UI: {url}")
+        if record.get("ready_seconds") is not None:
+            lines.append(f"containers started in {record.get('start_seconds', '?')}s; cluster "
+                         f"ready {record['ready_seconds']}s after that")
+        else:
+            lines.append("not waited for: `invoke status` tells when it is ready")
+        return "\n".join(lines)
+
+
+TARGET_CLASS = DockerTarget

@@ -1,0 +1,436 @@
+"""QEMU target: a whole Disco cluster as virtual machines on one host.
+
+Each VM boots from a copy-on-write overlay of its role's baked qcow2 with a
+NoCloud seed whose user data is the cluster spec (the JSON EC2 user data
+carries); cloud-init stores it where the first-boot agent reads it. The VMs
+share a bridge inside a network namespace of their own (imagebake.qemu.netns):
+no route out. The master has a second, restricted user-mode NIC whose only use
+is two forwarded loopback ports (SSH and the Disco web UI). The launcher logs in
+as the image's cloud-init default user (debian) with a per-cluster key given in
+the seed's meta-data, pinning each VM's host key from its serial console.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ... import state
+from ...agent import spec as agent_spec
+from ...clients import nocloud
+from ...clients import qemu as qemu_client
+from ...errors import ImagebakeError
+from ...validate import parse_count
+from ..base import Target
+from ..local_status import assemble, destroyed, forget, node_hostname
+from ..local_status import wait_ready as _wait
+from . import netns, vm
+from .ssh import host_keys, ssh_base, vm_exec
+from .vm import cluster_dir, vm_name
+
+MAX_SLAVES = 16
+DISCO_PORT = 8989
+JOIN_PORT = 8990
+SUBNET = ipaddress.ip_network("10.77.0.0/24")  # private to the cluster's namespace
+MASTER_IP = str(SUBNET[2])
+NODE_IP_BASE = 10
+USER_NET_IP = "10.0.2.15"  # QEMU user networking's guest address (master's 2nd NIC)
+LOGIN = "debian"  # cloud-init's default user on Debian 12 images
+MEMORY_MIB = int(os.environ.get("IMAGEBAKE_VM_MEMORY", "512"))
+READY_TIMEOUT_BASE = float(os.environ.get("IMAGEBAKE_VM_READY_TIMEOUT", "900"))
+READY_TIMEOUT_PER_NODE = 60.0
+
+# ---------------------------------------------------------------- images
+def image_paths() -> dict[str, str]:
+    """The baked qcow2 per role from build/images.json (written by `invoke bake --target qemu`)."""
+    from ...bake.records import recorded_images
+
+    recorded = recorded_images("qemu")
+    paths = {}
+    for role in ("master", "node"):
+        path = (recorded.get(role) or {}).get("id")
+        override = os.environ.get(f"IMAGEBAKE_QEMU_{role.upper()}_IMAGE")
+        path = override or path
+        if not path or not Path(path).is_file():
+            raise ImagebakeError(f"no baked qemu {role} image ({path or 'none recorded'}): "
+                                 "run `invoke bake --target qemu` first")
+        paths[role] = str(Path(path).resolve())
+    return paths
+
+
+def _require_host() -> None:
+    if os.geteuid() != 0:
+        raise ImagebakeError("the qemu target needs root (network namespaces and tap devices)")
+    qemu_client.qemu_binary()
+    nocloud.iso_tool()
+    for tool in ("ip", "qemu-img", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            raise ImagebakeError(f"{tool} not found: apt-get install iproute2 qemu-utils "
+                                 "openssh-client")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------- specs and seeds
+def _node_spec(record: dict, host: str) -> dict:
+    return agent_spec.make_spec(
+        record["name"], "node", master_address=record["master_ip"],
+        workers=record.get("workers_per_node"), hostname=host,
+        token=record["token"], cookie=record["cookie"],
+        disco_port=DISCO_PORT, join_port=JOIN_PORT,
+    )
+
+
+def _meta_data(record: dict, host: str) -> str:
+    pub = (Path(record["dir"]) / "id_ed25519.pub").read_text().strip()
+    return json.dumps({"instance-id": f"{vm_name(record['name'], host)}-{secrets.token_hex(4)}",
+                       "local-hostname": host, "public-keys": [pub]}) + "\n"
+
+
+def _network_config(vmrec: dict, master: bool) -> str:
+    nics = [{"type": "physical", "name": "eth0", "mac_address": vmrec["mac"],
+             "subnets": [{"type": "static", "address": f"{vmrec['ip']}/{SUBNET.prefixlen}"}]}]
+    if master:
+        nics.append({"type": "physical", "name": "eth1", "mac_address": vmrec["mac_user"],
+                     "subnets": [{"type": "static", "address": f"{USER_NET_IP}/24"}]})
+    return json.dumps({"version": 1, "config": nics}) + "\n"
+
+
+# ---------------------------------------------------------------- VMs
+def _start_vm(record: dict, host: str, spec: dict) -> None:
+    role = spec["role"]
+    vmrec = record["vms"][host]
+    p = vm.paths(record, host)
+    vm.make_overlay(Path(record["images"][role]), p["disk"])
+    nocloud.make_iso(p["seed"], agent_spec.dumps(spec), _meta_data(record, host),
+                     _network_config(vmrec, role == "master"))
+    accel = qemu_client.Accel(record["accel"], record["accel_cpu"], "recorded at launch")
+    nics = [f"tap,ifname={vmrec['tap']},script=no,downscript=no|{vmrec['mac']}"]
+    if role == "master":
+        ports = record["ports"]
+        nics.append(f"user,restrict=on,net=10.0.2.0/24,"
+                    f"hostfwd=tcp:127.0.0.1:{ports['ssh']}-{USER_NET_IP}:22,"
+                    f"hostfwd=tcp:127.0.0.1:{ports['web']}-{USER_NET_IP}:{DISCO_PORT}"
+                    f"|{vmrec['mac_user']}")
+    netns.add_tap(vmrec["tap"])
+    argv = vm.argv(vm_name(record["name"], host), p["disk"], p["seed"], accel, MEMORY_MIB, 1,
+                   p["console"], nics, pidfile=p["pid"], monitor=p["monitor"], daemonize=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ImagebakeError(f"QEMU for {host} failed: {proc.stderr.strip()[-400:]}")
+    netns.attach(record["name"], vmrec["tap"])
+    vmrec["started_at"] = time.time()
+
+
+def _add_vm(record: dict, host: str, index: int) -> None:
+    ip = MASTER_IP if host == "master" else str(SUBNET[NODE_IP_BASE + index])
+    record["vms"][host] = {
+        "index": index, "ip": ip, "tap": netns.tap_name(record["name"], index),
+        "mac": f"52:54:00:4d:{index // 256:02x}:{index % 256:02x}",
+        "mac_user": f"52:54:00:55:{index // 256:02x}:{index % 256:02x}",
+    }
+
+
+def _new_key(folder: Path) -> None:
+    key = folder / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                        f"imagebake-{folder.name}", "-f", str(key)], check=True)
+
+
+def _start_nodes(record: dict, hosts: list[str]) -> None:
+    def start(host: str) -> None:
+        _start_vm(record, host, _node_spec(record, host))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(start, hosts))
+
+
+# ---------------------------------------------------------------- capture
+def start_capture(record: dict, pcap: Path) -> None:
+    """tcpdump on the cluster bridge from now on (stopped by stop_capture or destroy)."""
+    pcap.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(netns.capture_argv(record["name"], pcap),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    record["capture"] = {"pid": proc.pid, "pcap": str(pcap)}
+    time.sleep(1.0)  # tcpdump opens the bridge before the first VM starts
+
+
+def stop_capture(record: dict) -> str | None:
+    cap = record.pop("capture", None)
+    if not cap:
+        return None
+    try:
+        cmdline = Path(f"/proc/{cap['pid']}/cmdline").read_bytes()
+        if b"tcpdump" in cmdline and cap["pcap"].encode() in cmdline:
+            os.kill(cap["pid"], 15)
+            for _ in range(50):
+                if not Path(f"/proc/{cap['pid']}").exists():
+                    break
+                time.sleep(0.1)
+    except (OSError, ProcessLookupError):
+        pass
+    state.save(record)
+    return cap["pcap"]
+
+
+# ---------------------------------------------------------------- status
+def _running(record: dict, host: str) -> bool:
+    return vm.read_pid(vm.paths(record, host)["pid"]) is not None
+
+
+def _json_or_none(text: str) -> dict | None:
+    try:
+        return json.loads(text) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def _agent_status(record: dict, host: str) -> dict | None:
+    if not host_keys(record, host):
+        return None
+    rc, out = vm_exec(record, host, "imagebake-agent status --json 2>/dev/null", timeout=30,
+                      stderr=False)
+    return _json_or_none(out) if rc == 0 else None
+
+
+def _disco_config(record: dict) -> dict | None:
+    rc, out = vm_exec(record, "master", f"cat /usr/var/disco/disco_{DISCO_PORT}.config",
+                      timeout=30, stderr=False)
+    return _json_or_none(out) if rc == 0 else None
+
+
+def status(record: dict, per_node: bool = True) -> dict:
+    name = record["name"]
+    states = {h: "running" if _running(record, h) else "stopped"
+              for h in ["master", *record["nodes"]]}
+    master_state = _agent_status(record, "master") if states["master"] == "running" else None
+    report = assemble(
+        record, states, master_state,
+        config=_disco_config(record) if master_state else None,
+        agent_status=(lambda h: _agent_status(record, h)) if per_node and master_state else None,
+        node_fields=lambda h: {"vm": vm_name(name, h), "address": record["vms"][h]["ip"]},
+        master_fields={"vm": vm_name(name, "master"), "web_ui": _web_ui(record)},
+    )
+    report["accel"] = record.get("accel")
+    return report
+
+
+def wait_ready(record: dict, started: float) -> float:
+    """Poll the master until every running node joined; returns seconds to ready."""
+    return _wait(
+        record, started, lambda r: status(r, per_node=False),
+        timeout=READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * len(record["nodes"]), poll=3,
+        master_down=lambda report: (
+            f"the master VM stopped: see {vm.paths(record, 'master')['console']}"),
+        hint=f"; consoles in {record['dir']}")
+
+
+def _web_ui(record: dict) -> str | None:
+    return f"http://127.0.0.1:{record['ports']['web']}/" if _running(record, "master") else None
+
+
+# ---------------------------------------------------------------- reboot (tests, operators)
+def reboot(record: dict, host: str) -> None:
+    """Reboot HOST from inside (the agent must bring it back into the cluster)."""
+    vm_exec(record, host, "systemctl reboot || reboot", timeout=30)
+    for f in Path(record["dir"]).glob(f"cm-{host}*"):
+        f.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- destroy & access
+def _our_qemu_pids(name: str) -> list[int]:
+    """QEMU processes whose -name is one of this cluster's VMs (a record may be gone)."""
+    prefix = f"{vm_name(name, '')}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and b"qemu-system" in args[0] and b"-name" in args:
+            value = args[args.index(b"-name") + 1]
+            if value.startswith(prefix) and b"-" not in value[len(prefix):]:
+                pids.append(int(proc.name))
+    return pids
+
+
+def _remove_everything(name: str, record: dict | None) -> list[str]:
+    removed = []
+    stopped = 0
+    if record:
+        if stop_capture(record) if state.load(name) else record.pop("capture", None):
+            removed.append("capture")
+        for host in record.get("vms", {}):
+            stopped += vm.stop(vm.paths(record, host)["pid"])
+    for pid in _our_qemu_pids(name):
+        try:
+            os.kill(pid, 9)
+            stopped += 1
+        except ProcessLookupError:
+            pass
+    if stopped:
+        removed.append(f"{stopped} VMs")
+    if netns.delete(name):
+        removed.append("network namespace")
+    for tap in netns.leftover_taps(name):
+        subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)
+    return removed + forget(name, cluster_dir(name), "overlays, seeds and keys")
+
+
+# ---------------------------------------------------------------- the target
+@dataclass
+class LaunchPlan:
+    name: str
+    count: int
+    workers: int | None
+    images: dict[str, str]
+    capture: str | None
+
+
+class QemuTarget(Target):
+    """A whole cluster as VMs on one host, in a network namespace with no route out."""
+
+    name = "qemu"
+    launch_options = ("capture",)  # a pcap path: tcpdump on the bridge from the start (tests)
+    default_slaves = 2
+
+    def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
+                      options: dict[str, Any]) -> LaunchPlan:
+        count = parse_count(self.default_slaves if slaves is None else slaves, "--slaves", 1,
+                            MAX_SLAVES)
+        workers = None if workers_per_node is None else parse_count(
+            workers_per_node, "--workers-per-node", 1, 256)
+        _require_host()
+        if state.load(name) is not None or netns.exists(name):
+            raise ImagebakeError(f"a cluster named {name!r} already exists: "
+                                 f"`invoke destroy --name {name}` or pick another --name")
+        return LaunchPlan(name, count, workers, image_paths(), options.get("capture"))
+
+    def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
+        name, count, workers = plan.name, plan.count, plan.workers
+        accel = qemu_client.detect()
+        master_spec = agent_spec.make_spec(
+            name, "master", workers=workers, master_workers=0, expected_nodes=count,
+            hostname="master", disco_port=DISCO_PORT, join_port=JOIN_PORT,
+        )
+        master_spec["master"]["address"] = MASTER_IP
+        folder = cluster_dir(name)
+        record = {
+            "name": name, "target": "qemu", "netns": netns.ns_name(name),
+            "subnet": str(SUBNET), "master_ip": MASTER_IP, "images": plan.images,
+            "accel": accel.name, "accel_cpu": accel.cpu, "accel_reason": accel.reason,
+            "token": master_spec["token"], "cookie": master_spec["cookie"],
+            "workers_per_node": workers,
+            "nodes": [node_hostname(i) for i in range(1, count + 1)],
+            "dir": str(folder), "ports": {"ssh": _free_port(), "web": _free_port()},
+            "vms": {}, "login": LOGIN,
+        }
+        _add_vm(record, "master", 0)
+        for i, host in enumerate(record["nodes"], start=1):
+            _add_vm(record, host, i)
+        state.save(record)  # first: `destroy` finds a half-finished launch
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _new_key(folder)
+            netns.create(name)
+            if plan.capture:
+                start_capture(record, Path(plan.capture))
+            started = time.time()
+            _start_vm(record, "master", master_spec)
+            _start_nodes(record, record["nodes"])
+            record["started_at"] = started
+            state.save(record)
+        except BaseException:
+            print("launch failed: removing what was created", flush=True)
+            _remove_everything(name, record)
+            raise
+        if wait:
+            record["ready_seconds"] = wait_ready(record, started)
+            state.save(record)
+        return record
+
+    def _check_grow(self, record: dict, slaves: Any) -> int:
+        count = parse_count(1 if slaves is None else slaves, "--slaves", 1, MAX_SLAVES)
+        _require_host()
+        have = len(record["nodes"])
+        if have + count > MAX_SLAVES:
+            raise ImagebakeError(f"a qemu cluster holds at most {MAX_SLAVES} slaves ({have} now)")
+        if not _running(record, "master"):
+            raise ImagebakeError(f"the master of {record['name']!r} is not running: cannot grow")
+        return count
+
+    def _grow(self, record: dict, count: int) -> dict:
+        have = len(record["nodes"])
+        new = [node_hostname(i) for i in range(have + 1, have + count + 1)]
+        for i, host in enumerate(new, start=have + 1):
+            _add_vm(record, host, i)
+        record["nodes"] = record["nodes"] + new
+        state.save(record)
+        started = time.time()
+        _start_nodes(record, new)
+        state.save(record)
+        record["ready_seconds"] = wait_ready(record, started)
+        state.save(record)
+        return record
+
+    def _destroy(self, name: str, record: dict | None) -> str:
+        record = record or state.load(name)
+        return destroyed(name, _remove_everything(name, record), "qemu")
+
+    def _ssh_argv(self, record: dict, host: str, command: list[str]) -> list[str]:
+        # the remote shell splits the words again, as with `ssh host COMMAND`
+        return ssh_base(record, host, batch=False) + ["-t", "sudo", "-iu", "disco", *command]
+
+    def exec(self, record: dict, command: str, user: str = "root",
+             stdin: BinaryIO | None = None) -> tuple[int, str]:
+        """Run a shell command on the master (as USER); returns (exit code, output)."""
+        if user != "root":
+            command = f"su - {shlex.quote(user)} -c {shlex.quote(command)}"
+        return vm_exec(record, "master", command, timeout=3600, stdin=stdin)
+
+    def status(self, record: dict) -> dict:
+        return status(record)
+
+    def tunnel(self, record: dict) -> str:
+        url = _web_ui(record)
+        if not url:
+            raise ImagebakeError(f"the master of {record['name']!r} is not running")
+        return f"Disco web UI: {url} (forwarded to the master VM; nothing else listens)"
+
+    def summary(self, record: dict) -> str:
+        lines = [
+            f"cluster {record['name']} (qemu, {record['accel']}): master "
+            f"{record['master_ip']}, {len(record['nodes'])} slaves "
+            f"({', '.join(record['nodes'])}) in network namespace {record['netns']}",
+            f"ssh: invoke ssh --name {record['name']} (127.0.0.1:{record['ports']['ssh']})",
+        ]
+        url = _web_ui(record)
+        if url:
+            lines.append(f"web UI: {url}")
+        if record.get("ready_seconds") is not None:
+            lines.append(f"ready {record['ready_seconds']}s after the VMs started")
+        else:
+            lines.append("not waited for: `invoke status` tells when it is ready")
+        return "\n".join(lines)
+
+
+TARGET_CLASS = QemuTarget

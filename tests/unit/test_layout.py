@@ -1,0 +1,153 @@
+"""The package's shape: no import cycle, the agent imports nothing of the rest, every
+module imports, and tasks.py reaches targets only through the registry."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "imagebake"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(tree: ast.AST):
+    """Import nodes anywhere (function bodies too), except under `if TYPE_CHECKING:`."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from _imports(node)
+
+
+def _with_parents(name: str) -> set[str]:
+    """Importing a.b.c runs a/__init__ and a/b/__init__ first."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(MODULES)
+
+
+def imports_of(name: str) -> set[str]:
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in _imports(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        else:
+            if node.level:
+                base_parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            # `from pkg import sub` imports the submodule when there is one
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                       for a in node.names]
+        for target in targets:
+            if target.split(".")[0] == "imagebake":
+                found |= _with_parents(target)
+    found.discard(name)
+    return found
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_graph_sees_relative_and_function_level_imports():
+    assert "imagebake.bake.build" in GRAPH["imagebake.targets.docker.cluster"]  # in a function
+    assert "imagebake.clients.aws" in GRAPH["imagebake.bake.source_ami"]  # from ..clients import
+
+
+def test_no_import_cycle():
+    cycle = find_cycle(GRAPH)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_agent_imports_nothing_of_the_rest():
+    for name, imported in GRAPH.items():
+        if name.startswith("imagebake.agent"):
+            outside = {m for m in imported
+                       if not m.startswith("imagebake.agent") and m != "imagebake"}
+            assert not outside, (name, outside)
+
+
+def test_bake_does_not_depend_on_targets():
+    # images come before instances: targets read the bake's records, never the reverse
+    # (verify boots a cluster, so it goes through the targets' registry)
+    for name, imported in GRAPH.items():
+        if name.startswith("imagebake.bake") and name != "imagebake.bake.verify":
+            assert not {m for m in imported if m.startswith("imagebake.targets")}, name
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_module_imports(name):
+    importlib.import_module(name)
+
+
+def test_tasks_reach_targets_only_through_the_registry():
+    text = (ROOT / "tasks.py").read_text()
+    assert "targets.get(" in text
+    for word in ('== "docker"', '== "aws"', '== "qemu"', "_cluster"):
+        assert word not in text, word
+
+
+def test_every_target_implements_the_interface():
+    from imagebake import targets
+    from imagebake.targets.base import Target
+
+    for name in targets.NAMES:
+        target = targets.get(name)
+        assert isinstance(target, Target) and target.name == name
+        for method in ("_check_launch", "_launch", "_check_grow", "_grow", "_destroy",
+                       "_ssh_argv", "status", "tunnel", "summary", "exec"):
+            assert getattr(type(target), method) is not getattr(Target, method), (name, method)
