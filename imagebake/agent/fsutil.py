@@ -247,7 +247,12 @@ def ensure_file(path, mode, owner=None):
 
     Raise UnsafePath when the name is a link or not a single-link regular file.
     """
-    dfd = open_dir(os.path.dirname(os.path.abspath(path)))
+    try:
+        dfd = open_dir(os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False
+        raise
     try:
         name = os.path.basename(path)
         try:

@@ -754,3 +754,9 @@ def test_ttl_units_in_the_provisioning():
     # the agent's unit stopping or failing must not take the TTL with it
     ttl_unit = text.split("imagebake-ttl.service")[1][:800]
     assert "PartOf" not in ttl_unit and "BindsTo" not in ttl_unit
+
+
+def test_h2_no_cloud_init_is_quiet(agent_ctx, caplog):
+    ctx = agent_ctx()
+    assert source.lock_cloud_init(ctx) == []
+    assert "cannot lock down" not in caplog.text
