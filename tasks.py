@@ -263,6 +263,22 @@ def smoke(c, name=None):
         raise Exit(code=1)
 
 
+@task(help={"only": "comma-separated mutant names (default: all of them)",
+            "list": "list the mutants and the claim each breaks",
+            "committed": "mutate the last commit instead of the working tree"})
+def mutants(c, only=None, list_=False, committed=False):
+    """Break each README claim in a copy of the repo; exit 1 unless the tests catch them all."""
+    from tests import mutants as mod
+
+    if list_:
+        for mutant in mod.MUTANTS:
+            print(f"{mutant.name:<34}{mutant.claim}")
+        return
+    outcomes = mod.run(only.split(",") if only else None, committed=committed)
+    if any(o.verdict != "killed" for o in outcomes):
+        raise Exit(code=1)
+
+
 @task(help={"what": "bake, cluster, launch, vm or all (default)"})
 @_cli
 def bench(c, what="all"):

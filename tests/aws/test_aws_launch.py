@@ -264,9 +264,49 @@ def test_keep_on_failure_keeps_the_instances(amis, ec2, calls):
 
 
 # ------------------------------------------------------------------ wait, status, ssh
+class WaiterSpy:
+    """Records every botocore waiter the EC2 client is asked for and what it waits on:
+    a mixin put in front of the client class through the creating-client-class event."""
+
+    def __init__(self):
+        self.waits: list[tuple[str, dict]] = []
+
+    def inject(self, class_attributes, base_classes, **_):
+        spy = self
+
+        class Spied:
+            def get_waiter(self, name):
+                waiter = super().get_waiter(name)
+                real = waiter.wait
+
+                def wait(**kwargs):
+                    spy.waits.append((name, kwargs))
+                    return real(**kwargs)
+
+                waiter.wait = wait
+                return waiter
+
+        base_classes.insert(0, Spied)
+
+    def factory(self, calls):
+        def make(region, profile):
+            session = calls.factory(region, profile)
+            session.events.register("creating-client-class.ec2", self.inject)
+            return session
+
+        return make
+
+
 def test_wait_uses_waiters_and_batched_describes(amis, calls):
-    record = launch(calls, slaves=6, wait=True, readiness=ready_stub(None))
+    spy = WaiterSpy()
+    target = AwsTarget(session_factory=spy.factory(calls), readiness=ready_stub(None))
+    record = target.launch(name="c1", slaves=6, wait=True, allow_cidr=CIDR)
     assert record["ready"] is True
+    # one instance_running waiter over all seven instances, with its own delay (no sleep loop)
+    running = [kw for name, kw in spy.waits if name == "instance_running"]
+    assert len(running) == 1
+    assert sorted(running[0]["InstanceIds"]) == sorted(record["ids"])
+    assert running[0]["WaiterConfig"]["Delay"] > 0
     describes = calls.named("DescribeInstances")
     assert all(len(p.get("InstanceIds", [])) in (0, 7) for p in describes)
     assert max(len(p.get("InstanceIds", [])) for p in describes) == 7

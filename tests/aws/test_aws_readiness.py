@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
+import time
+
 import pytest
 
+from imagebake.agent import protocol
 from imagebake.agent import spec as agent_spec
 from imagebake.agent.context import Context
 from imagebake.agent.master import JoinServer, Master
@@ -53,3 +59,79 @@ def test_ready_needs_every_node():
     assert readiness.is_ready(reply, 2) is False
     assert readiness.is_ready({"ready": False, "nodes": reply["nodes"]}, 1) is False
     assert readiness.node_host_keys(reply) == {"10.0.0.2": " ".join(HOST_KEY.split()[:2])}
+
+
+# ------------------------------------------------------------------ the launcher's side
+class FakeMaster:
+    """An HTTP server on 127.0.0.1 answering /v1/status with ANSWER(request msg) -> bytes."""
+
+    def __init__(self, answer):
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = fake.answer(json.loads(raw)["msg"])
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.answer = answer
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def status_reply(request: dict, cluster: str = "rdy") -> dict:
+    return protocol.make_status_reply(cluster, time.time(), request["nonce"], {
+        "ready": True, "joined": 1, "expected_nodes": 1, "host_pubkey": HOST_KEY,
+        "nodes": [{"hostname": "node01", "address": "10.0.0.2", "host_pubkey": HOST_KEY}]})
+
+
+def ask(answer):
+    token = agent_spec.new_token()
+    fake = FakeMaster(lambda request: answer(token, request))
+    try:
+        return readiness.agent_status("127.0.0.1", fake.port, {"name": "rdy", "token": token})
+    finally:
+        fake.close()
+
+
+def test_a_reply_signed_with_the_cluster_token_is_read():
+    reply = ask(lambda token, request: protocol.seal(token, status_reply(request)))
+    assert reply is not None and reply["ready"] is True
+    assert readiness.master_host_key(reply)
+
+
+def test_an_unsigned_status_reply_is_refused():
+    # a stranger on the path answers for the master: readiness and a host key to pin
+    def unsigned(token, request):
+        return json.dumps({"msg": status_reply(request), "mac": "0" * 64},
+                          sort_keys=True, separators=(",", ":")).encode()
+
+    assert ask(unsigned) is None
+
+
+def test_a_reply_signed_with_another_token_is_refused():
+    assert ask(lambda token, request: protocol.seal(agent_spec.new_token(),
+                                                    status_reply(request))) is None
+
+
+def test_a_replayed_reply_to_another_request_is_refused():
+    def replayed(token, request):
+        return protocol.seal(token, status_reply({**request, "nonce": "f" * 32}))
+
+    assert ask(replayed) is None
+
+
+def test_a_reply_for_another_cluster_is_refused():
+    assert ask(lambda token, request: protocol.seal(
+        token, status_reply(request, cluster="other"))) is None

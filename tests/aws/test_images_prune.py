@@ -50,10 +50,12 @@ def test_prune_keeps_newest_per_role_and_removes_snapshots(ec2, aws_env):
     masters, nodes = bake_amis(ec2, "master", 3), bake_amis(ec2, "node", 2)
     old_snaps = snapshots_of(ec2, masters[0])
     assert old_snaps and old_snaps[0] in existing_snapshots(ec2)
-    # a running cluster still uses the oldest master AMI
-    in_use = ec2.run_instances(ImageId=masters[1], MinCount=1, MaxCount=1, TagSpecifications=[
+    # a running cluster uses masters[1], which --keep 1 would otherwise remove
+    ec2.run_instances(ImageId=masters[1], MinCount=1, MaxCount=1, TagSpecifications=[
         {"ResourceType": "instance", "Tags": [{"Key": "imagebake:cluster", "Value": "live"}]}])
-    assert in_use
+    # an instance outside any imagebake cluster does not keep an AMI
+    ec2.run_instances(ImageId=masters[0], MinCount=1, MaxCount=1)
+    assert images.aws_in_use(ec2) == {masters[1]}
     planned, _ = images.prune(1, "aws", dry_run=True, region=REGION)
     assert sorted(r["id"] for r in planned) == sorted([masters[0], nodes[0]])
     assert len(ec2.describe_images(Owners=["self"])["Images"]) == 5  # dry run removed nothing

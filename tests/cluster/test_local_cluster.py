@@ -204,9 +204,11 @@ def test_several_clusters_coexist_and_destroy_touches_only_its_own(launcher, clu
     print(docker_cluster.DockerTarget().destroy("other", other))
     assert docker_cluster.status(cluster, per_node=False)["ready"]
     assert state.load("other") is None
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=imagebake.cluster=other"],
-                          capture_output=True, text=True).stdout.split()
-    assert left == []
+    for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
+        left = subprocess.run(["docker", *kind, "--filter", "label=imagebake.cluster=other"],
+                              capture_output=True, text=True).stdout.split()
+        assert left == [], kind
+    assert not (state.state_dir() / "clusters" / "other.d").exists()  # its spec files
     assert "nothing to destroy" in docker_cluster.DockerTarget().destroy("other", None)
 
 

@@ -81,12 +81,14 @@ def test_successful_build_fixture():
 
 def test_build_end_order_each_build_starts_before_it_ends():
     evs = events("build-docker-ok.txt")
-    seen = set()
+    started, ended = set(), []
     for e in evs:
         if isinstance(e, packer.BuildStart):
-            seen.add(e.build)
+            started.add(e.build)
         if isinstance(e, packer.BuildEnd):
-            assert e.build in seen
+            assert e.build in started
+            ended.append(e.build)
+    assert sorted(ended) == ["docker.master", "docker.node"]  # both ends were parsed
 
 
 def test_failed_provisioning_fixture_gives_one_line():

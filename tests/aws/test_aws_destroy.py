@@ -1,0 +1,66 @@
+"""destroy removes everything a launch made, the local files included, with or without
+the local record (moto's server; placement groups answered by a before-call hook)."""
+
+from __future__ import annotations
+
+from imagebake import state
+from imagebake.targets.aws.cluster import AwsTarget
+from imagebake.targets.aws.hostkeys import known_hosts_path
+
+from .aws_helpers import tagged
+from .test_aws_launch import HOST_KEY, launch, ready_stub
+
+NOTHING = {"instances": [], "groups": [], "spot": []}
+
+
+def test_destroy_removes_the_pinned_host_keys(amis, ec2):
+    record = launch(slaves=1, wait=True, readiness=ready_stub(None))
+    path = known_hosts_path("c1")
+    assert HOST_KEY.split()[1] in path.read_text()
+    AwsTarget().destroy("c1", record)
+    assert not path.exists()
+    assert state.load("c1") is None and tagged(ec2, "c1") == NOTHING
+
+
+def test_destroy_without_a_record_removes_the_pinned_host_keys(amis, ec2):
+    launch(slaves=1, wait=True, readiness=ready_stub(None))
+    state.remove("c1")
+    assert known_hosts_path("c1").exists()
+    AwsTarget().destroy("c1", None)
+    assert not known_hosts_path("c1").exists() and tagged(ec2, "c1") == NOTHING
+
+
+def test_destroy_without_a_record_finds_the_placement_group_by_tag(amis, ec2, calls):
+    calls.answer["CreatePlacementGroup"] = {}
+    calls.answer["DeletePlacementGroup"] = {}
+    calls.answer["DescribePlacementGroups"] = {"PlacementGroups": [
+        {"GroupName": "imagebake-c1", "Strategy": "cluster", "State": "available"}]}
+    launch(calls, placement_group=True, slaves=1)
+    state.remove("c1")  # the record (which names the group) is lost
+    message = AwsTarget(session_factory=calls.factory).destroy("c1", None)
+    searched = calls.named("DescribePlacementGroups")
+    assert searched and searched[0]["Filters"] == [
+        {"Name": "tag:imagebake:cluster", "Values": ["c1"]}]
+    assert [p["GroupName"] for p in calls.named("DeletePlacementGroup")] == ["imagebake-c1"]
+    assert "placement group imagebake-c1 deleted" in message
+    assert tagged(ec2, "c1") == NOTHING
+
+
+def test_destroy_with_a_record_deletes_its_placement_group_without_searching(amis, calls):
+    calls.answer["CreatePlacementGroup"] = {}
+    calls.answer["DeletePlacementGroup"] = {}
+    record = launch(calls, placement_group=True, slaves=1)
+    AwsTarget(session_factory=calls.factory).destroy("c1", record)
+    assert not calls.named("DescribePlacementGroups")
+    assert [p["GroupName"] for p in calls.named("DeletePlacementGroup")] == ["imagebake-c1"]
+
+
+def test_destroy_terminates_cancels_and_deletes_in_few_calls(amis, ec2, calls):
+    record = launch(slaves=5)
+    message = AwsTarget(session_factory=calls.factory).destroy("c1", record)
+    assert "6 instance(s) terminated" in message and "security group" in message
+    terminate = calls.named("TerminateInstances")
+    assert len(terminate) == 1 and len(terminate[0]["InstanceIds"]) == 6  # one call for all
+    assert len(calls.named("DeleteSecurityGroup")) == 1
+    assert calls.named("DescribeSpotInstanceRequests")  # spot requests are looked for
+    assert tagged(ec2, "c1") == NOTHING

@@ -1,0 +1,265 @@
+"""`invoke mutants`: break each claim the README makes, in a copy of the repository, and
+check that the tests which defend it fail (the mutant is *killed*).
+
+Each mutant is one named source edit (an exact text found once, and what replaces it)
+plus the few test files that should catch it. The repository is copied once into a
+temporary directory (without .git, .venv and build/); each mutant is applied there,
+its tests run with that copy first on sys.path, and the file is restored. A mutant
+whose tests still pass *survived*: a claim nobody checks. Unmutated, every selected
+test must pass first (else a kill would mean nothing).
+
+    python -m tests.mutants [--committed] [NAME ...]
+    invoke mutants [--only NAME,...] [--committed]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "__pycache__", ".pytest_cache",
+                                ".ruff_cache", "*.egg-info")
+
+# A check that skips the MAC and everything else: parse the body and trust it.
+TRUST = '(lambda *_: __import__("json").loads({body})["msg"])('
+
+UNIT_BAKE = ("tests/unit/test_bake_skip.py", "tests/unit/test_bake.py")
+AWS_BAKE = ("tests/aws/test_bake_existing.py",)
+HASHING = ("tests/unit/test_hashing.py", "tests/unit/test_bake_skip.py")
+CLEANUP = ("tests/cluster/test_cleanup_script.py",)
+AGENT = ("tests/unit/test_agent_protocol.py", "tests/unit/test_agent_cluster.py",
+         "tests/unit/test_agent_security.py")
+READINESS = ("tests/aws/test_aws_readiness.py",)
+LAUNCH = ("tests/aws/test_aws_launch.py",)
+DESTROY = ("tests/aws/test_aws_destroy.py", "tests/aws/test_aws_launch.py::"
+           "test_destroy_removes_everything_and_twice_is_safe")
+DOCKER_DESTROY = ("tests/cluster/test_local_destroy.py",)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    claim: str
+    path: str
+    find: str
+    replace: str
+    tests: tuple[str, ...]
+
+    def apply(self, root: Path) -> str:
+        """Edit the copy under ROOT; returns the original text (to restore)."""
+        path = root / self.path
+        text = path.read_text()
+        count = text.count(self.find)
+        if count != 1:
+            raise ValueError(f"mutant {self.name}: the text to replace occurs {count} times "
+                             f"in {self.path} (the source changed: update tests/mutants.py)")
+        path.write_text(text.replace(self.find, self.replace))
+        return text
+
+
+MUTANTS = [
+    # ---------------------------------------------------------------- bake skip and hash
+    Mutant("bake-always-rebakes", "an unchanged bake is skipped",
+           "imagebake/bake/build.py",
+           "found = None if force else prepared.find(role, hashes[role])",
+           "found = None", UNIT_BAKE + AWS_BAKE),
+    Mutant("bake-ignores-force", "--force rebakes",
+           "imagebake/bake/build.py",
+           "found = None if force else prepared.find(role, hashes[role])",
+           "found = prepared.find(role, hashes[role])", UNIT_BAKE),
+    Mutant("ami-lookup-ignores-content-hash", "an AMI is reused only for the same inputs",
+           "imagebake/bake/existing.py",
+           '            {"Name": "tag:imagebake:content-hash", "Values": [digest]},\n',
+           "", AWS_BAKE),
+    Mutant("docker-lookup-ignores-label", "a local image is reused only for the same inputs",
+           "imagebake/bake/existing.py",
+           '    if labels.get("imagebake.content-hash") != digest:\n        return None\n',
+           "", UNIT_BAKE),
+    Mutant("hash-no-variables", "the content hash covers the variables",
+           "imagebake/bake/variables.py",
+           "    return {k: v for k, v in effective.items() if k in TARGET_VARS[target]}",
+           "    return {}", HASHING),
+    Mutant("hash-every-variable", "another target's variables do not rebake",
+           "imagebake/bake/variables.py",
+           "    return {k: v for k, v in effective.items() if k in TARGET_VARS[target]}",
+           "    return dict(effective)", HASHING),
+    Mutant("hash-no-files", "the content hash covers templates, scripts and agent",
+           "imagebake/bake/hashing.py",
+           "    for path in input_files(root):", "    for path in []:", HASHING),
+    Mutant("hash-no-base-image", "the content hash covers the base image",
+           "imagebake/bake/build.py",
+           "{**hashed(target, effective), **prepared.hash_inputs}",
+           "hashed(target, effective)", HASHING),
+    # ---------------------------------------------------------------- image cleanup
+    Mutant("cleanup-removes-nothing", "no image carries a secret",
+           "provision/90-cleanup.sh", '\nmain "$@"\n', "\nexit 0\n", CLEANUP),
+    Mutant("cleanup-keeps-secrets", "no host key, private key, cookie or history is left",
+           "provision/90-cleanup.sh", "    remove_secrets\n    cloud_init_state\n",
+           "    cloud_init_state\n", CLEANUP),
+    Mutant("cleanup-keeps-machine-state", "no spec, state or machine id is left",
+           "provision/90-cleanup.sh", "    machine_state\n    apt_and_tmp\n",
+           "    apt_and_tmp\n", CLEANUP),
+    # ---------------------------------------------------------------- HMAC, three directions
+    Mutant("master-trusts-unsigned-join", "the master refuses a join without a valid MAC",
+           "imagebake/agent/master.py",
+           'msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "join",',
+           'msg = ' + TRUST.format(body="body")
+           + 'spec["token"], body, spec["cluster"], self.ctx.now(), "join",', AGENT),
+    Mutant("node-trusts-unsigned-welcome", "a node refuses a welcome without a valid MAC",
+           "imagebake/agent/node.py",
+           'welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")',
+           'welcome = ' + TRUST.format(body="body")
+           + 'spec["token"], body, spec["cluster"], ctx.now(), "welcome")', AGENT),
+    Mutant("launcher-trusts-unsigned-status",
+           "the launcher refuses a status reply without a valid MAC",
+           "imagebake/targets/aws/readiness.py",
+           'reply = protocol.open_envelope(record["token"], raw, record["name"], time.time(),',
+           'reply = ' + TRUST.format(body="raw")
+           + 'record["token"], raw, record["name"], time.time(),', READINESS),
+    # ---------------------------------------------------------------- launch
+    Mutant("one-runinstances-per-slave", "all slaves start in one RunInstances call",
+           "imagebake/targets/aws/cluster.py",
+           'nodes = _run(client, record, "node", plan.node_type, plan.count,\n'
+           '                             userdata.render(userdata.node_spec(record)), '
+           'tags["node"])',
+           'nodes = [n for _ in range(plan.count) for n in _run(\n'
+           '                    client, record, "node", plan.node_type, 1,\n'
+           '                    userdata.render(userdata.node_spec(record)), tags["node"])]',
+           LAUNCH),
+    # ---------------------------------------------------------------- destroy completeness
+    Mutant("destroy-leaves-known-hosts", "destroy removes the pinned host keys",
+           "imagebake/targets/aws/cluster.py",
+           "        had_record = state.remove(name)\n        hostkeys.forget(name)\n",
+           "        had_record = state.remove(name)\n", DESTROY),
+    Mutant("destroy-no-placement-search",
+           "destroy without a record finds the placement group by tag",
+           "imagebake/targets/aws/cluster.py", "search_placement=record is None)",
+           "search_placement=False)", DESTROY),
+    Mutant("destroy-leaves-security-group", "destroy deletes the security group",
+           "imagebake/targets/aws/instances.py",
+           '        _delete_group(client, group["GroupId"])\n', "", DESTROY),
+    Mutant("destroy-leaves-spot-requests", "destroy cancels open spot requests",
+           "imagebake/targets/aws/instances.py", "    if spot_ids:\n", "    if False:\n",
+           DESTROY),
+    Mutant("docker-destroy-leaves-network", "destroy removes a local cluster's network",
+           "imagebake/targets/docker/cluster.py", 'for kind in ("network", "volume"):',
+           'for kind in ("volume",):', DOCKER_DESTROY),
+]
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    verdict: str  # killed, survived, error
+    seconds: float
+    detail: str = ""
+
+
+def copy_repo(root: Path = ROOT, committed: bool = False) -> Path:
+    """The working tree (default), or with COMMITTED the last commit (`git archive HEAD`:
+    what others are still editing in a shared checkout stays out)."""
+    work = Path(tempfile.mkdtemp(prefix="imagebake-mutants-"))
+    if not committed:
+        shutil.copytree(root, work / "repo", ignore=IGNORE, symlinks=True)
+        return work / "repo"
+    (work / "repo").mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", "HEAD"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work / "repo")], input=archive, check=True)
+    return work / "repo"
+
+
+def pytest(copy: Path, tests: tuple[str, ...], first_failure: bool = True,
+           timeout: float = 900) -> subprocess.CompletedProcess:
+    """The tests in the COPY (it comes first on sys.path, before the editable install)."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header",
+            *(["-x"] if first_failure else []), *tests]
+    try:
+        return subprocess.run(argv, cwd=copy, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(argv, 124, str(exc.stdout or ""), "timeout")
+
+
+def _last_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit {proc.returncode}"
+
+
+def run_one(copy: Path, mutant: Mutant) -> Outcome:
+    started = time.monotonic()
+    try:
+        original = mutant.apply(copy)
+    except ValueError as exc:
+        return Outcome(mutant, "error", 0.0, str(exc))
+    try:
+        proc = pytest(copy, mutant.tests)
+    finally:
+        (copy / mutant.path).write_text(original)
+    seconds = time.monotonic() - started
+    if proc.returncode == 1:  # tests ran and at least one failed
+        failed = next((ln.split(" ", 1)[1].split(" - ")[0]
+                       for ln in proc.stdout.splitlines() if ln.startswith("FAILED ")), "")
+        return Outcome(mutant, "killed", seconds, f"by {failed}" if failed else "")
+    if proc.returncode == 0:
+        return Outcome(mutant, "survived", seconds, _last_line(proc))
+    return Outcome(mutant, "error", seconds, f"pytest exit {proc.returncode}: "
+                   f"{_last_line(proc)}")
+
+
+def select(names: list[str] | None) -> list[Mutant]:
+    if not names:
+        return list(MUTANTS)
+    known = {m.name: m for m in MUTANTS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown mutant(s) {', '.join(unknown)}: "
+                         f"choose from {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def run(names: list[str] | None = None, baseline: bool = True, committed: bool = False,
+        out=print) -> list[Outcome]:
+    mutants = select(names)
+    copy = copy_repo(committed=committed)
+    out(f"mutating a copy of {'the last commit' if committed else 'the working tree'}")
+    try:
+        if baseline:
+            tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
+            out(f"baseline: {len(tests)} test selections on the unmutated copy ...")
+            proc = pytest(copy, tests, first_failure=False)
+            if proc.returncode != 0:
+                out(proc.stdout[-3000:] + proc.stderr[-2000:])
+                raise SystemExit(f"baseline failed ({_last_line(proc)}): fix the tests first")
+            out(f"baseline: {_last_line(proc)}")
+        outcomes = []
+        for mutant in mutants:
+            outcome = run_one(copy, mutant)
+            outcomes.append(outcome)
+            out(f"{outcome.verdict.upper():<9}{mutant.name:<34}{outcome.seconds:6.1f}s  "
+                f"{outcome.detail}")
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+    killed = sum(o.verdict == "killed" for o in outcomes)
+    out(f"{killed}/{len(outcomes)} mutants killed"
+        + "".join(f"; {o.verdict}: {o.mutant.name} ({o.mutant.claim})"
+                  for o in outcomes if o.verdict != "killed"))
+    return outcomes
+
+
+def main(argv: list[str]) -> int:
+    committed = "--committed" in argv
+    outcomes = run([a for a in argv if a != "--committed"] or None, committed=committed)
+    return 0 if all(o.verdict == "killed" for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
