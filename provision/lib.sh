@@ -59,7 +59,7 @@ image_init() {
 
 # Packages every image needs, by release; keep in sync with provision/base/docker-base.sh.
 base_packages() {
-    local common="erlang-nox erlang-dev openssh-server openssh-client dnsmasq python3 make git ca-certificates iproute2 procps iputils-ping netbase sudo cron"
+    local common="erlang-nox erlang-dev openssh-server openssh-client dnsmasq python3 make git ca-certificates iproute2 procps iputils-ping netbase sudo cron iptables"
     if is_trusty; then
         # trusty: `python` is python2.7 (Disco 0.5's build and CLI use it)
         echo "$common python"

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ImagebakeError
 from ..progress import Board, Row
-from . import existing, hashing, packer, records
+from . import existing, hashing, packer, records, vendor
 from .records import ROOT, images_json_path
 from .variables import DEFAULT_BASE, DEFAULTS, PACKER_DIR, SOURCE_TYPE, check, disco_tarball, hashed
 
@@ -141,8 +141,9 @@ def bake(target: str = "docker", only: str | None = None,
     ON_EVENT sees every Packer event (the benchmarks time the builds with it)."""
     user_vars = dict(variables or {})
     roles = check(target, only, user_vars)
-    packer.packer_bin()
     effective = {**DEFAULTS, **user_vars}
+    vendor.check(effective)  # the Disco archives, before Packer: one line if one is missing
+    packer.packer_bin()
     extra_files = disco_tarball(effective)
     prepared = PREPARE[target](effective)
     try:

@@ -1,7 +1,8 @@
 """Content hash of a bake: everything that decides what goes into an image.
 
-Inputs: the Packer templates, the provision scripts and Disco patches, vendor/ (the
-pinned Disco archives and their lock), the agent's .py files,
+Inputs: the Packer templates, the provision scripts and Disco patches (provision/disco/),
+vendor/disco.lock (which pins every upstream archive by its sha256: the archives
+themselves are not committed, vendor.py checks them against it), the agent's .py files,
 any extra file (a Disco tarball), the target and role, and the effective
 variables as sorted k=v lines. Files are named by their path relative to the
 repository, with '/' separators, and hashed by content only (no mtimes, no
@@ -22,7 +23,7 @@ INPUT_GLOBS = (
     ("packer/files", "*"),
     ("provision", "*.sh"),
     ("provision/disco", "**/*"),  # Disco's build and its patches
-    ("vendor", "**/*"),  # the pinned upstream archives and their lock
+    ("vendor", "disco.lock"),  # the pinned upstream archives, by their sha256 in the lock
     ("imagebake/agent", "*.py"),
 )
 

@@ -10,7 +10,7 @@ fatal() { printf '[base-image] error: %s\n' "$*" >&2; exit 2; }
 
 # Packages the provisioning scripts expect; keep in sync with provision/lib.sh.
 # The last line is what building Disco from vendor/ needs (provision/lib.sh disco_build_packages).
-PACKAGES="erlang-nox,erlang-dev,openssh-server,openssh-client,dnsmasq,python3,python-is-python3,make,git,ca-certificates,iproute2,procps,iputils-ping,netbase,sudo,cron"
+PACKAGES="erlang-nox,erlang-dev,openssh-server,openssh-client,dnsmasq,python3,python-is-python3,make,git,ca-certificates,iproute2,procps,iputils-ping,netbase,sudo,cron,iptables"
 PACKAGES="$PACKAGES,python3-distutils"
 
 verify_system() {

@@ -46,6 +46,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setitem(build.PREPARE, "docker", target.prepare)
     monkeypatch.setattr(build, "_packer_build", target.packer_build)
     monkeypatch.setattr(build.packer, "packer_bin", lambda: "/bin/true")
+    monkeypatch.setattr(build.vendor, "check", lambda variables: [])  # test_bake_vendor.py
     monkeypatch.setenv("IMAGEBAKE_IMAGES_JSON", str(tmp_path / "images.json"))
     return target
 

@@ -21,6 +21,8 @@ def tree(tmp_path):
     for folder in ("packer", "provision", "imagebake/agent"):
         shutil.copytree(ROOT / folder, root / folder,
                         ignore=shutil.ignore_patterns("__pycache__", "base"))
+    (root / "vendor").mkdir()
+    shutil.copy(ROOT / "vendor" / "disco.lock", root / "vendor" / "disco.lock")
     return root
 
 
@@ -49,6 +51,11 @@ def test_variable_order_does_not_matter(tree):
     lambda r: (r / "imagebake" / "agent" / "cli.py").write_text("changed\n"),
     lambda r: (r / "imagebake" / "agent" / "new_module.py").write_text("x = 1\n"),
     lambda r: (r / "provision" / "20-packages.sh").unlink(),
+    # Disco's build: a patch, the selection, and the lock (an archive's pinned sha256)
+    lambda r: next((r / "provision" / "disco" / "patches").rglob("*.patch")).write_text("x\n"),
+    lambda r: (r / "provision" / "disco" / "select.sh").write_text("changed\n"),
+    lambda r: (r / "vendor" / "disco.lock").write_text(
+        (r / "vendor" / "disco.lock").read_text().replace("7f0750e2", "00000000")),
 ])
 def test_any_input_change_changes_hash(tree, change):
     before = hashing.content_hash(tree, "docker", "master", VARS)
@@ -90,3 +97,15 @@ def test_input_files_are_relative_and_sorted(tree):
     assert "provision/lib.sh" in rel and "packer/build.pkr.hcl" in rel
     assert "imagebake/agent/__main__.py" in rel
     assert not any(p.startswith("provision/base/") for p in rel)
+
+
+def test_archives_are_hashed_through_the_lock_only(tree):
+    """vendor/disco/*.tar.gz are not committed: present or not, the hash is the same (their
+    sha256 is in the lock, and the bake checks them against it)."""
+    before = hashing.content_hash(tree, "docker", "master", VARS)
+    (tree / "vendor" / "disco").mkdir()
+    (tree / "vendor" / "disco" / "disco-0.5.4.tar.gz").write_bytes(b"archive")
+    (tree / "vendor" / "refresh.sh").write_text("#!/bin/sh\n")
+    assert hashing.content_hash(tree, "docker", "master", VARS) == before
+    rel = [p.relative_to(tree).as_posix() for p in hashing.input_files(tree)]
+    assert "vendor/disco.lock" in rel and any(p.startswith("provision/disco/patches/") for p in rel)

@@ -1,0 +1,108 @@
+"""The vendored Disco archives, checked on the host before Packer runs.
+
+vendor/disco.lock names every upstream archive with its sha256; the archives
+themselves (vendor/disco/<name>-<ref>.tar.gz) are made locally by
+`vendor/refresh.sh make` and never committed. A bake that builds Disco from them
+(disco_source=vendored, or an absolute path to another disco.lock) needs the Disco
+archive at disco_ref and every dependency archive present and matching; otherwise
+it stops here with one line naming the file, before Packer or Docker is touched.
+`provision/30-disco.sh` checks the same again inside the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ImagebakeError
+from .records import ROOT
+
+LOCK = ROOT / "vendor" / "disco.lock"
+ARCHIVES = ROOT / "vendor" / "disco"
+HOW_TO_GET = ("make it with `vendor/refresh.sh make` (needs GitHub), or bake without Disco: "
+              "--var disco_source=none")
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    ref: str
+    bases: str
+    commit: str
+    sha256: str
+
+    @property
+    def archive(self) -> str:
+        return f"{self.name}-{self.ref}.tar.gz"
+
+
+def read_lock(lock: Path = LOCK) -> list[Pin]:
+    """The lock's rows (comments and blank lines dropped)."""
+    pins = []
+    for number, line in enumerate(Path(lock).read_text().splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) < 5:
+            raise ImagebakeError(f"{_rel(lock)} line {number}: expected name ref bases commit "
+                                 "sha256 licence repository")
+        pins.append(Pin(*words[:5]))
+    return pins
+
+
+def selected(pins: list[Pin], disco_ref: str) -> list[Pin]:
+    """Disco at DISCO_REF and every dependency any base may take (which OTP the base
+    has is only known inside the image, so both dependency sets must be there)."""
+    disco = [p for p in pins if p.bases == "disco" and p.ref == disco_ref]
+    if not disco:
+        refs = ", ".join(p.ref for p in pins if p.bases == "disco")
+        raise ImagebakeError(f"vendor/disco.lock has no Disco at disco_ref {disco_ref!r} "
+                             f"(vendored: {refs})")
+    return disco + [p for p in pins if p.bases != "disco"]
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def uses_vendor(variables: Mapping[str, str]) -> Path | None:
+    """The lock a bake with VARIABLES builds from, or None (none, git URL, tarball)."""
+    source = variables.get("disco_source", "vendored")
+    if source == "vendored":
+        return LOCK
+    if source.startswith("/") and source.endswith("/disco.lock"):
+        return Path(source)
+    return None
+
+
+def check(variables: Mapping[str, str], archives: Path = ARCHIVES) -> list[Pin]:
+    """Every archive the bake needs, present with the lock's sha256; else one line."""
+    lock = uses_vendor(variables)
+    if lock is None:
+        return []
+    if not lock.is_file():
+        raise ImagebakeError(f"missing lock file {_rel(lock)}")
+    pins = selected(read_lock(lock), variables.get("disco_ref", "0.5.4"))
+    for pin in pins:
+        path = Path(archives) / pin.archive
+        if not path.is_file():
+            raise ImagebakeError(f"missing archive {_rel(path)}: {HOW_TO_GET}")
+        got = sha256_of(path)
+        if got != pin.sha256:
+            raise ImagebakeError(f"checksum mismatch {_rel(path)}: {got[:16]}…, "
+                                 f"{_rel(lock)} says {pin.sha256[:16]}…: remake it with "
+                                 "`vendor/refresh.sh make` (needs GitHub)")
+    return pins
+
+
+def _rel(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
