@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+from . import files
 from .errors import ImagebakeError
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
@@ -41,17 +42,12 @@ def _path(name: str) -> Path:
 
 
 def save(record: dict) -> Path:
-    """Write the record atomically (0600: it holds the cluster's join token)."""
+    """Write the record atomically, 0600 in 0700 directories (it holds the cluster's
+    join token and cookie): files.write_private, never through a planted link."""
     path = _path(record["name"])
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files.private_dir(state_dir())
     record.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return files.write_private(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def load(name: str) -> dict | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ... import state
+from ... import files, state
 from .readiness import master_host_key, node_host_keys
 
 
@@ -29,9 +29,7 @@ def remember(record: dict, reply: dict | None) -> None:
     for address, key in sorted(record.get("node_host_keys", {}).items()):
         lines.append(f"{address} {key}")
     if lines:
-        path = known_hosts_path(record["name"])
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.write_text("\n".join(lines) + "\n")
+        files.write_private(known_hosts_path(record["name"]), "\n".join(lines) + "\n")
 
 
 def forget(name: str) -> None:
