@@ -6,7 +6,11 @@
    resumed run).
 3. cloud-init's stored user data /var/lib/cloud/instance/user-data.txt, if it
    parses as our spec.
-4. EC2 IMDS user data (IMDSv2, IMDSv1 fallback).
+4. EC2 IMDS user data (IMDSv2, IMDSv1 fallback). When the metadata service
+   cannot be reached (down, 5xx, timeout), it is asked again with backoff
+   (IMDS_RETRY_DELAYS); when it still cannot, or when it answers with user
+   data that is not a spec, the agent logs ONE line and exits 2 (SpecUnavailable,
+   a SystemExit: no phase is recorded, no spec copy, key or cluster file written).
 
 The metadata fence (only root reaches 169.254.169.254) is added at every start
 whatever the source (phases.Agent.phase_spec) and, earlier, by the
@@ -25,6 +29,21 @@ CLOUD_INIT = "/var/lib/cloud/instance/user-data.txt"
 CLOUD_DIR = "/var/lib/cloud/instances"
 # cloud-init's copies of the user data (the spec, with token and cookie)
 CLOUD_COPIES = ("user-data.txt", "user-data.txt.i", "obj.pkl")
+# Seconds between IMDS attempts while the metadata service cannot be reached (~1 min).
+IMDS_RETRY_DELAYS = (1, 2, 4, 8, 15, 30)
+EXIT_NO_SPEC = 2
+
+
+class SpecUnavailable(SystemExit):
+    """The last source (IMDS) had no usable spec: the line is logged, the agent exits 2.
+
+    A SystemExit on purpose: it passes the phase bookkeeping (nothing is recorded or
+    written) and the command line's error logging (one line, not two).
+    """
+
+    def __init__(self, message):
+        SystemExit.__init__(self, EXIT_NO_SPEC)
+        self.message = message
 
 
 def find_spec(ctx, spec_path=None):
@@ -50,22 +69,43 @@ def find_spec(ctx, spec_path=None):
                 raise
             errors.append("%s: %s" % (path, exc))
     if ctx.imds_url:
+        spec, origin = _spec_from_imds(ctx, notes, errors)
+        if spec is not None:
+            return spec, origin, notes
+        message = "no cluster spec found (%s)" % "; ".join(errors)
+        ctx.log.error("%s", message)
+        raise SpecUnavailable(message)
+    raise SpecError("no cluster spec found (%s)" % ("; ".join(errors) or "no source had one"))
+
+
+def _spec_from_imds(ctx, notes, errors):
+    """(spec, origin) from IMDS user data, or (None, None) with the reason in ERRORS.
+
+    Unreachable (NoIMDS): retried after each of IMDS_RETRY_DELAYS. An answer that
+    is not a spec (no user data, not our JSON) is final: asking again changes nothing.
+    """
+    delays = list(IMDS_RETRY_DELAYS)
+    while True:
         try:
             data, version = imds.get_user_data(ctx.imds_url)
         except imds.NoIMDS as exc:
-            errors.append("imds: %s" % exc)
-        else:
-            notes["imds"] = version
-            if version == "v1":
-                notes["imds_fence"] = imds.fence_metadata(ctx)
-            if data is None:
-                errors.append("imds: no user data")
-            else:
-                try:
-                    return loads(data), "imds-%s" % version, notes
-                except SpecError as exc:
-                    errors.append("imds user data: %s" % exc)
-    raise SpecError("no cluster spec found (%s)" % ("; ".join(errors) or "no source had one"))
+            if not delays:
+                errors.append("imds: %s (after %d attempts)" % (exc, len(IMDS_RETRY_DELAYS) + 1))
+                return None, None
+            ctx.sleep(delays.pop(0))
+            continue
+        break
+    notes["imds"] = version
+    if version == "v1":
+        notes["imds_fence"] = imds.fence_metadata(ctx)
+    if data is None:
+        errors.append("imds: no user data")
+        return None, None
+    try:
+        return loads(data), "imds-%s" % version
+    except SpecError as exc:
+        errors.append("imds user data: %s" % exc)
+        return None, None
 
 
 def persist_spec(ctx, spec, origin=None):

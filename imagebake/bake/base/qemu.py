@@ -3,8 +3,8 @@
 debootstrap writes the root file system straight into an ext4 partition of a
 raw disk (loop device), extlinux makes it bootable by itself (MBR + extlinux, as
 Packer's qemu builder boots a plain disk image), then qemu-img turns it into
-build/base/debian12.qcow2. The image carries systemd, cloud-init (NoCloud only:
-no metadata probing on the network), OpenSSH and the packages of the Docker
+build/base/debian12.qcow2. The image carries systemd, cloud-init (datasource
+identified by ds-identify: NoCloud seed or EC2 SMBIOS), OpenSSH and the packages of the Docker
 base. Idempotent: a sidecar file holds the recipe hash; the same hash means the
 image is kept.
 """
@@ -27,12 +27,12 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 OUTPUT = Path("build/base/debian12.qcow2")
 DISK_SIZE_MIB = 4096
 PART_START_SECTOR = 2048  # 1 MiB
-RECIPE_VERSION = "4"
+RECIPE_VERSION = "5"
 
 # The Docker base's packages (provision/base/docker-base.sh PACKAGES) ...
 DOCKER_BASE_PACKAGES = (
     "erlang-nox,erlang-dev,openssh-server,openssh-client,dnsmasq,python3,python-is-python3,"
-    "make,git,ca-certificates,iproute2,procps,iputils-ping,netbase,sudo,cron"
+    "make,git,ca-certificates,iproute2,procps,iputils-ping,netbase,sudo,cron,iptables"
 )
 # ... plus what a machine that boots by itself needs.
 VM_PACKAGES = (
@@ -53,10 +53,13 @@ LABEL debian
   APPEND root=UUID={uuid} ro {args}
 """
 
-# NoCloud only: never probe EC2/GCE/... metadata addresses at boot.
+# No datasource_list: cloud-init's ds-identify picks the datasource from what the machine
+# shows, as on a stock cloud image (EC2 AMIs included): NoCloud when a disk labelled cidata
+# is attached (the bake), Ec2 when the SMBIOS system UUID and serial both start with "ec2"
+# (the launched VMs, whose metadata service is emulated). ds-identify's default policy
+# (maybe=none) probes no metadata address unless the platform was identified.
 CLOUD_CFG = """\
-# imagebake: QEMU images take their user data from a NoCloud seed (label cidata).
-datasource_list: [ NoCloud, None ]
+# imagebake: the datasource is identified by ds-identify (NoCloud seed at bake, Ec2 at launch).
 datasource:
   NoCloud:
     fs_label: cidata
