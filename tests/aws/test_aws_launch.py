@@ -65,13 +65,13 @@ def test_security_group_allows_members_and_caller_only(amis, ec2):
     record = launch()
     group = ec2.describe_security_groups(GroupIds=[record["security_group"]])["SecurityGroups"][0]
     rules = sorted(group["IpPermissions"], key=lambda p: (p.get("FromPort", -1), p["IpProtocol"]))
-    assert len(rules) == 4
+    assert len(rules) == 3
     members = rules[0]
     assert members["IpProtocol"] == "-1"
     assert [p["GroupId"] for p in members["UserIdGroupPairs"]] == [record["security_group"]]
     assert not members.get("IpRanges")
     ports = [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules[1:]]
-    assert ports == [("tcp", 22, 22), ("tcp", 8989, 8989), ("tcp", 8990, 8990)]
+    assert ports == [("tcp", 22, 22), ("tcp", 8990, 8990)]  # Disco's 8989: members only
     for rule in rules[1:]:
         assert [r["CidrIp"] for r in rule["IpRanges"]] == [CIDR]
         assert not rule.get("UserIdGroupPairs")

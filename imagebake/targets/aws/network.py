@@ -20,7 +20,40 @@ CHECKIP_TIMEOUT = 4.0
 SSH_PORT = 22
 DISCO_PORT = 8989
 JOIN_PORT = 8990
-PUBLIC_PORTS = (SSH_PORT, DISCO_PORT, JOIN_PORT)
+
+# Who may reach a port: the caller's --allow-cidr, or only the cluster's own members
+# (the security group referencing itself).
+CALLER = "caller"
+MEMBERS = "members"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A port, what listens on it, and who may reach it (Flintrock's services declare
+    their own security group rules; here one table does)."""
+
+    port: int
+    listener: str
+    open_to: str
+
+
+LISTENERS = (
+    Listener(SSH_PORT, "sshd: `invoke ssh` and `invoke tunnel` (pinned host keys)", CALLER),
+    Listener(JOIN_PORT, "imagebake agent: join and status, every message MAC-signed with "
+                        "the cluster token", CALLER),
+    Listener(DISCO_PORT, "Disco master: web UI and job API, no authentication (running a "
+                         "job runs code as disco on every node): reach it through "
+                         "`invoke tunnel`", MEMBERS),
+)
+# Members also reach each other on every port (the self-referencing rule): Erlang
+# distribution (epmd, 30000-30063), DDFS and Disco's workers pick their own ports.
+
+
+def caller_ports() -> tuple[int, ...]:
+    return tuple(entry.port for entry in LISTENERS if entry.open_to == CALLER)
+
+
+PUBLIC_PORTS = caller_ports()  # the caller's CIDR reaches these and nothing else
 
 
 @dataclass
@@ -123,7 +156,8 @@ def caller_cidr(url: str | None = None, timeout: float = CHECKIP_TIMEOUT) -> str
 
 
 def ingress_rules(group_id: str, cidr: str) -> list[dict[str, Any]]:
-    """Everything between members; SSH, web UI and agent port from CIDR only."""
+    """Everything between members; from CIDR only the LISTENERS open to the caller
+    (SSH and the signed agent port; never Disco's unauthenticated job API)."""
     net = ipaddress.ip_network(cidr)
     ranges_key, ranges_value = (("IpRanges", [{"CidrIp": cidr, "Description": "imagebake caller"}])
                                 if net.version == 4 else
@@ -148,7 +182,8 @@ def create_group(client: Any, cluster: str, vpc: str, cidr: str,
     """The cluster's security group, tagged at creation; default egress is kept."""
     group_id = client.create_security_group(
         GroupName=group_name(cluster), VpcId=vpc,
-        Description=f"imagebake cluster {cluster}: members, and SSH/8989/8990 from {cidr}",
+        Description=f"imagebake cluster {cluster}: members, and "
+                    f"{'/'.join(str(p) for p in PUBLIC_PORTS)} from {cidr}",
         TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}],
     )["GroupId"]
     client.authorize_security_group_ingress(

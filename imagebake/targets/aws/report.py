@@ -37,7 +37,9 @@ def status_report(record: dict, found: dict[str, dict], reply: dict | None) -> d
         "security_group": record.get("security_group"),
         "master": {"id": master.get("id"), "hostname": "master", "address": public,
                    "private_ip": master.get("private_ip"), "state": master.get("state"),
-                   "agent": reply, "web_ui": f"http://{public}:8989/" if public else None},
+                   "agent": reply,
+                   # Disco's port is open to members only (network.LISTENERS)
+                   "web_ui": f"web UI: invoke tunnel --name {record['name']}"},
         "nodes": nodes, "missing": missing, "untracked": extra,
         "agent_reachable": reply is not None,
     }
