@@ -14,13 +14,22 @@ def render_status(report: dict) -> str:
     agent = master.get("agent") or {}
     if agent.get("disco"):
         lines.append(f"  disco   {agent['disco']}")
+    disco = report.get("disco")  # Disco's own view (its HTTP API), where the target has it
+    if disco:
+        lines.append(f"  disco   API: {disco.get('state')}")
     for node in report.get("nodes", []):
         joined = "joined" if node.get("joined") else "not joined"
         workers = node.get("workers")
+        seen = ""
+        if disco and disco.get("installed"):
+            info = node.get("disco") or {}
+            seen = (f"  disco: connected, {info.get('max_workers')} workers"
+                    if info.get("connected") else "  disco: NOT connected")
         lines.append(
             f"  {node.get('hostname', '?'):<7} {node.get('address') or '':<15} "
             f"{node.get('state', '?'):<10} {joined:<10} "
             f"{'workers ' + str(workers) if workers is not None else 'not in Disco config'}"
+            f"{seen}"
         )
     if report.get("missing"):
         lines.append(f"  missing: {', '.join(report['missing'])}")

@@ -28,11 +28,14 @@ def members(master_state: dict | None) -> dict[str, dict]:
 
 def assemble(record: dict, states: dict[str, str], master_state: dict | None,
              config: dict | None, agent_status: AgentStatus | None,
-             node_fields: Callable[[str], dict], master_fields: dict) -> dict:
+             node_fields: Callable[[str], dict], master_fields: dict,
+             disco: dict | None = None) -> dict:
     """The status report: per node its state, whether it joined and its Disco workers.
 
     Ready: the master runs, at least one node runs, and every running node has
     joined and is in Disco's config (a dead node is reported missing, not waited for).
+    With DISCO (Disco's own view, imagebake.disco.api.view) of a cluster whose images
+    carry Disco, also: Disco answers and reports every running node connected.
     """
     joined = members(master_state)
     in_config = {row[0]: row[1] for row in (config or {}).get("hosts", [])}
@@ -49,15 +52,22 @@ def assemble(record: dict, states: dict[str, str], master_state: dict | None,
             "state": states.get(host, "missing"), "joined": host in joined,
             "workers": in_config.get(host), "agent": agents.get(host),
         })
+        if disco is not None:
+            nodes[-1]["disco"] = (disco.get("nodes") or {}).get(host)
     master_running = states.get("master") == "running"
+    disco_ready = True
+    if disco is not None and disco.get("installed"):
+        seen = disco.get("nodes") or {}
+        disco_ready = all((seen.get(h) or {}).get("connected") for h in running)
     return {
         "name": record["name"], "target": record["target"],
-        "ready": master_running and bool(running)
+        "ready": master_running and bool(running) and disco_ready
         and all(h in joined and h in in_config for h in running),
         "master": {"hostname": "master", "address": record["master_ip"],
                    "state": states.get("master", "missing"), "agent": master_state,
                    **master_fields},
         "disco_config": config, "nodes": nodes,
+        **({"disco": disco} if disco is not None else {}),
         "missing": [n["hostname"] for n in nodes if n["state"] != "running"],
     }
 
@@ -78,10 +88,16 @@ def wait_ready(record: dict, started: float, status: Callable[[dict], dict], tim
                 raise ImagebakeError(master_down(report))
             if time.time() > deadline:
                 late = [n["hostname"] for n in report["nodes"] if not n["joined"]]
+                what = f"not joined: {', '.join(late) or 'none'}"
+                disco = report.get("disco")
+                if not late and disco and disco.get("installed"):
+                    off = [n["hostname"] for n in report["nodes"] if n["state"] == "running"
+                           and not (n.get("disco") or {}).get("connected")]
+                    what = f"Disco {disco.get('state')}; not connected in Disco: " \
+                           f"{', '.join(off) or 'none'}"
                 raise ImagebakeError(
                     f"cluster {record['name']!r} not ready after {int(time.time() - started)}s: "
-                    f"not joined: {', '.join(late) or 'none'} "
-                    f"(`invoke status --name {record['name']}`{hint})")
+                    f"{what} (`invoke status --name {record['name']}`{hint})")
             time.sleep(poll)
 
 

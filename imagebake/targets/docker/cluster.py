@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from ... import state
 from ...agent import spec as agent_spec
 from ...clients.docker import docker, ids, image_exists, inspect, require_daemon, used_subnets
+from ...disco import api as disco_api
 from ...errors import ImagebakeError
 from ...validate import parse_count
 from ..base import Target
@@ -113,7 +114,9 @@ def _node_spec(record: dict, host: str) -> dict:
 def _run_container(record: dict, host: str, role: str, spec_path: Path, ip: str | None) -> str:
     name = record["name"]
     args = [
-        "run", "-d", "--name", container_name(name, host), "--hostname", host,
+        # --init: tini as PID 1 reaps what Disco leaves (a stopped Erlang VM otherwise stays a
+        # zombie and `disco stop` spins); the agent is its child.
+        "run", "-d", "--init", "--name", container_name(name, host), "--hostname", host,
         "--network", record["network"],
         "--label", f"{LABEL}={name}", "--label", f"imagebake.role={role}",
         "--label", f"imagebake.host={host}",
@@ -122,6 +125,8 @@ def _run_container(record: dict, host: str, role: str, spec_path: Path, ip: str 
     if ip:
         args += ["--ip", ip]
     if role == "master":
+        # Disco's web UI and API, on the host's loopback only (unauthenticated: any local
+        # user of the host can reach it; nothing outside the host can).
         args += ["-p", f"127.0.0.1::{DISCO_PORT}"]
     args.append(record["images"][role])
     return docker(*args).strip()
@@ -164,6 +169,29 @@ def _disco_config(container: str) -> dict | None:
     return _exec_json(container, "cat", f"/usr/var/disco/disco_{DISCO_PORT}.config")
 
 
+def disco_source(record: dict) -> str:
+    """Where the master image's Disco came from (its `imagebake.disco-source` label):
+    'none' for an image baked without Disco."""
+    if record.get("disco_source"):
+        return record["disco_source"]
+    ref = (record.get("images") or {}).get("master", "")
+    label = docker("image", "inspect", "--format",
+                   '{{ index .Config.Labels "imagebake.disco-source" }}', ref,
+                   check=False).strip() if ref else ""
+    return label if label and label != "<no value>" else "unknown"
+
+
+def disco_installed(record: dict) -> bool:
+    source = disco_source(record)
+    if source == "unknown":  # an image without the label: look inside
+        import subprocess
+
+        return subprocess.run(["docker", "exec", container_name(record["name"], "master"),
+                               "test", "-x", "/usr/bin/disco"], capture_output=True,
+                              timeout=30).returncode == 0
+    return source != "none"
+
+
 def status(record: dict, per_node: bool = True) -> dict:
     name = record["name"]
     containers = {c["Config"]["Labels"].get("imagebake.host"): c
@@ -171,13 +199,15 @@ def status(record: dict, per_node: bool = True) -> dict:
     states = {host: c["State"]["Status"] for host, c in containers.items()}
     mname = container_name(name, "master")
     running = states.get("master") == "running"
+    url = _web_ui(containers.get("master")) if running else None
     return assemble(
         record, states,
         master_state=_agent_status(mname) if running else None,
         config=_disco_config(mname) if running else None,
         agent_status=(lambda h: _agent_status(container_name(name, h))) if per_node else None,
         node_fields=lambda h: {"container": container_name(name, h)},
-        master_fields={"container": mname, "web_ui": _web_ui(containers.get("master"))},
+        master_fields={"container": mname, "web_ui": url},
+        disco=disco_api.view(url, disco_installed(record)) if running else None,
     )
 
 
@@ -200,9 +230,42 @@ def _web_ui(master: dict | None) -> str | None:
 
 
 # ---------------------------------------------------------------- destroy & access
+STOP_TIMEOUT = 30
+
+
+def stop_disco(name: str) -> str | None:
+    """`disco stop` on a running master whose image has Disco; what happened, in words.
+    Bounded: a stop that hangs (no init reaping the VM) is reported, then killed."""
+    import subprocess
+
+    master = container_name(name, "master")
+    found = inspect(master)
+    if not found or found[0]["State"]["Status"] != "running":
+        return None
+    argv = ["docker", "exec", master, "sh", "-c",
+            "test -x /usr/bin/disco || exit 3; "
+            "disco status 2>/dev/null | grep -q running || exit 4; "
+            f"exec timeout -s KILL {STOP_TIMEOUT} disco stop"]
+    begun = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=STOP_TIMEOUT + 15)
+    except subprocess.TimeoutExpired:
+        return f"Disco stop did not return in {STOP_TIMEOUT + 15}s"
+    took = time.monotonic() - begun
+    if proc.returncode in (3, 4):
+        return None
+    if proc.returncode != 0:
+        last = (proc.stdout + proc.stderr).strip().splitlines() or [f"exit {proc.returncode}"]
+        return f"Disco stop failed after {took:.1f}s: {last[-1][:120]}"
+    return f"Disco stopped in {took:.1f}s"
+
+
 def _remove_everything(name: str) -> list[str]:
     removed = []
     label = f"{LABEL}={name}"
+    stopped = stop_disco(name)
+    if stopped:
+        removed.append(stopped)
     containers = ids("container", label)
     if containers:
         docker("rm", "-f", "-v", *containers)
@@ -256,6 +319,7 @@ class DockerTarget(Target):
             "workers_per_node": workers,
             "nodes": [node_hostname(i) for i in range(1, count + 1)],
         }
+        record["disco_source"] = disco_source(record)
         state.save(record)  # first: `destroy` finds a half-finished launch
         try:
             docker("network", "create", "--label", f"{LABEL}={name}", "--subnet", str(subnet),
@@ -337,7 +401,15 @@ class DockerTarget(Target):
         url = _web_ui(_container(record, "master"))
         if not url:
             raise ImagebakeError(f"the master of {record['name']!r} is not running")
-        return f"Disco web UI: {url}"
+        if not disco_installed(record):
+            raise ImagebakeError(f"no Disco in the images of {record['name']!r} (baked with "
+                                 "disco_source=none): there is no web UI")
+        code, _ = disco_api.get(url, "/")
+        if code != 200:
+            raise ImagebakeError(f"Disco's web UI at {url} answers {code or 'nothing'} "
+                                 f"(`invoke status --name {record['name']}`)")
+        return (f"Disco web UI: {url} (HTTP 200; host loopback only, unauthenticated: "
+                "any local user of this host can reach it)")
 
     def summary(self, record: dict) -> str:
         lines = [

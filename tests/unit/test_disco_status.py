@@ -1,0 +1,51 @@
+"""Readiness with Disco's own view: a cluster whose images carry Disco is ready only when
+Disco answers and reports every running slave connected (imagebake/targets/local_status.py,
+imagebake/disco/api.py)."""
+
+from __future__ import annotations
+
+import json
+
+from imagebake.disco import api
+from imagebake.targets.local_status import assemble
+
+RECORD = {"name": "t", "target": "docker", "master_ip": "10.0.0.2",
+          "nodes": ["node01", "node02"]}
+STATES = {"master": "running", "node01": "running", "node02": "running"}
+MASTER = {"nodes": [{"hostname": "node01"}, {"hostname": "node02"}]}
+CONFIG = {"hosts": [["node01", "2"], ["node02", "2"]]}
+
+
+def report(disco):
+    return assemble(RECORD, STATES, MASTER, CONFIG, None, lambda h: {}, {}, disco=disco)
+
+
+def view(connected):
+    return {"installed": True, "state": "running",
+            "nodes": {h: {"connected": c, "max_workers": 2} for h, c in connected.items()}}
+
+
+def test_ready_only_when_every_running_slave_is_connected_in_disco():
+    assert report(view({"node01": True, "node02": True}))["ready"]
+    assert not report(view({"node01": True, "node02": False}))["ready"]
+    assert not report(view({"node01": True}))["ready"]
+    assert not report({"installed": True, "state": "not answering", "nodes": {}})["ready"]
+
+
+def test_without_disco_in_the_images_readiness_is_the_agents():
+    absent = report({"installed": False, "state": "absent", "nodes": {}})
+    assert absent["ready"] and absent["disco"]["installed"] is False
+    assert report(None)["ready"] and "disco" not in report(None)
+
+
+def test_view_reads_nodeinfo(monkeypatch):
+    body = {"node01": {"connected": True, "max_workers": 2, "tasks": ["Job@1"], "job_ok": 3,
+                       "error": 0, "blacklisted": False}}
+    monkeypatch.setattr(api, "get", lambda url, path, timeout=5: (200, json.dumps(body).encode()))
+    seen = api.view("http://127.0.0.1:1/", True)
+    assert seen["nodes"]["node01"] == {"connected": True, "max_workers": 2, "blacklisted": False,
+                                       "running_jobs": 1, "jobs_ok": 3, "errors": 0}
+    assert seen["state"] == "running: 1/1 hosts connected"
+    monkeypatch.setattr(api, "get", lambda url, path, timeout=5: (0, b""))
+    assert api.view("http://127.0.0.1:1/", True)["state"] == "not answering"
+    assert api.view(None, False)["installed"] is False
