@@ -18,7 +18,11 @@ import sys
 
 
 def map_ngram(line, params):
-    """Yield (ngram, match_count) for one well-formed line; nothing for a malformed one."""
+    """Yield (ngram, match_count) for one well-formed line; nothing for a malformed one.
+
+    Lines of `ddfs chunk`ed input (read with chain_reader) arrive as bytes on Python 3."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
     fields = line.rstrip("\r\n").split("\t")
     if len(fields) not in (4, 5) or not fields[0].strip():
         return
@@ -57,11 +61,23 @@ def run_local(lines, k):
 
 
 def main(argv):
+    """python ngram_top.py [INPUT ...] K: INPUTs default to tag://data:2grams (written by
+    `invoke ddfs-load`, i.e. `ddfs chunk`: read with chain_reader). The job's name goes
+    to stderr as `job NAME` (for `disco events NAME`); JOB_TIMEOUT (seconds, default 600)
+    bounds the wait: a job that never ends is a failure, not a hang."""
+    import os
+
     from disco.core import Job, result_iterator
+    from disco.worker.task_io import chain_reader
 
     inputs, k = argv[1:-1] or ["tag://data:2grams"], int(argv[-1]) if len(argv) > 1 else 20
-    job = Job().run(input=inputs, map=map_ngram, reduce=reduce_counts)
-    sys.stdout.write(to_csv(top_k(result_iterator(job.wait(show=False)), k)))
+    job = Job().run(input=inputs, map=map_ngram, reduce=reduce_counts,
+                    map_reader=chain_reader)
+    sys.stderr.write("job " + job.name + "\n")
+    sys.stderr.flush()
+    timeout = float(os.environ.get("JOB_TIMEOUT", "600"))
+    results = job.wait(show=False, timeout=timeout)
+    sys.stdout.write(to_csv(top_k(result_iterator(results), k)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import os
 import shlex
 import shutil
 import tempfile
@@ -23,13 +22,18 @@ from .. import targets
 from ..errors import ImagebakeError
 from ..progress import progress_bar
 
-TAG_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-:.@")
+# Disco 0.5.4 master/src/ddfs/ddfs_util.erl: LEGAL_CHARS and NAME_MAX.
+TAG_CHARS = set(":@-_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+TAG_MAX = 511
 
 
 def check_tag(tag: str) -> str:
-    if not tag or set(tag) - TAG_CHARS:
-        raise ImagebakeError(f"invalid DDFS tag {tag!r}: use letters, digits and _-:.@")
-    return tag
+    """A DDFS tag name DDFS accepts (`tag://` in front is allowed and dropped)."""
+    name = tag[len("tag://"):] if isinstance(tag, str) and tag.startswith("tag://") else tag
+    if not name or not isinstance(name, str) or set(name) - TAG_CHARS or len(name) > TAG_MAX:
+        raise ImagebakeError(f"invalid DDFS tag {tag!r}: use letters, digits and _-:@ "
+                             f"(at most {TAG_MAX}), e.g. data:2grams")
+    return name
 
 
 def _fetch(source: str, folder: Path) -> Path:
@@ -67,33 +71,82 @@ def _plain(path: Path, folder: Path) -> list[Path]:
     return [path]
 
 
-def push(record: dict, tag: str, name: str, stream: BinaryIO) -> str:
-    """Stream one plain file to the master and `ddfs chunk` it under TAG."""
-    remote = f"/tmp/imagebake-ddfs-{os.getpid()}-{Path(name).name}"
-    command = (f"cat > {shlex.quote(remote)} && ddfs chunk {shlex.quote(tag)} "
-               f"{shlex.quote(remote)}; rc=$?; rm -f {shlex.quote(remote)}; exit $rc")
-    rc, out = targets.get(record["target"]).exec(record, command, user="disco", stdin=stream)
+def push(record: dict, tag: str, files: list[tuple[str, BinaryIO]]) -> str:
+    """Stream FILES ((name, binary stream) pairs) to a private directory on the master,
+    then store them all with ONE `ddfs chunk TAG ...` as the disco user: DDFS writes the
+    blobs and only then updates the tag once, so a failure leaves the tag as it was (the
+    orphan blobs go with DDFS's garbage collection). The directory is removed either way."""
+    target = targets.get(record["target"])
+    rc, out = target.exec(record, "mktemp -d /tmp/imagebake-ddfs.XXXXXX", user="disco")
+    folder = out.strip().splitlines()[-1] if rc == 0 and out.strip() else ""
+    if not folder.startswith("/tmp/imagebake-ddfs."):
+        raise ImagebakeError(f"cannot make a directory on the master: {out.strip()[-200:]}")
+    try:
+        remote = []
+        for index, (name, stream) in enumerate(files):
+            path = f"{folder}/{index:04d}-{Path(name).name}"
+            rc, out = target.exec(record, f"cat > {shlex.quote(path)}", user="disco",
+                                  stdin=stream)
+            if rc != 0:
+                raise ImagebakeError(f"copying {name} to the master failed: "
+                                     f"{_last(out)}; nothing stored under {tag}")
+            remote.append(shlex.quote(path))
+        rc, out = target.exec(record, f"ddfs chunk {shlex.quote(tag)} {' '.join(remote)}",
+                              user="disco")
+        if rc != 0:
+            raise ImagebakeError(f"ddfs chunk failed on the master: {_last(out)}; the tag "
+                                 f"{tag} was not changed")
+        return out
+    finally:
+        target.exec(record, f"rm -rf {shlex.quote(folder)}", user="disco")
+
+
+def _last(out: str) -> str:
+    lines = [line for line in out.strip().splitlines()
+             if line.strip() and "Warning" not in line and "warnings.warn" not in line]
+    return (lines or ["no output"])[-1][-200:]
+
+
+def check_sources(sources: list[str]) -> list[str]:
+    """Every local input exists and every scheme is known, before anything is stored."""
+    if not sources:
+        raise ImagebakeError("nothing to load: pass --input PATH_OR_URL (repeatable)")
+    for source in sources:
+        scheme = urllib.parse.urlparse(source).scheme
+        if scheme in ("http", "https"):
+            continue
+        if scheme not in ("", "file"):
+            raise ImagebakeError(f"unsupported input {source!r}: give a path or an http(s) URL")
+        path = Path(urllib.parse.urlparse(source).path if scheme else source)
+        if not path.is_file():
+            raise ImagebakeError(f"input not found: {source} (nothing stored)")
+    return sources
+
+
+def check_disco(record: dict) -> None:
+    rc, _ = targets.get(record["target"]).exec(record, "command -v ddfs")
     if rc != 0:
-        last = (out.strip().splitlines() or ["no output"])[-1]
-        raise ImagebakeError(f"ddfs chunk of {name} failed on the master: {last}")
-    return out
+        raise ImagebakeError(f"no Disco in the images of cluster {record['name']!r} (baked with "
+                             "disco_source=none): there is no DDFS to load into; bake with the "
+                             "vendored Disco (`invoke bake`) and launch again")
 
 
 def load(record: dict, sources: list[str], tag: str) -> int:
-    """Push every source under TAG; returns the number of files stored."""
-    check_tag(tag)
-    if not sources:
-        raise ImagebakeError("nothing to load: pass --input PATH_OR_URL (repeatable)")
-    rc, _ = targets.get(record["target"]).exec(record, "command -v ddfs")
-    if rc != 0:
-        raise ImagebakeError(f"Disco is not in the images of {record['name']!r} "
-                             "(offline bake): there is no DDFS to load into")
-    stored = 0
+    """Push every source under TAG in one DDFS tag update; returns the number of files.
+    Bad input (a missing file, a bad tag, a cluster without Disco) is refused before
+    anything is copied."""
+    tag = check_tag(tag)
+    check_sources(sources)
+    check_disco(record)
     with tempfile.TemporaryDirectory() as tmp, progress_bar(f"ddfs {tag}", len(sources)) as done:
+        plain: list[Path] = []
         for index, source in enumerate(sources):
-            for plain in _plain(_fetch(source, Path(tmp)), Path(tmp)):
-                with open(plain, "rb") as stream:
-                    push(record, tag, plain.name, stream)
-                stored += 1
+            plain += _plain(_fetch(source, Path(tmp)), Path(tmp))
             done(index + 1)
-    return stored
+        streams = [open(p, "rb") for p in plain]
+        try:
+            push(record, tag, [(p.name, s) for p, s in zip(plain, streams)])
+        finally:
+            for stream in streams:
+                stream.close()
+    return len(plain)

@@ -1,7 +1,9 @@
 """`invoke smoke`: prove a running cluster works.
 
-With Disco in the images: the 2-gram job (examples/ngram_top.py) on a
-generated sample whose answer is computed locally. Without
+With Disco in the images: a generated 2-gram sample pushed by ddfs-load, the
+2-gram top-K job (examples/ngram_top.py) over it, its answer compared with the
+same computation in plain Python, and Disco's job events showing where the tasks
+ran (slaves only). Without
 (offline bakes): the check Disco itself relies on — an Erlang node on the
 master, as the `disco` user, starts a remote node on every slave with
 `slave:start` over ssh (pinned host keys, shared cookie).
@@ -10,8 +12,8 @@ master, as the `disco` user, starts a remote node on every slave with
 from __future__ import annotations
 
 import importlib.util
-import io
 import random
+import re
 import shlex
 from pathlib import Path
 
@@ -43,37 +45,128 @@ def erlang_check_command(hosts: list[str]) -> str:
 
 
 NGRAM_JOB = Path(__file__).resolve().parents[2] / "examples" / "ngram_top.py"
-TOP_K = 3
+SMOKE_TAG = "data:imagebake-smoke"
+TOP_K = 5
+STDERR_MARK = "=== imagebake: stderr ==="
+JOB_TIMEOUT = 300  # seconds: a job that does not end by then is a failure, never a hang
+GRAMS = [f"{a} {b}" for a in ("of", "in", "to", "it", "on", "at", "from", "by")
+         for b in ("the", "a", "be", "is", "this")]
 
 
-def ngram_sample(seed: int = 11, lines: int = 3000) -> str:
-    """A small n-gram file (2009 format) with a few malformed lines."""
+def ngram_lines(rng: random.Random, count: int) -> list[str]:
+    """COUNT lines in the Google Books 2-gram format of 2009 (ngram TAB year TAB
+    match_count TAB page_count TAB volume_count), every 500th one malformed."""
+    rows = []
+    for i in range(count):
+        if i % 500 == 499:
+            rows.append("malformed line\n")
+            continue
+        match = rng.randint(1, 900)
+        rows.append(f"{rng.choice(GRAMS)}\t{rng.randint(1800, 2008)}\t{match}\t"
+                    f"{rng.randint(1, match)}\t{rng.randint(1, 40)}\n")
+    return rows
+
+
+def write_sample(folder: Path, files: int, lines: int, seed: int = 11) -> list[Path]:
+    """FILES generated 2-gram files of LINES lines each in FOLDER (one DDFS blob and so
+    one map task each)."""
     rng = random.Random(seed)
-    grams = ["of the", "in the", "to be", "it is", "on a", "at the", "from the"]
-    rows = [f"{rng.choice(grams)}\t{rng.randint(1800, 2008)}\t{rng.randint(1, 900)}\t1\t1"
-            for _ in range(lines)]
-    rows[::500] = ["malformed line"] * len(rows[::500])
-    return "\n".join(rows) + "\n"
+    paths = []
+    for n in range(files):
+        path = Path(folder) / f"googlebooks-eng-sample-2gram-{n:02d}.tsv"
+        path.write_text("".join(ngram_lines(rng, lines)))
+        paths.append(path)
+    return paths
 
 
-def ngram_smoke(target: Target, record: dict) -> tuple[bool, str]:
-    """The 2-gram job on a generated sample; its answer is computed here without Disco."""
-    from . import ddfs_load
-
+def load_job_module():
     spec = importlib.util.spec_from_file_location("ngram_top", NGRAM_JOB)
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
-    sample = ngram_sample()
-    want = job.to_csv(job.run_local(sample.splitlines(keepends=True), TOP_K))
-    ddfs_load.push(record, "data:imagebake-smoke", "ngrams.tsv", io.BytesIO(sample.encode()))
+    return job
+
+
+def local_answer(paths: list[Path], k: int) -> str:
+    """The same computation in plain Python (examples/ngram_top.py's functions)."""
+    job = load_job_module()
+    lines = [line for p in paths for line in p.read_text().splitlines(keepends=True)]
+    return job.to_csv(job.run_local(lines, k))
+
+
+def run_ngram_job(target: Target, record: dict, tag: str, k: int,
+                  timeout: int = JOB_TIMEOUT) -> tuple[int, str, str | None]:
+    """examples/ngram_top.py on the master as disco over TAG; (exit code, CSV, job name).
+    The wait is bounded (JOB_TIMEOUT in the job, `timeout` around it)."""
     with open(NGRAM_JOB, "rb") as code:
-        rc, _ = target.exec(record, "cat > /tmp/ngram_top.py", user="disco", stdin=code)
+        target.exec(record, "cat > /tmp/imagebake_ngram_top.py", user="disco", stdin=code)
     rc, out = target.exec(
-        record, f"python /tmp/ngram_top.py tag://data:imagebake-smoke {TOP_K}", user="disco")
-    got = out[out.find("ngram,count"):] if "ngram,count" in out else out
-    ok = rc == 0 and got.strip() == want.strip()
-    verdict = "top-K matches the local answer" if ok else f"WRONG (want {want!r})"
-    return ok, f"{got.strip()}\nsmoke: Disco 2-gram job ran: {verdict}"
+        record, f"cd /tmp && err=$(mktemp) && JOB_TIMEOUT={timeout} timeout -s KILL "
+                f"{timeout + 30} python3 -W ignore::UserWarning /tmp/imagebake_ngram_top.py "
+                f"tag://{tag} {k} 2>$err; rc=$?; echo '{STDERR_MARK}'; cat $err; rm -f $err; "
+                "exit $rc", user="disco")
+    stdout, _, stderr = out.partition(STDERR_MARK)
+    name = re.search(r"^job (\S+)$", stderr, re.M)
+    return rc, (stdout if rc == 0 else stderr or stdout), name.group(1) if name else None
+
+
+def job_events(target: Target, record: dict, job: str) -> list[list[str]]:
+    """Disco's events of JOB: [time, host, message] each (`disco events`)."""
+    import json
+
+    _, out = target.exec(record, f"disco events {shlex.quote(job)}", user="disco")
+    events = []
+    for line in out.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, list) and len(event) == 3:
+            events.append(event)
+    return events
+
+
+def task_hosts(events: list[list[str]]) -> dict[str, list[str]]:
+    """host -> the tasks Disco assigned to it (`map:0 assigned to node02`)."""
+    hosts: dict[str, list[str]] = {}
+    for _, _, message in events:
+        m = re.match(r"^(\S+:\d+) assigned to (\S+)$", message)
+        if m:
+            hosts.setdefault(m.group(2), []).append(m.group(1))
+    return hosts
+
+
+def ngram_smoke(target: Target, record: dict) -> tuple[bool, str]:
+    """ddfs-load a generated 2-gram sample, run the 2-gram top-K job on it, compare with
+    plain Python, and read Disco's events: every task on a slave, none on the master."""
+    import tempfile
+
+    from . import ddfs_load
+
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_sample(Path(tmp), files=2 * len(record["nodes"]), lines=4000)
+        want = local_answer(paths, TOP_K)
+        target.exec(record, f"ddfs rm {SMOKE_TAG} >/dev/null 2>&1", user="disco")
+        stored = ddfs_load.load(record, [str(p) for p in paths], SMOKE_TAG)
+    lines.append(f"ddfs-load: {stored} generated 2-gram files under tag://{SMOKE_TAG}")
+    rc, got, job = run_ngram_job(target, record, SMOKE_TAG, TOP_K)
+    if rc != 0:
+        return False, f"smoke: the Disco job FAILED (exit {rc}): {got.strip()[-500:]}"
+    lines.append(got.strip())
+    same = got.strip() == want.strip()
+    lines.append(f"job {job}: top-{TOP_K} " + ("matches the plain-Python answer" if same
+                                                else f"DIFFERS from the plain-Python {want!r}"))
+    hosts = task_hosts(job_events(target, record, job)) if job else {}
+    on_master = hosts.get("master", [])
+    for host in sorted(hosts):
+        lines.append(f"  {host}: {len(hosts[host])} tasks ({', '.join(hosts[host][:6])}"
+                     f"{' ...' if len(hosts[host]) > 6 else ''})")
+    where_ok = bool(hosts) and not on_master and set(hosts) <= set(record["nodes"])
+    lines.append("tasks ran on the slaves only, none on the master" if where_ok else
+                 f"tasks NOT only on the slaves (events: {hosts or 'none found'})")
+    ok = same and where_ok
+    lines.append(f"smoke: Disco 2-gram job {'passed' if ok else 'FAILED'}")
+    return ok, "\n".join(lines)
 
 
 def smoke(record: dict) -> tuple[bool, str]:

@@ -64,7 +64,78 @@ def test_bad_sources_are_one_line(tmp_path, source):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("tag", ["", "data grams", "data;rm", "x/y"])
+@pytest.mark.parametrize("tag", ["", "data grams", "data;rm", "x/y", "data.2grams", "a" * 512])
 def test_bad_tags(tag):
     with pytest.raises(ImagebakeError, match="invalid DDFS tag"):
         ddfs_load.check_tag(tag)
+
+
+def test_tag_prefix_is_dropped_and_ddfs_legal_names_pass():
+    assert ddfs_load.check_tag("tag://data:2grams") == "data:2grams"
+    assert ddfs_load.check_tag("user@x_y-z:1") == "user@x_y-z:1"
+
+
+class FakeMaster:
+    """A target whose exec records the commands and fails the ones matching FAIL."""
+
+    def __init__(self, fail: str = "", has_ddfs: bool = True) -> None:
+        self.calls: list[str] = []
+        self.fail, self.has_ddfs = fail, has_ddfs
+
+    def exec(self, record, command, user="root", stdin=None):
+        self.calls.append(command)
+        if command == "command -v ddfs":
+            return (0, "/usr/bin/ddfs") if self.has_ddfs else (1, "")
+        if command.startswith("mktemp"):
+            return 0, "/tmp/imagebake-ddfs.abc123\n"
+        if stdin is not None:
+            stdin.read()
+        if self.fail and self.fail in command:
+            return 1, "Traceback ...\nCommError: not enough nodes\n"
+        return 0, ""
+
+
+@pytest.fixture
+def master(monkeypatch):
+    fake = FakeMaster()
+    monkeypatch.setattr("imagebake.targets.get", lambda name: fake)
+    return fake
+
+
+def _files(tmp_path, n=3):
+    paths = []
+    for i in range(n):
+        (tmp_path / f"f{i}.tsv").write_bytes(TEXT)
+        paths.append(str(tmp_path / f"f{i}.tsv"))
+    return paths
+
+
+def test_all_files_go_in_one_ddfs_chunk_and_the_copy_is_removed(master, tmp_path):
+    assert ddfs_load.load({"name": "c", "target": "fake"}, _files(tmp_path), "data:x") == 3
+    chunks = [c for c in master.calls if c.startswith("ddfs chunk")]
+    assert len(chunks) == 1 and chunks[0].count("/tmp/imagebake-ddfs.abc123/") == 3
+    assert master.calls[-1] == "rm -rf /tmp/imagebake-ddfs.abc123"
+
+
+def test_a_failed_chunk_is_one_line_and_the_copy_is_removed(master, tmp_path):
+    master.fail = "ddfs chunk"
+    with pytest.raises(ImagebakeError) as err:
+        ddfs_load.load({"name": "c", "target": "fake"}, _files(tmp_path), "data:x")
+    assert "\n" not in str(err.value) and "not enough nodes" in str(err.value)
+    assert "was not changed" in str(err.value)
+    assert master.calls[-1] == "rm -rf /tmp/imagebake-ddfs.abc123"
+
+
+@pytest.mark.parametrize("case", ["missing file", "bad tag", "no disco"])
+def test_bad_input_stores_nothing(master, tmp_path, case):
+    sources, tag = _files(tmp_path), "data:x"
+    if case == "missing file":
+        sources.append(str(tmp_path / "absent.tsv"))
+    elif case == "bad tag":
+        tag = "data.x"
+    else:
+        master.has_ddfs = False
+    with pytest.raises(ImagebakeError) as err:
+        ddfs_load.load({"name": "c", "target": "fake"}, sources, tag)
+    assert "\n" not in str(err.value)
+    assert not [c for c in master.calls if c != "command -v ddfs"]  # nothing copied or stored
