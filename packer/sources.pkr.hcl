@@ -23,9 +23,9 @@ source "amazon-ebs" "master" {
   ami_name        = local.ami_name["master"]
   ami_description = "imagebake Disco master ${local.hash12["master"]}"
   encrypt_boot    = var.encrypt_boot
-  tags            = local.aws_tags["master"]
-  snapshot_tags   = local.aws_tags["master"]
-  run_tags        = { Name = "packer imagebake master" }
+  tags            = merge(local.aws_tags["master"], { "imagebake:imdsv2" = var.imdsv2_support })
+  snapshot_tags   = merge(local.aws_tags["master"], { "imagebake:imdsv2" = var.imdsv2_support })
+  run_tags        = { Name = "packer imagebake master", "imagebake:imdsv2" = var.imdsv2_support }
 }
 
 source "amazon-ebs" "node" {
@@ -37,7 +37,7 @@ source "amazon-ebs" "node" {
   ami_name        = local.ami_name["node"]
   ami_description = "imagebake Disco node ${local.hash12["node"]}"
   encrypt_boot    = var.encrypt_boot
-  tags            = local.aws_tags["node"]
-  snapshot_tags   = local.aws_tags["node"]
-  run_tags        = { Name = "packer imagebake node" }
+  tags            = merge(local.aws_tags["node"], { "imagebake:imdsv2" = var.imdsv2_support })
+  snapshot_tags   = merge(local.aws_tags["node"], { "imagebake:imdsv2" = var.imdsv2_support })
+  run_tags        = { Name = "packer imagebake node", "imagebake:imdsv2" = var.imdsv2_support }
 }

@@ -81,6 +81,17 @@ variable "instance_type" {
   }
 }
 
+variable "imdsv2_support" {
+  type        = string
+  description = "yes when the source AMI's cloud-init speaks IMDSv2 (session tokens): the AMIs are tagged imagebake:imdsv2=<this> and the launcher then sets HttpTokens=required. The default Ubuntu 14.04 base has cloud-init 0.7.5, which predates IMDSv2: no."
+  default     = "no"
+
+  validation {
+    condition     = contains(["yes", "no"], var.imdsv2_support)
+    error_message = "The imdsv2_support must be yes or no."
+  }
+}
+
 variable "ssh_username" {
   type        = string
   description = "Login user of the source AMI."

@@ -197,7 +197,11 @@ class AwsTarget(Target):
             reply = self.readiness(_address(master), network.JOIN_PORT, record)
         result = report.status_report(record, found, reply)
         if reply is not None:
-            hostkeys.remember(record, reply)
+            for entry in [master_entry, *record.get("nodes", [])]:
+                info = found.get(entry.get("id"))
+                if info is not None:  # addresses as EC2 reports them now
+                    entry.update({k: info[k] for k in ("private_ip", "public_ip")})
+            hostkeys.remember(record, reply, found)
         if result["ready"] != record.get("ready") or reply is not None:
             record["ready"] = result["ready"]
             state.save(record)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 from ...agent import protocol
@@ -64,18 +65,25 @@ def master_host_key(reply: dict | None) -> str | None:
     return protocol.key_only(key) if protocol.is_pubkey(key) else None
 
 
-def node_host_keys(reply: dict | None) -> dict[str, str]:
-    """address -> host key of each joined node, when the master reports them."""
-    out: dict[str, str] = {}
+def node_host_keys(reply: dict | None, allowed: Iterable[str] | None = None) -> dict[str, str]:
+    """address -> host key of each joined node, when the master reports them.
+
+    Only a node's ``address`` counts (the peer address the master saw it join from),
+    never the other ``addresses`` it claims; with ALLOWED (the private addresses EC2
+    reports for the cluster's nodes) only those. An address two different keys are
+    claimed for is pinned to neither."""
+    allow = None if allowed is None else {str(a) for a in allowed if a}
+    claims: dict[str, set[str]] = {}
     members: Any = (reply or {}).get("nodes") or {}
     items = members.values() if isinstance(members, dict) else members
     for member in items:
         if not isinstance(member, dict):
             continue
         key = member.get("host_pubkey")
-        addresses = member.get("addresses") or ([member["address"]] if member.get("address")
-                                                else [])
-        if protocol.is_pubkey(key):
-            for address in addresses:
-                out[str(address)] = protocol.key_only(key)
-    return out
+        address = member.get("address")
+        if not protocol.is_pubkey(key) or not isinstance(address, str) or not address:
+            continue
+        if allow is not None and address not in allow:
+            continue
+        claims.setdefault(address, set()).add(protocol.key_only(key))
+    return {address: keys.pop() for address, keys in claims.items() if len(keys) == 1}
