@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import re
 import shlex
 from pathlib import Path
 
@@ -47,7 +46,6 @@ def erlang_check_command(hosts: list[str]) -> str:
 NGRAM_JOB = Path(__file__).resolve().parents[2] / "examples" / "ngram_top.py"
 SMOKE_TAG = "data:imagebake-smoke"
 TOP_K = 5
-STDERR_MARK = "=== imagebake: stderr ==="
 JOB_TIMEOUT = 300  # seconds: a job that does not end by then is a failure, never a hang
 GRAMS = [f"{a} {b}" for a in ("of", "in", "to", "it", "on", "at", "from", "by")
          for b in ("the", "a", "be", "is", "this")]
@@ -93,54 +91,12 @@ def local_answer(paths: list[Path], k: int) -> str:
     return job.to_csv(job.run_local(lines, k))
 
 
-def run_ngram_job(target: Target, record: dict, tag: str, k: int,
-                  timeout: int = JOB_TIMEOUT) -> tuple[int, str, str | None]:
-    """examples/ngram_top.py on the master as disco over TAG; (exit code, CSV, job name).
-    The wait is bounded (JOB_TIMEOUT in the job, `timeout` around it)."""
-    with open(NGRAM_JOB, "rb") as code:
-        target.exec(record, "cat > /tmp/imagebake_ngram_top.py", user="disco", stdin=code)
-    rc, out = target.exec(
-        record, f"cd /tmp && err=$(mktemp) && JOB_TIMEOUT={timeout} timeout -s KILL "
-                f"{timeout + 30} python3 -W ignore::UserWarning /tmp/imagebake_ngram_top.py "
-                f"tag://{tag} {k} 2>$err; rc=$?; echo '{STDERR_MARK}'; cat $err; rm -f $err; "
-                "exit $rc", user="disco")
-    stdout, _, stderr = out.partition(STDERR_MARK)
-    name = re.search(r"^job (\S+)$", stderr, re.M)
-    return rc, (stdout if rc == 0 else stderr or stdout), name.group(1) if name else None
-
-
-def job_events(target: Target, record: dict, job: str) -> list[list[str]]:
-    """Disco's events of JOB: [time, host, message] each (`disco events`)."""
-    import json
-
-    _, out = target.exec(record, f"disco events {shlex.quote(job)}", user="disco")
-    events = []
-    for line in out.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, list) and len(event) == 3:
-            events.append(event)
-    return events
-
-
-def task_hosts(events: list[list[str]]) -> dict[str, list[str]]:
-    """host -> the tasks Disco assigned to it (`map:0 assigned to node02`)."""
-    hosts: dict[str, list[str]] = {}
-    for _, _, message in events:
-        m = re.match(r"^(\S+:\d+) assigned to (\S+)$", message)
-        if m:
-            hosts.setdefault(m.group(2), []).append(m.group(1))
-    return hosts
-
-
 def ngram_smoke(target: Target, record: dict) -> tuple[bool, str]:
     """ddfs-load a generated 2-gram sample, run the 2-gram top-K job on it, compare with
     plain Python, and read Disco's events: every task on a slave, none on the master."""
     import tempfile
 
-    from . import ddfs_load
+    from . import ddfs_load, jobs
 
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,14 +105,16 @@ def ngram_smoke(target: Target, record: dict) -> tuple[bool, str]:
         target.exec(record, f"ddfs rm {SMOKE_TAG} >/dev/null 2>&1", user="disco")
         stored = ddfs_load.load(record, [str(p) for p in paths], SMOKE_TAG)
     lines.append(f"ddfs-load: {stored} generated 2-gram files under tag://{SMOKE_TAG}")
-    rc, got, job = run_ngram_job(target, record, SMOKE_TAG, TOP_K)
-    if rc != 0:
-        return False, f"smoke: the Disco job FAILED (exit {rc}): {got.strip()[-500:]}"
+    run = jobs.run_script(target, record, NGRAM_JOB, [f"tag://{SMOKE_TAG}", str(TOP_K)],
+                          timeout=JOB_TIMEOUT)
+    if not run.ok:
+        return False, "\n".join(lines + [f"smoke: FAILED: {run.reason}"])
+    got, job = run.stdout, run.name
     lines.append(got.strip())
     same = got.strip() == want.strip()
     lines.append(f"job {job}: top-{TOP_K} " + ("matches the plain-Python answer" if same
                                                 else f"DIFFERS from the plain-Python {want!r}"))
-    hosts = task_hosts(job_events(target, record, job)) if job else {}
+    hosts = run.hosts()
     on_master = hosts.get("master", [])
     for host in sorted(hosts):
         lines.append(f"  {host}: {len(hosts[host])} tasks ({', '.join(hosts[host][:6])}"
