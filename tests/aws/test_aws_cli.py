@@ -47,9 +47,22 @@ def _record_exists(ec2, env):
 
 
 def _tagged_instances_exist(ec2, env):
+    """Instances of a cluster "bad" of the caller's (owner tag as a launch writes it)."""
+    me = boto3.client("sts", region_name=REGION).get_caller_identity()["Arn"]
     node = json.loads(Path(env["IMAGEBAKE_IMAGES_JSON"]).read_text())["aws"]["node"]["id"]
     ec2.run_instances(ImageId=node, MinCount=1, MaxCount=1, TagSpecifications=[{
-        "ResourceType": "instance", "Tags": [{"Key": "imagebake:cluster", "Value": "bad"}]}])
+        "ResourceType": "instance", "Tags": [{"Key": "imagebake:cluster", "Value": "bad"},
+                                             {"Key": "owner", "Value": me}]}])
+    return []
+
+
+def _group_of_another_principal(ec2, env):
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    ec2.create_security_group(
+        GroupName="imagebake-bad", Description="theirs", VpcId=vpc["VpcId"],
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+            {"Key": "imagebake:cluster", "Value": "bad"},
+            {"Key": "owner", "Value": "arn:aws:iam::123456789012:user/other"}]}])
     return []
 
 
@@ -117,6 +130,7 @@ CASES = {
     "name-invalid": (["--name", "Bad_Name"], None, "invalid cluster name"),
     "name-recorded": ([], _record_exists, "already recorded"),
     "name-tagged-instances": ([], _tagged_instances_exist, "invoke destroy"),
+    "name-of-another-principal": ([], _group_of_another_principal, "another principal"),
     "no-credentials": ([], _no_credentials, "no AWS credentials found"),
     "unknown-profile": (["--profile", "nope"], None, "profile 'nope' not found"),
     "unknown-key-pair": (["--key-name", "nope"], None, "key pair 'nope' not found"),
@@ -144,7 +158,7 @@ def test_bad_launch_input(cli_env, ec2, case):
     assert expected in lines[0], lines[0]
     after = tagged(ec2, "bad")
     assert len(after["instances"]) == len(before["instances"])
-    assert after["groups"] == [] and after["spot"] == []
+    assert after["groups"] == before["groups"] and after["spot"] == []  # nothing created
     clusters = Path(cli_env["IMAGEBAKE_STATE_DIR"]) / "clusters"
     recorded = sorted(p.name for p in clusters.glob("*.json")) if clusters.is_dir() else []
     assert recorded == (["bad.json"] if case == "name-recorded" else [])

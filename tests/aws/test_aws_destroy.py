@@ -48,6 +48,7 @@ def test_destroy_without_a_record_finds_the_placement_group_by_tag(amis, ec2, ca
     searched = calls.named("DescribePlacementGroups")
     assert searched and {"Name": "tag:imagebake:cluster", "Values": ["c1"]} in \
         searched[0]["Filters"]
+    assert {"Name": "tag:owner", "Values": [state_owner()]} in searched[0]["Filters"]
     assert [p["GroupName"] for p in calls.named("DeletePlacementGroup")] == ["imagebake-c1"]
     assert "placement group imagebake-c1 deleted" in message
     assert tagged(ec2, "c1") == NOTHING

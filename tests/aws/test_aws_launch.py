@@ -362,12 +362,13 @@ def test_grow_beyond_the_limit_is_refused(amis):
 
 def test_destroy_removes_everything_and_twice_is_safe(amis, ec2):
     record = launch(slaves=3)
-    # a spot request left behind with the cluster tag is cancelled too
+    # a spot request left behind with the cluster's tags is cancelled too
     ec2.request_spot_instances(
         InstanceCount=1, LaunchSpecification={"ImageId": amis["node"],
                                               "InstanceType": "t2.medium"},
         TagSpecifications=[{"ResourceType": "spot-instances-request",
-                            "Tags": [{"Key": "imagebake:cluster", "Value": "c1"}]}])
+                            "Tags": [{"Key": "imagebake:cluster", "Value": "c1"},
+                                     {"Key": "owner", "Value": record["owner"]}]}])
     message = aws().destroy("c1", record)
     assert "4 instance(s) terminated" in message
     assert tagged(ec2, "c1") == {"instances": [], "groups": [], "spot": []}

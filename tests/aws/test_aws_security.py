@@ -299,10 +299,26 @@ def test_every_cluster_filter_also_filters_on_the_owner(amis, calls):
 
 
 def test_a_name_taken_by_another_principal_is_refused_without_suggesting_destroy(amis, ec2):
-    other_principals_cluster(ec2, amis["node"], name="shared")
+    # their cluster "shared" lives in the default VPC: its security group name is taken
+    default_vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+    theirs = ec2.create_security_group(
+        GroupName="imagebake-shared", Description="theirs",
+        VpcId=default_vpc["Vpcs"][0]["VpcId"],
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+            {"Key": "imagebake:cluster", "Value": "shared"}, {"Key": "owner", "Value": OTHER}],
+        }])["GroupId"]
     with pytest.raises(ImagebakeError) as err:
         launch(name="shared")
     assert "another principal" in str(err.value) and "destroy" not in str(err.value)
+    assert state.load("shared") is None
+    assert ec2.describe_security_groups(GroupIds=[theirs])["SecurityGroups"]
+
+
+def test_a_same_named_cluster_of_another_principal_elsewhere_is_no_conflict(amis, ec2):
+    theirs = other_principals_cluster(ec2, amis["node"])  # in its own VPC
+    record = launch(slaves=1)
+    AwsTarget().destroy("c1", record)
+    still_there(ec2, theirs)
 
 
 def ec2_owner() -> str:
@@ -347,28 +363,56 @@ def test_owner_is_what_aws_principal_arn_holds(caller, owner):
     assert preflight.principal_arn(caller) == owner
 
 
+CREATES = {"ec2:RunInstances": ("instance", "volume", "network-interface",
+                                 "spot-instances-request"),
+           "ec2:CreateSecurityGroup": ("security-group",),
+           "ec2:CreatePlacementGroup": ("placement-group",)}
+MANAGES = ("ec2:TerminateInstances", "ec2:DeleteSecurityGroup", "ec2:DeletePlacementGroup",
+           "ec2:CancelSpotInstanceRequests", "ec2:AuthorizeSecurityGroupIngress")
+
+
+def _listed(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _grants(statement: dict, action: str, kind: str | None = None) -> bool:
+    if statement["Effect"] != "Allow" or action not in _listed(statement["Action"]):
+        return False
+    resources = _listed(statement["Resource"])
+    return kind is None or "*" in resources or any(f":{kind}/" in r for r in resources)
+
+
 def test_iam_policy_scopes_creation_and_management_to_the_owner():
     policy = json.loads((ROOT / "iam" / "launch-policy.json").read_text())
-    by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    mutating = {"ec2:TerminateInstances", "ec2:DeleteSecurityGroup", "ec2:DeletePlacementGroup",
-                "ec2:CancelSpotInstanceRequests", "ec2:AuthorizeSecurityGroupIngress"}
-    creating = {"ec2:RunInstances", "ec2:CreateSecurityGroup", "ec2:CreatePlacementGroup"}
-    for statement in policy["Statement"]:
-        actions = statement["Action"]
-        actions = {actions} if isinstance(actions, str) else set(actions)
-        condition = statement.get("Condition", {})
-        if actions & mutating and statement["Effect"] == "Allow":
-            resource_owner = condition.get("StringEquals", {}).get("aws:ResourceTag/owner")
-            request_owner = condition.get("StringEquals", {}).get("aws:RequestTag/owner")
-            assert "${aws:PrincipalArn}" in (resource_owner, request_owner), statement["Sid"]
-        if actions & creating and statement["Effect"] == "Allow":
-            resources = statement["Resource"]
-            resources = [resources] if isinstance(resources, str) else resources
-            creates = [r for r in resources if re.search(
-                r":(instance|volume|network-interface|spot-instances-request|security-group|"
-                r"placement-group)/", r)]
-            if creates:
-                assert condition["StringEquals"]["aws:RequestTag/owner"] == \
-                    "${aws:PrincipalArn}", statement["Sid"]
-    assert by_sid["ManageOnlyOurResources"]["Condition"]["StringEquals"][
-        "aws:ResourceTag/owner"] == "${aws:PrincipalArn}"
+    statements = policy["Statement"]
+    for action, kinds in CREATES.items():
+        for kind in kinds:
+            granting = [s for s in statements if _grants(s, action, kind)]
+            assert granting, (action, kind)
+            for statement in granting:
+                equals = statement.get("Condition", {}).get("StringEquals", {})
+                assert equals.get("aws:RequestTag/owner") == "${aws:PrincipalArn}", \
+                    (statement["Sid"], action, kind)
+    for action in MANAGES:
+        granting = [s for s in statements if _grants(s, action)]
+        assert granting, action
+        for statement in granting:
+            equals = statement.get("Condition", {}).get("StringEquals", {})
+            assert "${aws:PrincipalArn}" in (equals.get("aws:ResourceTag/owner"),
+                                             equals.get("aws:RequestTag/owner")), statement["Sid"]
+    tags = [s for s in statements if _grants(s, "ec2:CreateTags")]
+    for statement in tags:
+        equals = statement["Condition"]["StringEquals"]
+        assert "ec2:CreateAction" in equals
+        assert equals["aws:RequestTag/owner"] == "${aws:PrincipalArn}"
+    manage = next(s for s in statements if s["Sid"] == "ManageOnlyOurResources")
+    assert manage["Condition"]["StringEquals"]["aws:ResourceTag/owner"] == "${aws:PrincipalArn}"
+
+
+def test_the_user_data_protection_policy_denies_reading_others_user_data():
+    policy = json.loads((ROOT / "iam" / "protect-user-data-policy.json").read_text())
+    (deny,) = policy["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Action"] == "ec2:DescribeInstanceAttribute"
+    assert deny["Condition"]["StringNotEquals"]["aws:ResourceTag/owner"] == \
+        "${aws:PrincipalArn}"
+    assert deny["Condition"]["Null"]["aws:ResourceTag/imagebake:cluster"] == "false"

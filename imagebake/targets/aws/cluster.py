@@ -108,7 +108,7 @@ class AwsTarget(Target):
                                  {"master": master_type, "node": node_type})
         preflight.key_pair(client, key, region)
         where = network.find_placement(client, region, subnet, [master_type, node_type])
-        preflight.name_free(client, name, region)
+        preflight.name_free(client, name, region, owner, where.vpc)
         if cidr is None:
             cidr = network.caller_cidr()
         return LaunchPlan(
@@ -183,10 +183,12 @@ class AwsTarget(Target):
     # ------------------------------------------------------------------ status
     def status(self, record: dict) -> dict:
         """Instance states from one DescribeInstances, plus the master agent's report."""
-        client = aws.ec2(self._session(record), record["region"])
+        session = self._session(record)
+        client = aws.ec2(session, record["region"])
+        owner = _owner(record, session)
         try:
             found = {i["InstanceId"]: ec2i.brief(i)
-                     for i in ec2i.describe(client, cluster=record["name"])}
+                     for i in ec2i.describe(client, cluster=record["name"], owner=owner)}
         except AWS_ERRORS as exc:
             raise ImagebakeError(aws.explain(exc, "describing the cluster",
                                              region=record["region"])) from None
@@ -222,13 +224,14 @@ class AwsTarget(Target):
         session = self._session(record)
         client = aws.ec2(session, record["region"])
         master = (record.get("master") or {}).get("id")
+        owner = _owner(record, session)
         live = {i["InstanceId"]: i["State"]["Name"]
-                for i in ec2i.describe(client, cluster=record["name"], states=ec2i.LIVE_STATES)}
+                for i in ec2i.describe(client, cluster=record["name"], owner=owner,
+                                       states=ec2i.LIVE_STATES)}
         if live.get(master) != "running":
             raise ImagebakeError(
                 f"the master of {record['name']!r} is {live.get(master, 'gone')}: cannot grow; "
                 f"`invoke destroy --name {record['name']}` and launch again")
-        owner = record.get("owner") or preflight.owner(session)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         tags = ec2i.tag_list(record["name"], "node", owner, created, record.get("ttl"))
         new: list[dict] = []
@@ -241,7 +244,7 @@ class AwsTarget(Target):
             new = [_entry(fresh[n["id"]]) if n["id"] in fresh else n for n in new]
         except BaseException as exc:  # noqa: B036
             if new:
-                ec2i.remove_cluster(session, record["region"], record["name"],
+                ec2i.remove_cluster(session, record["region"], record["name"], owner=owner,
                                     only_ids=[n["id"] for n in new])
             if isinstance(exc, AWS_ERRORS):
                 raise ImagebakeError("grow failed: " + aws.explain(
@@ -259,12 +262,14 @@ class AwsTarget(Target):
 
     # ------------------------------------------------------------------ destroy
     def _destroy(self, name: str, record: dict | None) -> str:
-        """Remove everything tagged imagebake:cluster=NAME; safe to repeat."""
+        """Remove everything tagged imagebake:cluster=NAME and owned by the caller (the
+        owner tag, preflight.owner); safe to repeat."""
         region = (record or {}).get("region")
         session = self._session(record)
         region = region or session.region_name
+        owner = preflight.owner(session)
         try:
-            done = ec2i.remove_cluster(session, region, name,
+            done = ec2i.remove_cluster(session, region, name, owner=owner,
                                        placement_group=(record or {}).get("placement_group"),
                                        search_placement=record is None)
         except AWS_ERRORS as exc:
@@ -274,8 +279,8 @@ class AwsTarget(Target):
         notes = f" ({'; '.join(done.notes)})" if done.notes else ""
         if done.empty:
             local = "; removed the local record" if had_record else ""
-            return (f"nothing to destroy: nothing tagged {ec2i.CLUSTER_TAG}={name} in {region}"
-                    f"{local}{notes}")
+            return (f"nothing to destroy: nothing of yours tagged {ec2i.CLUSTER_TAG}={name} "
+                    f"in {region}{local}{notes}")
         return f"destroyed {name} in {region}: {done.describe()}{notes}"
 
     # ------------------------------------------------------------------ access
@@ -345,6 +350,11 @@ def _refresh(client: Any, record: dict) -> list[dict]:
     return list(found.values())
 
 
+def _owner(record: dict, session: boto3.Session) -> str:
+    """The owner tag the cluster's resources carry: the record's, else the caller's."""
+    return record.get("owner") or preflight.owner(session)
+
+
 def _address(entry: dict) -> str:
     return entry.get("public_ip") or entry["private_ip"]
 
@@ -393,7 +403,7 @@ def _fail(session: boto3.Session, record: dict, exc: BaseException, doing: str,
             f"launch failed: {why}; kept what was started (--keep-on-failure): "
             f"`invoke destroy --name {name}` removes it") from None
     try:
-        ec2i.remove_cluster(session, record["region"], name,
+        ec2i.remove_cluster(session, record["region"], name, owner=record["owner"],
                             placement_group=record.get("placement_group"),
                             search_placement=False)
     except BaseException as cleanup:  # noqa: B036

@@ -14,6 +14,7 @@ from ...clients import aws
 
 CLUSTER_TAG = "imagebake:cluster"
 ROLE_TAG = "imagebake:role"
+OWNER_TAG = "owner"  # the launching principal's ARN as aws:PrincipalArn holds it
 LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 OPEN_SPOT_STATES = ["open", "active", "disabled"]
 WAIT_RUNNING = {"Delay": 5, "MaxAttempts": 120}      # up to 10 minutes
@@ -27,7 +28,7 @@ def tag_list(cluster: str, role: str, owner: str, created: str, ttl: str | None)
         CLUSTER_TAG: cluster,
         ROLE_TAG: role,
         "Name": f"imagebake-{cluster}-{role}",
-        "owner": owner[:256],  # EC2's limit for a tag value
+        OWNER_TAG: owner[:256],  # EC2's limit for a tag value
         "created": created,
         "ttl": ttl or "none",
     }
@@ -36,6 +37,18 @@ def tag_list(cluster: str, role: str, owner: str, created: str, ttl: str | None)
 
 def cluster_filter(cluster: str) -> dict:
     return {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}
+
+
+def owner_filter(owner: str) -> dict:
+    return {"Name": f"tag:{OWNER_TAG}", "Values": [owner[:256]]}
+
+
+def scope(cluster: str, owner: str) -> list[dict]:
+    """The filters naming one principal's cluster: a cluster name is per owner, so
+    another principal's resources with the same name are never found, let alone removed."""
+    if not owner:
+        raise ValueError("internal error: a cluster filter needs the owner")
+    return [cluster_filter(cluster), owner_filter(owner)]
 
 
 def run_args(*, ami: str, instance_type: str, count: int, subnet: str, group: str,
@@ -77,12 +90,12 @@ def run_args(*, ami: str, instance_type: str, count: int, subnet: str, group: st
 
 
 def describe(client: Any, ids: list[str] | None = None, cluster: str | None = None,
-             states: list[str] | None = None) -> list[dict]:
-    """Instances by ids and/or cluster tag, in one paginated DescribeInstances."""
+             states: list[str] | None = None, owner: str | None = None) -> list[dict]:
+    """Instances by ids and/or OWNER's cluster tag, in one paginated DescribeInstances."""
     kwargs: dict[str, Any] = {}
     filters = []
     if cluster:
-        filters.append(cluster_filter(cluster))
+        filters.extend(scope(cluster, owner or ""))
     if states:
         filters.append({"Name": "instance-state-name", "Values": states})
     if filters:
@@ -170,23 +183,25 @@ def _delete_group(client: Any, group_id: str) -> None:
         delay = min(delay * 2, 15.0)
 
 
-def remove_cluster(session: Any, region: str, cluster: str, *,
+def remove_cluster(session: Any, region: str, cluster: str, *, owner: str,
                    placement_group: str | None = None, search_placement: bool = True,
                    only_ids: list[str] | None = None) -> Removal:
-    """Terminate, cancel and delete everything tagged imagebake:cluster=CLUSTER.
+    """Terminate, cancel and delete everything tagged imagebake:cluster=CLUSTER and
+    owner=OWNER (another principal's cluster of the same name is left alone).
 
     With ONLY_IDS, terminate just those instances (a failed grow) and keep the rest.
     """
     client = aws.ec2(session, region)
     done = Removal()
-    if only_ids is not None:
-        live = [i["InstanceId"] for i in describe(client, ids=only_ids, states=LIVE_STATES)]
-    else:
-        live = [i["InstanceId"] for i in describe(client, cluster=cluster, states=LIVE_STATES)]
+    mine = scope(cluster, owner)
+    live: list[str] = []
+    if only_ids is None or only_ids:  # never an unfiltered describe for an empty list
+        live = [i["InstanceId"] for i in describe(client, ids=only_ids, cluster=cluster,
+                                                  owner=owner, states=LIVE_STATES)]
     spot_ids: list[str] = []
     if only_ids is None:
         pages = client.get_paginator("describe_spot_instance_requests").paginate(
-            Filters=[cluster_filter(cluster), {"Name": "state", "Values": OPEN_SPOT_STATES}])
+            Filters=[*mine, {"Name": "state", "Values": OPEN_SPOT_STATES}])
         for page in pages:
             spot_ids.extend(r["SpotInstanceRequestId"] for r in page["SpotInstanceRequests"])
     if spot_ids:
@@ -196,7 +211,7 @@ def remove_cluster(session: Any, region: str, cluster: str, *,
     done.instances = live
     if only_ids is not None:
         return done
-    groups = client.describe_security_groups(Filters=[cluster_filter(cluster)])["SecurityGroups"]
+    groups = client.describe_security_groups(Filters=mine)["SecurityGroups"]
     for group in groups:
         _delete_group(client, group["GroupId"])
         done.groups.append(group["GroupId"])
@@ -204,7 +219,7 @@ def remove_cluster(session: Any, region: str, cluster: str, *,
     if search_placement and not placement_group:
         try:
             found = session.client("ec2", region_name=region, config=NO_RETRY) \
-                .describe_placement_groups(Filters=[cluster_filter(cluster)])["PlacementGroups"]
+                .describe_placement_groups(Filters=mine)["PlacementGroups"]
             names = [p["GroupName"] for p in found]
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError,
                 ResponseParserError) as exc:

@@ -5,6 +5,7 @@ caller, the AMIs, the instance types, the key pair and that the name is free.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import boto3
@@ -30,10 +31,28 @@ def session(region: str | None, profile: str | None, factory: aws.SessionFactory
     return made, region
 
 
+_ASSUMED_ROLE = re.compile(r"arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/[^/]+")
+
+
+def principal_arn(caller_arn: str) -> str:
+    """The owner tag's value: the caller's ARN as IAM's aws:PrincipalArn holds it, so
+    that iam/launch-policy.json can compare the two. GetCallerIdentity and aws:PrincipalArn
+    agree for users, federated users and root; for a role session GetCallerIdentity says
+    arn:aws:sts::ACCT:assumed-role/ROLE/SESSION and aws:PrincipalArn is the role,
+    arn:aws:iam::ACCT:role/PATH/ROLE. The STS ARN has no PATH, so this gives
+    arn:aws:iam::ACCT:role/ROLE: exact for roles at path "/" (see docs/aws.md, IAM)."""
+    found = _ASSUMED_ROLE.fullmatch(caller_arn)
+    if found:
+        partition, account, role = found.groups()
+        return f"arn:{partition}:iam::{account}:role/{role}"
+    return caller_arn
+
+
 def owner(made: boto3.Session) -> str:
-    """The caller's ARN (the owner tag); credentials AWS rejects are one line."""
+    """The caller as the owner tag names it (principal_arn); credentials AWS rejects
+    are one line."""
     try:
-        return str(aws.sts(made).get_caller_identity()["Arn"])
+        return principal_arn(str(aws.sts(made).get_caller_identity()["Arn"]))
     except AWS_ERRORS as exc:
         if aws.error_code(exc) in aws.AUTH_CODES:
             raise ImagebakeError(
@@ -147,14 +166,28 @@ def key_pair(client: Any, key_name: str | None, region: str) -> None:
             from None
 
 
-def name_free(client: Any, name: str, region: str) -> None:
-    """No record and no live instance tagged with the cluster's name."""
+def name_free(client: Any, name: str, region: str, owner: str, vpc: str) -> None:
+    """No record, none of the caller's live instances tagged with the cluster's name, and
+    the cluster's security group name free in VPC (another principal's cluster of the same
+    name elsewhere is no conflict: names are per owner)."""
     if state.load(name) is not None:
         raise ImagebakeError(
             f"a cluster named {name!r} is already recorded: `invoke destroy --name {name}` "
             "or pick another --name")
-    live = ec2i.describe(client, cluster=name, states=ec2i.LIVE_STATES)
+    live = ec2i.describe(client, cluster=name, owner=owner, states=ec2i.LIVE_STATES)
     if live:
         raise ImagebakeError(
-            f"{len(live)} instance(s) tagged {ec2i.CLUSTER_TAG}={name} exist in {region}: "
-            f"`invoke destroy --name {name} --target aws` or pick another --name")
+            f"{len(live)} instance(s) of yours tagged {ec2i.CLUSTER_TAG}={name} exist in "
+            f"{region}: `invoke destroy --name {name} --target aws` or pick another --name")
+    groups = client.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]},
+        {"Name": "group-name", "Values": [network.group_name(name)]}])["SecurityGroups"]
+    for group in groups:
+        tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
+        if tags.get(ec2i.OWNER_TAG) == owner[:256]:
+            raise ImagebakeError(
+                f"the security group {group['GroupId']} of cluster {name!r} is left in {vpc}: "
+                f"`invoke destroy --name {name} --target aws` or pick another --name")
+        raise ImagebakeError(
+            f"the security group {network.group_name(name)} in {vpc} belongs to another "
+            f"principal ({tags.get(ec2i.OWNER_TAG) or 'no owner tag'}): pick another --name")
