@@ -182,9 +182,13 @@ def test_status_pins_under_the_addresses_describe_instances_reports(amis):
         r["master"]["public_ip"], {"private_ip": real[r["nodes"][0]["id"]]},
         {"private_ip": real[r["nodes"][1]["id"]]})(a, p, r)).status(record)
     keys = pinned("c1")
+    assert keys[record["master"]["public_ip"]] == {key_only(HOST_KEY)}
     assert keys[record["master"]["private_ip"]] == {key_only(HOST_KEY)}
     assert keys[real[record["nodes"][1]["id"]]] == {key_only(NODE_KEY)}
     assert keys[real[record["nodes"][0]["id"]]] == {key_only(EVIL_KEY)}
+    assert set(keys) == {record["master"]["public_ip"], record["master"]["private_ip"],
+                         *real.values()}
+    assert state.load("c1")["nodes"][1]["private_ip"] == real[record["nodes"][1]["id"]]
 
 
 def test_two_keys_claimed_for_one_address_pin_neither(amis):
