@@ -1,9 +1,9 @@
-"""cloud-init NoCloud seeds (the qemu bake's login, every qemu VM's spec): an ISO 9660
-image labelled cidata holding user-data and meta-data.
+"""cloud-init NoCloud seeds (the qemu bake's throw-away login): an ISO 9660 image
+labelled cidata holding user-data and meta-data.
 
-cloud-init finds it by the label, stores user-data as
-/var/lib/cloud/instance/user-data.txt (where the agent reads its spec) and
-applies meta-data (instance id, host name) and network-config (static IPs).
+cloud-init's ds-identify finds it by the label and applies user-data and meta-data
+(instance id, host name) and network-config. Launched qemu VMs get no seed: they take
+everything from the emulated EC2 metadata service (targets/qemu/ec2.py, imds.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Real QEMU VMs: one cluster (master + 2 slaves) shared by the module's tests.
+"""Real QEMU VMs booted the EC2 way: one cluster (master + 2 slaves) shared by every test.
 
-Needs root, qemu-system-x86 and the baked qemu images (`invoke bake --target
-qemu`). A capture on the cluster bridge runs from before the first VM starts
-until the cluster is ready.
+The VMs get the AWS launcher's user data from the emulated metadata service
+(HttpTokens=required at launch), a capture on the cluster bridge runs from before the
+first VM starts until the cluster is ready. Needs root, qemu-system-x86 and the baked
+qemu images (`invoke bake --target qemu`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def cluster(vm_host, state_dir, tmp_path_factory):
         qemu_cluster.QemuTarget().destroy(NAME)
     started = time.time()
     try:
-        record = qemu_cluster.QemuTarget().launch(name=NAME, slaves=2, capture=str(pcap))
+        record = qemu_cluster.QemuTarget().launch(name=NAME, slaves=2, capture=str(pcap),
+                                                  http_tokens="required")
         record["pcap"] = qemu_cluster.stop_capture(record)
         record["launch_seconds"] = round(time.time() - started, 1)
         yield record

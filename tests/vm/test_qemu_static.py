@@ -61,3 +61,35 @@ def test_qemu_template_is_formatted():
     proc = subprocess.run(["/usr/bin/packer", "fmt", "-check", str(ROOT / "packer/qemu.pkr.hcl")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_vm_presents_itself_as_ec2_the_way_ds_identify_checks():
+    from imagebake.targets.qemu import ec2
+
+    vmrec = {"instance_type": "t2.medium"}
+    ec2.new_instance(vmrec, "{}", "required")
+    argv = ec2.smbios_argv(vmrec)
+    u = vmrec["smbios_uuid"]
+    assert u.startswith("ec2") and argv[:2] == ["-uuid", u]
+    fields = dict(f.split("=", 1) for f in argv[3].split(",")[1:])
+    assert fields["serial"] == u and fields["manufacturer"] == "Amazon EC2"
+    assert vmrec["instance_id"].startswith("i-0") and len(vmrec["instance_id"]) == 19
+
+
+def test_qemu_user_data_is_the_aws_launchers_render():
+    from imagebake.targets.aws import userdata
+    from imagebake.targets.qemu import cluster
+
+    record = {"name": "vm", "master_ip": cluster.MASTER_IP, "workers_per_node": None,
+              "ttl_deadline": None, "token": "ab" * 32, "cookie": "C" * 32}
+    text = cluster.node_user_data(record)
+    view = {"name": "vm", "master": {"private_ip": cluster.MASTER_IP},
+            "workers_per_node": None, "ttl_deadline": None, "token": "ab" * 32,
+            "cookie": "C" * 32}
+    assert text == userdata.render(userdata.node_spec(view))
+    assert json.loads(text)["master"]["address"] == cluster.MASTER_IP
+
+
+def test_base_image_leaves_the_datasource_to_ds_identify():
+    assert "datasource_list" not in qemu_base.CLOUD_CFG
+    assert "iptables" in qemu_base.DOCKER_BASE_PACKAGES.split(",")

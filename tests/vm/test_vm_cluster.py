@@ -1,6 +1,8 @@
-"""A QEMU cluster (master + 2 slaves, booted from the baked qcow2 images) is ready by
-the local cluster's definition, talks to nobody but its members, survives a slave
-reboot and keeps its spec root-only."""
+"""A QEMU cluster booted the EC2 way (master + 2 slaves from the baked qcow2 images, the
+AWS launcher's user data from the emulated metadata service, cloud-init's Ec2
+datasource) is ready by the signed status call, talks to nobody but its members and the
+emulated EC2 fabric, keeps the user data from the disco user, survives a slave reboot
+(after switching it to HttpTokens=optional) and announces the master's VM address."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ import time
 import pytest
 
 from imagebake.disco import smoke
+from imagebake.targets.aws import readiness
+from imagebake.targets.aws import userdata as aws_userdata
 from imagebake.targets.qemu import cluster as qemu_cluster
-from imagebake.targets.qemu.ssh import vm_exec
+from imagebake.targets.qemu import ec2
+from imagebake.targets.qemu.ssh import known_hosts_path, vm_exec
 
 from .conftest import RESULTS
 from .helpers import DISCO_CONFIG, fingerprint, lines_of, read, sh
@@ -36,6 +41,64 @@ def test_cluster_became_ready(cluster):
     assert report["ready"], report
     _record_result("ready", {"accel": cluster["accel"], "ready_seconds": cluster["ready_seconds"],
                              "launch_seconds": cluster["launch_seconds"]})
+
+
+def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
+    reply = readiness.agent_status("127.0.0.1", cluster["ports"]["join"], cluster)
+    assert reply is not None and readiness.is_ready(reply, len(cluster["nodes"]))
+    assert readiness.master_host_key(reply) == cluster["master_host_key"]
+    node_ips = {cluster["vms"][h]["ip"] for h in cluster["nodes"]}
+    assert set(cluster["node_host_keys"]) == node_ips  # pinned under the private IPs only
+    for host in cluster["nodes"]:
+        ip = cluster["vms"][host]["ip"]
+        key = sh(cluster, host, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
+        assert cluster["node_host_keys"][ip] == " ".join(key)
+    pinned = known_hosts_path(cluster).read_text()
+    assert f"[127.0.0.1]:{cluster['ports']['ssh']},{cluster['master_ip']} " in pinned
+    # a reply signed with another token is not believed (no readiness, no key)
+    forged = dict(cluster, token="x" * len(cluster["token"]))
+    assert readiness.agent_status("127.0.0.1", cluster["ports"]["join"], forged) is None
+
+
+def test_cloud_init_took_everything_from_the_ec2_datasource(cluster):
+    for host in names(cluster):
+        vmrec = cluster["vms"][host]
+        data = json.loads(sh(cluster, host, "cat /run/cloud-init/instance-data.json"))
+        assert data["v1"]["cloud_name"] == "aws", (host, data["v1"])
+        assert data["v1"]["instance_id"] == vmrec["instance_id"]
+        assert data["v1"]["availability_zone"] == ec2.AVAILABILITY_ZONE
+        assert "DataSourceEc2" in sh(cluster, host, "cat /run/cloud-init/status.json")
+        assert sh(cluster, host, "cat /sys/class/dmi/id/product_uuid").strip() == \
+            vmrec["smbios_uuid"]
+        assert "cidata" not in sh(cluster, host, "blkid -o value -s LABEL; true").lower()
+        # the user data on the machine is the AWS launcher's, byte for byte
+        on_vm = sh(cluster, host, "cat /var/lib/cloud/instance/user-data.txt")
+        assert on_vm == vmrec["user_data"]
+        state = json.loads(sh(cluster, host, "imagebake-agent status --json"))
+        assert "from /var/lib/cloud/instance/user-data.txt" in state["phases"]["spec"]["detail"]
+    master = json.loads(cluster["vms"]["master"]["user_data"])
+    assert master["master"]["address"] is None  # the AWS shape: unknown at launch
+    assert cluster["vms"]["master"]["user_data"] == aws_userdata.render(master)
+    for host in cluster["nodes"]:
+        assert cluster["vms"][host]["user_data"] == aws_userdata.render(
+            aws_userdata.node_spec(qemu_cluster._aws_view(cluster)))
+
+
+def test_every_node_sees_the_master_vm_address_never_loopback(cluster):
+    master_ip = cluster["master_ip"]
+    reply = readiness.agent_status("127.0.0.1", cluster["ports"]["join"], cluster)
+    assert reply["master_addresses"] == [master_ip]
+    serve = json.loads(sh(cluster, "master", "imagebake-agent status --json"))
+    assert f"master address {master_ip}" in serve["phases"]["serve"]["detail"]
+    for host in cluster["nodes"]:
+        assert _answers(cluster, host, "master") == [master_ip], host
+        keys = lines_of(cluster, host, "/home/disco/.ssh/authorized_keys")
+        assert keys and all(f'from="{master_ip}"' in k for k in keys), (host, keys)
+        assert "127." not in " ".join(keys)
+        known = lines_of(cluster, host, "/home/disco/.ssh/known_hosts")
+        master_line = [k for k in known if k.split()[0].split(",")[0] == "master"]
+        assert master_line and master_ip in master_line[0].split()[0].split(","), known
+        assert not [h for h in master_line[0].split()[0].split(",") if h.startswith("127.")]
 
 
 def test_every_node_in_disco_config_with_string_worker_count(cluster):
@@ -93,26 +156,38 @@ def test_cluster_network_has_no_route_out(cluster):
     for host in names(cluster):
         routes = sh(cluster, host, "ip -4 route show")
         assert "default" not in routes, (host, routes)
-    # The namespace holds the bridge and the taps, nothing with an address.
+        # DHCP (option 121) gave one route: the metadata address, on the link
+        assert "169.254.169.254 dev eth0" in routes, (host, routes)
+        assert sh(cluster, host, "ip -4 -o addr show dev eth0").split()[3] == \
+            f"{cluster['vms'][host]['ip']}/24"
+    # The namespace holds the bridge, the taps and the fabric's two addresses: no veth,
+    # no route but the bridge's own subnet.
     import subprocess
 
     addrs = subprocess.run(["ip", "-n", cluster["netns"], "-4", "-o", "addr"],
                            capture_output=True, text=True, check=True).stdout
-    assert [ln for ln in addrs.splitlines() if " lo " not in ln] == []
+    found = sorted(ln.split()[3] for ln in addrs.splitlines() if " lo " not in ln)
+    assert found == ["10.77.0.1/24", "169.254.169.254/32"], addrs
+    links = subprocess.run(["ip", "-n", cluster["netns"], "-o", "link"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "veth" not in links
     routes = subprocess.run(["ip", "-n", cluster["netns"], "route"], capture_output=True,
                             text=True, check=True).stdout
-    assert routes.strip() == ""
+    assert "default" not in routes and routes.strip().splitlines() == [
+        ln for ln in routes.strip().splitlines() if ln.startswith("10.77.0.0/24 dev br0")]
 
 
 def test_boot_traffic_on_the_bridge_is_only_between_members(cluster):
     members = {v["ip"] for v in cluster["vms"].values()}
-    sources = members | {"0.0.0.0"}  # 0.0.0.0: IGMP reports before an address is set
+    fabric = {qemu_cluster.GATEWAY_IP, "169.254.169.254"}  # DHCP, metadata, forwards
+    # 0.0.0.0: DHCP discovers and IGMP reports before an address is set
+    sources = members | fabric | {"0.0.0.0"}
     counted = flows(cluster["pcap"])
     assert counted, "the capture saw nothing: was it running?"
 
     def on_link(dst: str) -> bool:
         # members, the subnet broadcast, or link-local multicast (IGMP, never routed)
-        return (dst in members or dst in ("10.77.0.255", "255.255.255.255")
+        return (dst in members or dst in fabric or dst in ("10.77.0.255", "255.255.255.255")
                 or dst.startswith("224.0.0."))
 
     strangers = {k: v for k, v in counted.items()
@@ -134,9 +209,59 @@ def test_spec_is_readable_only_by_root_on_every_vm(cluster):
         denied = sh(cluster, host, "cat /var/lib/cloud/instance/user-data.txt", user="disco",
                     check=False)
         assert cluster["token"] not in denied and cluster["cookie"] not in denied
-        seed = sh(cluster, host, "cat /dev/vdb | head -c 100000 | wc -c", user="disco",
-                  check=False)
-        assert seed.strip().splitlines()[-1] == "0", (host, seed)
+
+
+
+IMDS_GET = """python3 - <<'PY'
+import urllib.request, urllib.error
+def call(method, path, headers):
+    req = urllib.request.Request("http://169.254.169.254" + path, method=method,
+                                 headers=headers, data=b"" if method == "PUT" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError as e:
+        return "refused", str(e)
+code, token = call("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+print("token", code)
+print("v1", call("GET", "/latest/meta-data/instance-id", {})[0])
+if code == 200:
+    print("v2", call("GET", "/latest/user-data", {"X-aws-ec2-metadata-token": token})[0])
+    print("ipv4", call("GET", "/latest/meta-data/local-ipv4",
+                       {"X-aws-ec2-metadata-token": token})[1])
+PY"""
+
+
+def _imds(record, host, user="root"):
+    out = sh(record, host, IMDS_GET, user=user, check=False)
+    return dict(ln.split(" ", 1) for ln in out.splitlines() if " " in ln)
+
+
+def test_disco_cannot_read_the_user_data_through_imds_or_cloud_init(cluster):
+    for host in names(cluster):
+        as_root = _imds(cluster, host)
+        assert as_root["token"] == "200" and as_root["v2"] == "200", (host, as_root)
+        assert as_root["v1"] == "401", (host, as_root)  # HttpTokens=required
+        assert as_root["ipv4"] == cluster["vms"][host]["ip"]  # per instance
+        as_disco = _imds(cluster, host, user="disco")
+        assert as_disco["token"] == "refused" and as_disco["v1"] == "refused", (host, as_disco)
+        found = sh(cluster, host, f"grep -rls {cluster['token']} /var/lib/cloud /run/cloud-init "
+                   "/var/log /run/imagebake /var/lib/imagebake /etc 2>/dev/null; true",
+                   user="disco", check=False)
+        assert found.strip() == "", (host, found)
+        fence = sh(cluster, host, "iptables -S OUTPUT")
+        assert "-d 169.254.169.254/32 -m owner ! --uid-owner 0 -j REJECT" in fence
+
+
+def test_every_metadata_request_of_the_boot_used_a_token(cluster):
+    lines = [ln for ln in ec2.requests(cluster) if " GET " in ln or " PUT " in ln]
+    for host in names(cluster):
+        mine = [ln for ln in lines if ln.split()[1] == cluster["vms"][host]["ip"]]
+        assert any(" PUT /latest/api/token 200" in ln for ln in mine), host
+        assert any("/user-data 200 token=v2" in ln for ln in mine), host
+        assert not [ln for ln in mine if " 200 token=v1" in ln], host
 
 
 def test_bake_login_did_not_survive(cluster):
@@ -145,8 +270,10 @@ def test_bake_login_did_not_survive(cluster):
         assert "imagebake-bake" not in sh(cluster, host, "cat /etc/sudoers.d/* || true")
 
 
-def test_slave_reboot_rejoins_without_duplicates_same_cookie(cluster):
+def test_slave_reboot_with_optional_tokens_rejoins_without_duplicates(cluster):
     node = cluster["nodes"][-1]
+    ec2.set_http_tokens(cluster, node, "optional")  # ModifyInstanceMetadataOptions
+    assert _imds(cluster, node)["v1"] == "200"
     before = {h: fingerprint(cluster, h) for h in ("master", node)}
     boot_id = read(cluster, node, "/proc/sys/kernel/random/boot_id").strip()
     qemu_cluster.reboot(cluster, node)

@@ -1,21 +1,25 @@
-"""QEMU target: a whole Disco cluster as virtual machines on one host.
+"""QEMU target: the EC2 boot path, rehearsed in local virtual machines.
 
-Each VM boots from a copy-on-write overlay of its role's baked qcow2 with a
-NoCloud seed whose user data is the cluster spec (the JSON EC2 user data
-carries); cloud-init stores it where the first-boot agent reads it. The VMs
-share a bridge inside a network namespace of their own (imagebake.qemu.netns):
-no route out. The master has a second, restricted user-mode NIC whose only use
-is two forwarded loopback ports (SSH and the Disco web UI). The launcher logs in
-as the image's cloud-init default user (debian) with a per-cluster key given in
-the seed's meta-data, pinning each VM's host key from its serial console.
+Each VM boots from a copy-on-write overlay of its role's baked qcow2 and presents
+itself as an EC2 instance (ec2.py: SMBIOS fields, an instance id). Nothing is written
+into it by the launcher: cloud-init's ds-identify picks the Ec2 datasource, cloud-init
+takes the network (DHCP), the login key and the user data from the metadata service,
+and the agent finds its spec where it does on EC2. The user data is what the AWS
+launcher renders (imagebake.targets.aws.userdata: master_spec/node_spec/render), so the
+master learns its own address on the machine (IMDS local-ipv4), as on EC2.
+
+The EC2 fabric (imds.py: metadata service at 169.254.169.254, the VPC's DHCP, the
+master's forwarded "public" ports) runs as one process per cluster inside the cluster's
+network namespace, which has no route out. Readiness and the host keys that `ssh`
+pins come from the master agent's signed status call, as for the AWS target.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
-import secrets
 import shlex
 import shutil
 import socket
@@ -27,25 +31,26 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ... import state
-from ...agent import spec as agent_spec
-from ...clients import nocloud
 from ...clients import qemu as qemu_client
 from ...errors import ImagebakeError
 from ...validate import parse_count
+from ..aws import inputs as aws_inputs
+from ..aws import readiness
+from ..aws import userdata as aws_userdata
 from ..base import Target
-from ..local_status import assemble, destroyed, forget, node_hostname
+from ..local_status import assemble, destroyed, forget
 from ..local_status import wait_ready as _wait
-from . import netns, vm
-from .ssh import host_keys, ssh_base, vm_exec
+from . import ec2, netns, vm
+from .ssh import host_keys, pin, ssh_base, vm_exec
 from .vm import cluster_dir, vm_name
 
 MAX_SLAVES = 16
-DISCO_PORT = 8989
-JOIN_PORT = 8990
+DISCO_PORT = aws_userdata.DISCO_PORT
+JOIN_PORT = aws_userdata.JOIN_PORT
 SUBNET = ipaddress.ip_network("10.77.0.0/24")  # private to the cluster's namespace
+GATEWAY_IP = str(SUBNET[1])  # the emulated fabric's address on the bridge (VPC router)
 MASTER_IP = str(SUBNET[2])
 NODE_IP_BASE = 10
-USER_NET_IP = "10.0.2.15"  # QEMU user networking's guest address (master's 2nd NIC)
 LOGIN = "debian"  # cloud-init's default user on Debian 12 images
 MEMORY_MIB = int(os.environ.get("IMAGEBAKE_VM_MEMORY", "512"))
 READY_TIMEOUT_BASE = float(os.environ.get("IMAGEBAKE_VM_READY_TIMEOUT", "900"))
@@ -73,7 +78,6 @@ def _require_host() -> None:
     if os.geteuid() != 0:
         raise ImagebakeError("the qemu target needs root (network namespaces and tap devices)")
     qemu_client.qemu_binary()
-    nocloud.iso_tool()
     for tool in ("ip", "qemu-img", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             raise ImagebakeError(f"{tool} not found: apt-get install iproute2 qemu-utils "
@@ -86,50 +90,34 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-# ---------------------------------------------------------------- specs and seeds
-def _node_spec(record: dict, host: str) -> dict:
-    return agent_spec.make_spec(
-        record["name"], "node", master_address=record["master_ip"],
-        workers=record.get("workers_per_node"), hostname=host,
-        token=record["token"], cookie=record["cookie"],
-        disco_port=DISCO_PORT, join_port=JOIN_PORT,
-    )
+# ---------------------------------------------------------------- user data
+def _aws_view(record: dict) -> dict:
+    """What aws/userdata.node_spec reads from an AWS record, from ours."""
+    return {"name": record["name"], "master": {"private_ip": record["master_ip"]},
+            "workers_per_node": record.get("workers_per_node"),
+            "ttl_deadline": record.get("ttl_deadline"),
+            "token": record["token"], "cookie": record["cookie"]}
 
 
-def _meta_data(record: dict, host: str) -> str:
-    pub = (Path(record["dir"]) / "id_ed25519.pub").read_text().strip()
-    return json.dumps({"instance-id": f"{vm_name(record['name'], host)}-{secrets.token_hex(4)}",
-                       "local-hostname": host, "public-keys": [pub]}) + "\n"
-
-
-def _network_config(vmrec: dict, master: bool) -> str:
-    nics = [{"type": "physical", "name": "eth0", "mac_address": vmrec["mac"],
-             "subnets": [{"type": "static", "address": f"{vmrec['ip']}/{SUBNET.prefixlen}"}]}]
-    if master:
-        nics.append({"type": "physical", "name": "eth1", "mac_address": vmrec["mac_user"],
-                     "subnets": [{"type": "static", "address": f"{USER_NET_IP}/24"}]})
-    return json.dumps({"version": 1, "config": nics}) + "\n"
+def node_user_data(record: dict, ttl_deadline: int | None = None) -> str:
+    """A node's user data: the AWS launcher's node_spec + render, byte for byte."""
+    view = _aws_view(record)
+    if ttl_deadline is not None:
+        view["ttl_deadline"] = ttl_deadline
+    return aws_userdata.render(aws_userdata.node_spec(view))
 
 
 # ---------------------------------------------------------------- VMs
-def _start_vm(record: dict, host: str, spec: dict) -> None:
-    role = spec["role"]
+def _start_vm(record: dict, host: str) -> None:
     vmrec = record["vms"][host]
     p = vm.paths(record, host)
-    vm.make_overlay(Path(record["images"][role]), p["disk"])
-    nocloud.make_iso(p["seed"], agent_spec.dumps(spec), _meta_data(record, host),
-                     _network_config(vmrec, role == "master"))
+    vm.make_overlay(Path(record["images"][vmrec["role"]]), p["disk"])
     accel = qemu_client.Accel(record["accel"], record["accel_cpu"], "recorded at launch")
     nics = [f"tap,ifname={vmrec['tap']},script=no,downscript=no|{vmrec['mac']}"]
-    if role == "master":
-        ports = record["ports"]
-        nics.append(f"user,restrict=on,net=10.0.2.0/24,"
-                    f"hostfwd=tcp:127.0.0.1:{ports['ssh']}-{USER_NET_IP}:22,"
-                    f"hostfwd=tcp:127.0.0.1:{ports['web']}-{USER_NET_IP}:{DISCO_PORT}"
-                    f"|{vmrec['mac_user']}")
     netns.add_tap(vmrec["tap"])
-    argv = vm.argv(vm_name(record["name"], host), p["disk"], p["seed"], accel, MEMORY_MIB, 1,
-                   p["console"], nics, pidfile=p["pid"], monitor=p["monitor"], daemonize=True)
+    argv = vm.argv(vm_name(record["name"], host), p["disk"], None, accel, MEMORY_MIB, 1,
+                   p["console"], nics, pidfile=p["pid"], monitor=p["monitor"], daemonize=True,
+                   extra=ec2.smbios_argv(vmrec))
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ImagebakeError(f"QEMU for {host} failed: {proc.stderr.strip()[-400:]}")
@@ -137,13 +125,17 @@ def _start_vm(record: dict, host: str, spec: dict) -> None:
     vmrec["started_at"] = time.time()
 
 
-def _add_vm(record: dict, host: str, index: int) -> None:
-    ip = MASTER_IP if host == "master" else str(SUBNET[NODE_IP_BASE + index])
+def _add_vm(record: dict, index: int, user_data: str, http_tokens: str) -> str:
+    """Reserve VM number INDEX (0: the master) as an instance; returns its host name."""
+    ip = MASTER_IP if index == 0 else str(SUBNET[NODE_IP_BASE + index])
+    host = "master" if index == 0 else ec2.ec2_hostname(ip)
     record["vms"][host] = {
-        "index": index, "ip": ip, "tap": netns.tap_name(record["name"], index),
+        "index": index, "ip": ip, "role": "master" if index == 0 else "node",
+        "tap": netns.tap_name(record["name"], index),
         "mac": f"52:54:00:4d:{index // 256:02x}:{index % 256:02x}",
-        "mac_user": f"52:54:00:55:{index // 256:02x}:{index % 256:02x}",
     }
+    ec2.new_instance(record["vms"][host], user_data, http_tokens)
+    return host
 
 
 def _new_key(folder: Path) -> None:
@@ -154,11 +146,8 @@ def _new_key(folder: Path) -> None:
 
 
 def _start_nodes(record: dict, hosts: list[str]) -> None:
-    def start(host: str) -> None:
-        _start_vm(record, host, _node_spec(record, host))
-
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(start, hosts))
+        list(pool.map(lambda h: _start_vm(record, h), hosts))
 
 
 # ---------------------------------------------------------------- capture
@@ -203,11 +192,21 @@ def _json_or_none(text: str) -> dict | None:
 
 
 def _agent_status(record: dict, host: str) -> dict | None:
+    """A node's own agent report (over SSH, once its host key is pinned)."""
     if not host_keys(record, host):
         return None
     rc, out = vm_exec(record, host, "imagebake-agent status --json 2>/dev/null", timeout=30,
                       stderr=False)
     return _json_or_none(out) if rc == 0 else None
+
+
+def master_status(record: dict) -> dict | None:
+    """The master agent's verified status reply over its forwarded join port (signed both
+    ways with the cluster token, as the AWS launcher asks); host keys pinned from it."""
+    reply = readiness.agent_status("127.0.0.1", record["ports"]["join"], record)
+    if reply is not None and pin(record, reply):
+        state.save(record)
+    return reply
 
 
 def _disco_config(record: dict) -> dict | None:
@@ -220,7 +219,7 @@ def status(record: dict, per_node: bool = True) -> dict:
     name = record["name"]
     states = {h: "running" if _running(record, h) else "stopped"
               for h in ["master", *record["nodes"]]}
-    master_state = _agent_status(record, "master") if states["master"] == "running" else None
+    master_state = master_status(record) if states["master"] == "running" else None
     report = assemble(
         record, states, master_state,
         config=_disco_config(record) if master_state else None,
@@ -229,6 +228,9 @@ def status(record: dict, per_node: bool = True) -> dict:
         master_fields={"vm": vm_name(name, "master"), "web_ui": _web_ui(record)},
     )
     report["accel"] = record.get("accel")
+    report["ready"] = report["ready"] and readiness.is_ready(master_state,
+                                                            len(report["nodes"]) - len(
+                                                                report["missing"]))
     return report
 
 
@@ -281,6 +283,8 @@ def _remove_everything(name: str, record: dict | None) -> list[str]:
             removed.append("capture")
         for host in record.get("vms", {}):
             stopped += vm.stop(vm.paths(record, host)["pid"])
+        if ec2.stop(record):
+            removed.append("EC2 metadata emulator")
     for pid in _our_qemu_pids(name):
         try:
             os.kill(pid, 9)
@@ -293,7 +297,7 @@ def _remove_everything(name: str, record: dict | None) -> list[str]:
         removed.append("network namespace")
     for tap in netns.leftover_taps(name):
         subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)
-    return removed + forget(name, cluster_dir(name), "overlays, seeds and keys")
+    return removed + forget(name, cluster_dir(name), "overlays, keys and the emulator's files")
 
 
 # ---------------------------------------------------------------- the target
@@ -304,13 +308,19 @@ class LaunchPlan:
     workers: int | None
     images: dict[str, str]
     capture: str | None
+    http_tokens: str
+    ttl_deadline: int | None
 
 
 class QemuTarget(Target):
     """A whole cluster as VMs on one host, in a network namespace with no route out."""
 
     name = "qemu"
-    launch_options = ("capture",)  # a pcap path: tcpdump on the bridge from the start (tests)
+    # capture: a pcap path, tcpdump on the bridge from the start (tests);
+    # http_tokens: the instances' HttpTokens, required (default) or optional;
+    # ttl: as for aws (90m, 4h: the deadline goes into the user data); ttl_deadline: the
+    # same as epoch seconds (tests)
+    launch_options = ("capture", "http_tokens", "ttl", "ttl_deadline")
     default_slaves = 2
 
     def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
@@ -323,30 +333,35 @@ class QemuTarget(Target):
         if state.load(name) is not None or netns.exists(name):
             raise ImagebakeError(f"a cluster named {name!r} already exists: "
                                  f"`invoke destroy --name {name}` or pick another --name")
-        return LaunchPlan(name, count, workers, image_paths(), options.get("capture"))
+        tokens = options.get("http_tokens") or "required"
+        if tokens not in ec2.HTTP_TOKENS:
+            raise ImagebakeError(f"--http-tokens must be required or optional, not {tokens!r}")
+        deadline = options.get("ttl_deadline")
+        if options.get("ttl"):
+            deadline = int(time.time()) + aws_inputs.ttl_seconds(options["ttl"])
+        if deadline is not None and (not isinstance(deadline, int) or deadline < time.time()):
+            raise ImagebakeError("ttl_deadline must be a future time (epoch seconds)")
+        return LaunchPlan(name, count, workers, image_paths(), options.get("capture"),
+                          tokens, deadline)
 
     def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
         name, count, workers = plan.name, plan.count, plan.workers
         accel = qemu_client.detect()
-        master_spec = agent_spec.make_spec(
-            name, "master", workers=workers, master_workers=0, expected_nodes=count,
-            hostname="master", disco_port=DISCO_PORT, join_port=JOIN_PORT,
-        )
-        master_spec["master"]["address"] = MASTER_IP
+        master_spec = aws_userdata.master_spec(name, count, workers, plan.ttl_deadline)
         folder = cluster_dir(name)
         record = {
             "name": name, "target": "qemu", "netns": netns.ns_name(name),
             "subnet": str(SUBNET), "master_ip": MASTER_IP, "images": plan.images,
+            "ami_ids": {r: f"ami-0{hashlib.sha256(p.encode()).hexdigest()[:16]}"
+                        for r, p in plan.images.items()},
             "accel": accel.name, "accel_cpu": accel.cpu, "accel_reason": accel.reason,
             "token": master_spec["token"], "cookie": master_spec["cookie"],
-            "workers_per_node": workers,
-            "nodes": [node_hostname(i) for i in range(1, count + 1)],
-            "dir": str(folder), "ports": {"ssh": _free_port(), "web": _free_port()},
-            "vms": {}, "login": LOGIN,
+            "workers_per_node": workers, "ttl_deadline": plan.ttl_deadline,
+            "nodes": [], "dir": str(folder), "ports": {}, "vms": {}, "login": LOGIN,
         }
-        _add_vm(record, "master", 0)
-        for i, host in enumerate(record["nodes"], start=1):
-            _add_vm(record, host, i)
+        _add_vm(record, 0, aws_userdata.render(master_spec), plan.http_tokens)
+        record["nodes"] = [_add_vm(record, i, node_user_data(record), plan.http_tokens)
+                           for i in range(1, count + 1)]
         state.save(record)  # first: `destroy` finds a half-finished launch
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -354,8 +369,11 @@ class QemuTarget(Target):
             netns.create(name)
             if plan.capture:
                 start_capture(record, Path(plan.capture))
+            ec2.start(record, GATEWAY_IP, SUBNET.prefixlen, {
+                "ssh": (MASTER_IP, 22), "web": (MASTER_IP, DISCO_PORT),
+                "join": (MASTER_IP, JOIN_PORT)})
             started = time.time()
-            _start_vm(record, "master", master_spec)
+            _start_vm(record, "master")
             _start_nodes(record, record["nodes"])
             record["started_at"] = started
             state.save(record)
@@ -378,18 +396,23 @@ class QemuTarget(Target):
             raise ImagebakeError(f"the master of {record['name']!r} is not running: cannot grow")
         return count
 
-    def _grow(self, record: dict, count: int) -> dict:
-        have = len(record["nodes"])
-        new = [node_hostname(i) for i in range(have + 1, have + count + 1)]
-        for i, host in enumerate(new, start=have + 1):
-            _add_vm(record, host, i)
+    def _grow(self, record: dict, count: int, http_tokens: str | None = None,
+              ttl_deadline: int | None = None, wait: bool = True) -> dict:
+        """COUNT more nodes (RunInstances with the node user data); HTTP_TOKENS and
+        TTL_DEADLINE override the launch's for these instances only (tests)."""
+        have = max(v["index"] for v in record["vms"].values())
+        tokens = http_tokens or record["vms"]["master"]["http_tokens"]
+        new = [_add_vm(record, i, node_user_data(record, ttl_deadline), tokens)
+               for i in range(have + 1, have + count + 1)]
         record["nodes"] = record["nodes"] + new
         state.save(record)
+        ec2.reload(record)
         started = time.time()
         _start_nodes(record, new)
         state.save(record)
-        record["ready_seconds"] = wait_ready(record, started)
-        state.save(record)
+        if wait:
+            record["ready_seconds"] = wait_ready(record, started)
+            state.save(record)
         return record
 
     def _destroy(self, name: str, record: dict | None) -> str:
@@ -414,13 +437,16 @@ class QemuTarget(Target):
         url = _web_ui(record)
         if not url:
             raise ImagebakeError(f"the master of {record['name']!r} is not running")
-        return f"Disco web UI: {url} (forwarded to the master VM; nothing else listens)"
+        return (f"Disco web UI: {url} (the master's port {DISCO_PORT}, forwarded by the "
+                "cluster's emulated EC2 fabric; nothing else listens)")
 
     def summary(self, record: dict) -> str:
         lines = [
             f"cluster {record['name']} (qemu, {record['accel']}): master "
             f"{record['master_ip']}, {len(record['nodes'])} slaves "
-            f"({', '.join(record['nodes'])}) in network namespace {record['netns']}",
+            f"({', '.join(record['nodes'])}) in network namespace {record['netns']}; "
+            f"emulated EC2 metadata service, HttpTokens="
+            f"{record['vms']['master']['http_tokens']}",
             f"ssh: invoke ssh --name {record['name']} (127.0.0.1:{record['ports']['ssh']})",
         ]
         url = _web_ui(record)

@@ -9,7 +9,8 @@ what EC2 itself provides to an instance, and nothing more:
   a valid token), each instance answered by its source address: user-data,
   meta-data/{instance-id, local-ipv4, local-hostname, hostname, mac, ami-id,
   instance-type, placement/availability-zone, placement/region, public-keys, public-ipv4
-  when it has one}, dynamic/instance-identity/document; any API version (latest, dates);
+  when it has one, network/interfaces/macs/MAC/...}, dynamic/instance-identity/document;
+  any API version (latest, dates);
 - the VPC's DHCP: each instance's MAC gets its fixed private address, a /24, and one
   classless static route (option 121): 169.254.169.254/32 on the link. No router, no DNS
   server: the cluster has no route out;
@@ -61,6 +62,18 @@ def metadata_tree(inst: dict) -> dict:
         "placement": {"availability-zone": inst["availability-zone"],
                       "region": inst["region"]},
         "services": {"domain": "amazonaws.com", "partition": "aws"},
+        # EC2 always has it; cloud-init renders DHCP on the primary NIC from it (without
+        # it, cloud-init 22.4 re-crawls at init-network and its ephemeral DHCP fails)
+        "network": {"interfaces": {"macs": {inst["mac"]: {
+            "device-number": "0", "interface-id": "eni-0" + inst["instance-id"][3:],
+            "local-hostname": inst["local-hostname"], "local-ipv4s": inst["local-ipv4"],
+            "mac": inst["mac"], "owner-id": "000000000000",
+            "subnet-id": "subnet-00000000000000001",
+            "subnet-ipv4-cidr-block": inst.get("subnet", "10.77.0.0/24"),
+            "vpc-id": "vpc-00000000000000001",
+            "vpc-ipv4-cidr-block": inst.get("subnet", "10.77.0.0/24"),
+            "vpc-ipv4-cidr-blocks": inst.get("subnet", "10.77.0.0/24"),
+        }}}},
     }
     if inst.get("public-ipv4"):
         tree["public-ipv4"] = inst["public-ipv4"]
@@ -115,7 +128,7 @@ def lookup(inst: dict, parts: list) -> "tuple[int, bytes]":
 def _public_keys(keys: list, rest: list) -> "tuple[int, bytes]":
     """EC2's shape: public-keys/ -> 0=name; public-keys/0/ -> openssh-key; .../openssh-key."""
     if not rest:
-        return 200, "\n".join("%d=%s" % (i, k[0]) for i, k in enumerate(keys)).encode()
+        return 200, "\n".join(f"{i}={k[0]}" for i, k in enumerate(keys)).encode()
     if not rest[0].isdigit() or int(rest[0]) >= len(keys):
         return 404, b""
     key = keys[int(rest[0])]
@@ -147,7 +160,7 @@ class Fabric:
 
     def note(self, line: str) -> None:
         if self.log is not None:
-            self.log.write("%s %s\n" % (time.strftime("%H:%M:%S"), line))
+            self.log.write("{} {}\n".format(time.strftime("%H:%M:%S"), line))
             self.log.flush()
 
     def new_token(self, address: str, ttl: int) -> str:
@@ -182,8 +195,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.server.fabric.note("%s %s %s %d token=%s" % (
-            self.client_address[0], self.command, self.path, code, used))
+        self.server.fabric.note(
+            f"{self.client_address[0]} {self.command} {self.path} {code} token={used}")
 
     def do_PUT(self):  # noqa: N802 - http.server naming
         fabric = self.server.fabric
@@ -250,7 +263,7 @@ def serve(config: dict, address: str = "127.0.0.1", port: int = 0, log=None):
     server = MetadataServer(Fabric(config, log), address, port)
     thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
     thread.start()
-    return server, "http://%s:%d" % (address, server.server_address[1])
+    return server, f"http://{address}:{server.server_address[1]}"
 
 
 # ---------------------------------------------------------------- DHCP (the VPC's)
@@ -284,7 +297,7 @@ def dhcp_reply(packet: bytes, leases: dict, server_ip: str, prefix: int,
         return None
     opts = _options(packet[240:])
     kind = opts.get(53, b"\0")[0]
-    mac = ":".join("%02x" % b for b in packet[28:34])
+    mac = ":".join(f"{b:02x}" for b in packet[28:34])
     address = leases.get(mac)
     if address is None or kind not in (DISCOVER, REQUEST, INFORM):
         return None
@@ -347,9 +360,9 @@ def run_dhcp(fabric: Fabric, interface: str, server_ip: str, prefix: int) -> Non
             try:
                 sock.sendto(reply, (to, 68))
             except OSError as exc:
-                fabric.note("dhcp %s -> %s: send failed: %s" % (mac, address, exc))
+                fabric.note(f"dhcp {mac} -> {address}: send failed: {exc}")
                 continue
-            fabric.note("dhcp %s %s %s" % (mac, {OFFER: "offer", ACK: "ack", NAK: "nak"}
+            fabric.note("dhcp {} {} {}".format(mac, {OFFER: "offer", ACK: "ack", NAK: "nak"}
                                             [answer], address))
 
     threading.Thread(target=loop, daemon=True).start()
@@ -423,9 +436,9 @@ def main(argv=None) -> int:
     def reload(_signum, _frame):
         try:
             fabric.load(read_config())
-            fabric.note("config reloaded: %d instances" % len(fabric.instances))
+            fabric.note(f"config reloaded: {len(fabric.instances)} instances")
         except (OSError, ValueError) as exc:
-            fabric.note("config reload failed: %s" % exc)
+            fabric.note(f"config reload failed: {exc}")
 
     signal.signal(signal.SIGHUP, reload)
     server = MetadataServer(fabric, args.address, args.port)
@@ -436,8 +449,8 @@ def main(argv=None) -> int:
         fd, ip, port = spec.split(":")
         listener = socket.socket(fileno=int(fd))
         run_forward(listener, (ip, int(port)), args.source)
-    fabric.note("ready: metadata on %s:%d, %d instances, pid %d" % (
-        args.address, server.server_address[1], len(fabric.instances), os.getpid()))
+    fabric.note(f"ready: metadata on {args.address}:{server.server_address[1]}, "
+                f"{len(fabric.instances)} instances, pid {os.getpid()}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever(0.5)
     return 0

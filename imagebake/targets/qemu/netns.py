@@ -1,11 +1,12 @@
 """The cluster's private L2 network: a bridge inside a network namespace of its own.
 
-The namespace holds nothing but the bridge and the VMs' tap devices: no address
-on the host side, no veth, no route out, so VMs reach each other and nothing
-else. A tap is created in the host namespace, opened by QEMU (-netdev tap), then
-moved into the cluster namespace and attached to the bridge: the open QEMU file
-descriptor stays attached across the move. Deleting the namespace deletes the
-bridge and every tap in it.
+The namespace holds nothing but the bridge and the VMs' tap devices, and the
+emulated EC2 fabric's two addresses on the bridge (qemu/ec2.py: 10.77.0.1/24, the
+metadata service's 169.254.169.254/32): no veth, no route out, so VMs reach each
+other and the fabric, nothing else. A tap is created in the host namespace, opened
+by QEMU (-netdev tap), then moved into the cluster namespace and attached to the
+bridge: the open QEMU file descriptor stays attached across the move. Deleting the
+namespace deletes the bridge and every tap in it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def create(cluster: str) -> str:
                     f"net.ipv6.conf.{BRIDGE}.disable_ipv6=1"], capture_output=True, check=False)
     _ip("-n", name, "link", "set", BRIDGE, "up")
     return name
+
+
+def add_address(cluster: str, cidr: str) -> None:
+    """An address on the bridge (the EC2 fabric's: 10.77.0.1/24, 169.254.169.254/32)."""
+    name = ns_name(cluster)
+    have = _ip("-n", name, "-4", "-o", "addr", "show", "dev", BRIDGE).stdout
+    if f" {cidr} " not in have:
+        _ip("-n", name, "addr", "add", cidr, "dev", BRIDGE)
 
 
 def add_tap(tap: str) -> None:

@@ -1,56 +1,66 @@
-"""Reaching the qemu cluster's VMs over SSH: the master through its forwarded loopback
-port, nodes through the master (ProxyCommand), host keys pinned from each VM's serial
-console (cloud-init prints them there), as the image's login user with the per-cluster key.
+"""Reaching the qemu cluster's VMs over SSH: the master through its forwarded port on the
+host's 127.0.0.1 (its "public address"), nodes through the master (ProxyCommand), as the
+image's login user with the cluster's key pair (served as the instance's public-keys).
+
+Host keys are pinned as the AWS target pins them: from the master agent's signed status
+reply (imagebake.targets.aws.readiness), the master's under its forwarded address and
+private address, each node's only under the private address the launcher gave that VM.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 from pathlib import Path
 
-from . import vm
-
-HOSTKEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) (AAAA[0-9A-Za-z+/=]+)",
-                        re.M)
+from ..aws.readiness import master_host_key, node_host_keys
 
 
-def _alias(record: dict, host: str) -> str:
-    return f"imagebake-{record['name']}-{host}"
+def known_hosts_path(record: dict) -> Path:
+    return Path(record["dir"]) / "known_hosts"
+
+
+def pin(record: dict, reply: dict | None) -> bool:
+    """Pin the host keys of a verified status REPLY; True when anything changed."""
+    before = (record.get("master_host_key"), dict(record.get("node_host_keys") or {}))
+    master_key = master_host_key(reply)
+    if master_key:
+        record["master_host_key"] = master_key
+    ours = {v["ip"] for h, v in record["vms"].items() if h != "master"}
+    reported = node_host_keys(reply)
+    record["node_host_keys"] = {**(record.get("node_host_keys") or {}),
+                                **{a: k for a, k in reported.items() if a in ours}}
+    lines = []
+    if record.get("master_host_key"):
+        lines.append(f"[127.0.0.1]:{record['ports']['ssh']},{record['master_ip']} "
+                     f"{record['master_host_key']}")
+    for address, key in sorted(record["node_host_keys"].items()):
+        lines.append(f"{address} {key}")
+    text = "\n".join(lines) + "\n"
+    path = known_hosts_path(record)
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return before != (record.get("master_host_key"), record["node_host_keys"])
 
 
 def host_keys(record: dict, host: str) -> list[str]:
-    """The VM's SSH host public keys, as cloud-init printed them on its serial console."""
-    text = vm.console_text(vm.paths(record, host)["console"]).replace("\r", "")
-    start = text.rfind("-----BEGIN SSH HOST KEY KEYS-----")
-    end = text.find("-----END SSH HOST KEY KEYS-----", start)
-    if start < 0 or end < 0:
-        return []
-    return [f"{m.group(1)} {m.group(2)}" for m in HOSTKEY_RE.finditer(text[start:end])]
-
-
-def _known_hosts(record: dict) -> Path:
-    """known_hosts with every VM's keys under its alias (rewritten as keys appear)."""
-    path = Path(record["dir"]) / "known_hosts"
-    lines = []
-    for host in ["master", *record["nodes"]]:
-        lines += [f"{_alias(record, host)} {key}" for key in host_keys(record, host)]
-    text = "\n".join(lines) + "\n"
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return path
+    """HOST's pinned host key(s) ([] until the master reported it)."""
+    if host == "master":
+        key = record.get("master_host_key")
+    else:
+        key = (record.get("node_host_keys") or {}).get(record["vms"][host]["ip"])
+    return [key] if key else []
 
 
 def _ssh_opts(record: dict, host: str) -> list[str]:
     d = Path(record["dir"])
     return ["-i", str(d / "id_ed25519"), "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={_known_hosts(record)}",
+            "-o", f"UserKnownHostsFile={known_hosts_path(record)}",
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"HostKeyAlias={_alias(record, host)}", "-o", "ConnectTimeout=10",
+            "-o", "ConnectTimeout=10",
             "-o", "ServerAliveInterval=15", "-o", "LogLevel=ERROR",
             "-o", "ControlMaster=auto", "-o", f"ControlPath={d}/cm-{host}",
             "-o", "ControlPersist=120"]

@@ -41,7 +41,8 @@ def make_overlay(base: Path, path: Path) -> Path:
 
 def argv(name: str, disk: Path, seed_iso: Path | None, accel: qemu_client.Accel, memory_mib: int,
          cpus: int, console: Path, nics: list[str], pidfile: Path | None = None,
-         monitor: Path | None = None, daemonize: bool = False) -> list[str]:
+         monitor: Path | None = None, daemonize: bool = False,
+         extra: list[str] | None = None) -> list[str]:
     """QEMU command line; NICS are -netdev specs whose id is n0, n1, ... (virtio NICs)."""
     out = [qemu_client.qemu_binary(), "-name", name, *accel.argv(), "-M", "pc",
            "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-no-user-config",
@@ -62,7 +63,7 @@ def argv(name: str, disk: Path, seed_iso: Path | None, accel: qemu_client.Accel,
         out += ["-monitor", f"unix:{monitor},server,nowait"]
     if daemonize:
         out.append("-daemonize")
-    return out
+    return out + list(extra or [])
 
 
 def read_pid(pidfile: Path) -> int | None:
