@@ -17,6 +17,7 @@ from imagebake.agent.spec import dumps, make_spec
 from imagebake.targets.qemu import imds as emulator
 
 SPEC = make_spec("demo", "node", master_address="10.0.0.5")
+SPEC_TEXT = dumps(SPEC)
 
 
 def _instance(user_data, http_tokens="required", address="127.0.0.1"):
@@ -31,7 +32,7 @@ def _instance(user_data, http_tokens="required", address="127.0.0.1"):
 def emulated():
     servers = []
 
-    def start(user_data=dumps(SPEC), http_tokens="required"):
+    def start(user_data=SPEC_TEXT, http_tokens="required"):
         server, url = emulator.serve({"instances": {"127.0.0.1": _instance(user_data,
                                                                            http_tokens)}})
         servers.append(server)
@@ -158,7 +159,7 @@ def _closed_port():
 def test_agent_metadata_service_down_retries_with_backoff_then_one_line_exit_2(
         agent_ctx, agent_log):
     slept = []
-    ctx = agent_ctx(imds_url="http://127.0.0.1:%d" % _closed_port(), sleep=slept.append)
+    ctx = agent_ctx(imds_url=f"http://127.0.0.1:{_closed_port()}", sleep=slept.append)
     before = snapshot(ctx.root)
     agent = Agent(ctx)
     with pytest.raises(SystemExit) as exc:
@@ -168,7 +169,7 @@ def test_agent_metadata_service_down_retries_with_backoff_then_one_line_exit_2(
     lines = _lines(agent_log)
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert "no cluster spec found" in lines[0].getMessage()
-    assert "after %d attempts" % (len(source.IMDS_RETRY_DELAYS) + 1) in lines[0].getMessage()
+    assert f"after {len(source.IMDS_RETRY_DELAYS) + 1} attempts" in lines[0].getMessage()
     written = set(snapshot(ctx.root)) - set(before)
     # nothing but the agent's fence note: no spec copy, no key, no phase recorded
     assert written <= {"var/lib/imagebake/state.json"}, written
@@ -186,13 +187,13 @@ def test_agent_metadata_service_back_during_backoff_is_used(agent_ctx, emulated)
     def sleep(seconds):
         calls.append(seconds)
 
-    ctx = agent_ctx(imds_url="http://127.0.0.1:%d" % _closed_port(), sleep=sleep)
+    ctx = agent_ctx(imds_url=f"http://127.0.0.1:{_closed_port()}", sleep=sleep)
     real = imds.get_user_data
 
     def flaky(base, timeout=2.0):
         if len(calls) < 2:
             return real(base, timeout)  # closed port: NoIMDS
-        return real("http://127.0.0.1:%d" % port, timeout)
+        return real(f"http://127.0.0.1:{port}", timeout)
 
     imds_get, imds.get_user_data = imds.get_user_data, flaky
     try:
