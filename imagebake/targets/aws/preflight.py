@@ -174,14 +174,18 @@ def name_free(client: Any, name: str, region: str, owner: str, vpc: str) -> None
         raise ImagebakeError(
             f"a cluster named {name!r} is already recorded: `invoke destroy --name {name}` "
             "or pick another --name")
-    live = ec2i.describe(client, cluster=name, owner=owner, states=ec2i.LIVE_STATES)
+    try:
+        live = ec2i.describe(client, cluster=name, owner=owner, states=ec2i.LIVE_STATES)
+        groups = client.describe_security_groups(Filters=[
+            {"Name": "vpc-id", "Values": [vpc]},
+            {"Name": "group-name", "Values": [network.group_name(name)]}])["SecurityGroups"]
+    except AWS_ERRORS as exc:
+        raise ImagebakeError(aws.explain(exc, "checking the cluster name", region=region)) \
+            from None
     if live:
         raise ImagebakeError(
             f"{len(live)} instance(s) of yours tagged {ec2i.CLUSTER_TAG}={name} exist in "
             f"{region}: `invoke destroy --name {name} --target aws` or pick another --name")
-    groups = client.describe_security_groups(Filters=[
-        {"Name": "vpc-id", "Values": [vpc]},
-        {"Name": "group-name", "Values": [network.group_name(name)]}])["SecurityGroups"]
     for group in groups:
         tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
         if tags.get(ec2i.OWNER_TAG) == owner[:256]:
