@@ -1,9 +1,9 @@
 """Real QEMU VMs booted the EC2 way: one cluster (master + 2 slaves) shared by every test.
 
 The VMs get the AWS launcher's user data from the emulated metadata service
-(HttpTokens=required at launch), a capture on the cluster bridge runs from before the
-first VM starts until the cluster is ready. Needs root, qemu-system-x86 and the baked
-qemu images (`invoke bake --target qemu`).
+(HttpTokens=required at launch), plus one TTL node (see TTL_SECONDS); a capture on the
+cluster bridge runs from before the first VM starts until the cluster is ready. Needs
+root, qemu-system-x86 and the baked qemu images (`invoke bake --target qemu`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from imagebake.targets.qemu import cluster as qemu_cluster
 
 NAME = "vmtest"
 RESULTS = Path("build/vm-test-results.json")
+# The TTL node: added right after the cluster is ready, with HttpTokens=optional and a
+# deadline TTL_SECONDS away. Its agent must be stopped before logind's nologin (the last
+# 5 minutes) starts; it powers off while the other tests run (tests/vm/test_vm_cluster.py).
+TTL_SECONDS = 540
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,14 @@ def cluster(vm_host, state_dir, tmp_path_factory):
                                                   http_tokens="required")
         record["pcap"] = qemu_cluster.stop_capture(record)
         record["launch_seconds"] = round(time.time() - started, 1)
+        members = list(record["nodes"])
+        deadline = int(time.time()) + TTL_SECONDS
+        qemu_cluster.QemuTarget()._grow(record, 1, http_tokens="optional",
+                                        ttl_deadline=deadline, wait=False)
+        # not one of the cluster's nodes for the other tests: it will power itself off
+        record["ttl_node"] = {"host": record["nodes"][-1], "deadline": deadline}
+        record["nodes"] = members
+        state.save(record)
         yield record
     finally:
         print(qemu_cluster.QemuTarget().destroy(NAME))

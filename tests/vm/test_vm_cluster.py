@@ -16,7 +16,7 @@ from imagebake.disco import smoke
 from imagebake.targets.aws import readiness
 from imagebake.targets.aws import userdata as aws_userdata
 from imagebake.targets.qemu import cluster as qemu_cluster
-from imagebake.targets.qemu import ec2
+from imagebake.targets.qemu import ec2, vm
 from imagebake.targets.qemu.ssh import known_hosts_path, vm_exec
 
 from .conftest import RESULTS
@@ -44,11 +44,37 @@ def test_cluster_became_ready(cluster):
                              "launch_seconds": cluster["launch_seconds"]})
 
 
+def _joined(record) -> set[str]:
+    reply = readiness.agent_status("127.0.0.1", record["ports"]["join"], record)
+    return readiness.joined_names(reply)
+
+
+def test_ttl_node_with_optional_tokens_joins_then_its_agent_is_stopped(cluster):
+    """A fresh boot with HttpTokens=optional forms/joins the cluster; then its agent is
+    stopped (the power-off is checked by the last test, after the others ran)."""
+    node, deadline = cluster["ttl_node"]["host"], cluster["ttl_node"]["deadline"]
+    assert cluster["vms"][node]["http_tokens"] == "optional"
+    nologin = deadline - 300  # logind refuses non-root logins in the last 5 minutes
+    while node not in _joined(cluster):
+        assert time.time() < nologin - 20, f"{node} did not join before its TTL's last minutes"
+        time.sleep(3)
+    qemu_cluster.status(cluster)  # pins its host key from the signed reply
+    assert any(ln.split()[1] == cluster["vms"][node]["ip"] and "/user-data 200" in ln
+               for ln in ec2.requests(cluster))
+    sh(cluster, node, "systemctl stop imagebake-agent")
+    assert sh(cluster, node, "systemctl is-active imagebake-agent", check=False).strip() \
+        != "active"
+    # the TTL belongs to logind, scheduled at boot by its own unit
+    assert "USEC=" in sh(cluster, node, "cat /run/systemd/shutdown/scheduled")
+    _record_result("ttl_node", {"joined_after_seconds": round(
+        time.time() - cluster["vms"][node]["started_at"], 1)})
+
+
 def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
     reply = readiness.agent_status("127.0.0.1", cluster["ports"]["join"], cluster)
     assert reply is not None and readiness.is_ready(reply, len(cluster["nodes"]))
     assert readiness.master_host_key(reply) == cluster["master_host_key"]
-    node_ips = {cluster["vms"][h]["ip"] for h in cluster["nodes"]}
+    node_ips = {v["ip"] for h, v in cluster["vms"].items() if h != "master"}
     assert set(cluster["node_host_keys"]) == node_ips  # pinned under the private IPs only
     for host in cluster["nodes"]:
         ip = cluster["vms"][host]["ip"]
@@ -105,7 +131,8 @@ def test_every_node_sees_the_master_vm_address_never_loopback(cluster):
 
 def test_every_node_in_disco_config_with_string_worker_count(cluster):
     hosts = json.loads(read(cluster, "master", DISCO_CONFIG))["hosts"]
-    assert sorted(h[0] for h in hosts) == sorted(cluster["nodes"])
+    members = cluster["nodes"] + [cluster["ttl_node"]["host"]]
+    assert sorted(h[0] for h in hosts) == sorted(members)
     for name, workers in hosts:
         assert isinstance(workers, str) and workers.isdigit() and int(workers) > 0, (name, workers)
 
@@ -305,3 +332,17 @@ def test_slave_reboot_with_optional_tokens_rejoins_without_duplicates(cluster):
     out = sh(cluster, "master",
              f"ssh -o StrictHostKeyChecking=yes -o BatchMode=yes {node} hostname", user="disco")
     assert out.strip().splitlines()[-1] == node
+
+
+def test_ttl_node_powered_off_at_its_deadline_with_its_agent_stopped(cluster):
+    """Last: the TTL node (agent stopped by the second test) powers off at the deadline."""
+    node, deadline = cluster["ttl_node"]["host"], cluster["ttl_node"]["deadline"]
+    pidfile = vm.paths(cluster, node)["pid"]
+    while vm.read_pid(pidfile) is not None:
+        assert time.time() < deadline + 90, f"{node} still running 90 s after its TTL"
+        time.sleep(3)
+    off = time.time()
+    _record_result("ttl_node_power_off_after_deadline_seconds", round(off - deadline, 1))
+    assert off >= deadline - 5, f"{node} powered off {deadline - off:.0f}s before its TTL"
+    report = qemu_cluster.status(cluster)
+    assert report["master"]["state"] == "running" and report["ready"]
