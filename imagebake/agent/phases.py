@@ -8,7 +8,9 @@ Each phase logs ``phase NAME: ok|failed: reason`` and records itself in
 """
 
 import os
+import signal
 import socket
+import threading
 
 from . import disco_config, dns, imds, keys, node, services, source, ttl
 from .fsutil import makedirs, write_atomic, write_in_place
@@ -272,6 +274,7 @@ class Agent(object):
     def setup(self):
         """spec, keys, services, then the role's phases (the master starts serving)."""
         run = self.state.run_phase
+        self.exit_on_sigterm()
         run("spec", self.phase_spec)
         if ttl.enforce(self.ctx, self.spec):
             return False
@@ -320,6 +323,32 @@ class Agent(object):
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        self.stop_disco()
+
+    def stop_disco(self):
+        """Master: `disco stop` when this agent started (or found) Disco running, so its
+        VM ends the slaves' Erlang nodes while the network is still up (after a plain kill
+        they linger until the distribution tick notices, and a restarted master cannot
+        start them again meanwhile). Bounded by the runner's timeout."""
+        master = self.master
+        if master is None or not master.disco_started:
+            return None
+        exe = disco_config.disco_installed(self.ctx)
+        if exe is None:
+            return None
+        result = self.ctx.runner.run([exe, "stop"])
+        master.disco_started = False
+        self.ctx.log.info("disco stop: %s", "ok" if result.ok else result.out.strip()[-200:])
+        return result.ok
+
+    def exit_on_sigterm(self):
+        """SIGTERM (docker stop/restart, systemd stop) ends the agent through stop()."""
+        def handler(signum, frame):
+            raise SystemExit(128 + signum)
+        # Only for the real machine (root "/"), never in a test's temporary root.
+        if getattr(self.ctx, "root", None) == "/" and \
+                threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
 
 
 def status_report(ctx):

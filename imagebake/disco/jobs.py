@@ -87,6 +87,11 @@ def failure_reason(job_events: list[list[str]]) -> str:
         if "Could not parse worker event" in head:
             return (f"{where}: the job wrote to stderr, which is Disco's worker protocol "
                     "channel (Could not parse worker event)")
+    lost = [m for _, _, m in job_events
+            if re.match(r"^Task \S+ failed on \"[^\"]+\"", str(m))]
+    if lost:  # a slave went away (killed, stopped, unreachable) during the job
+        m = re.match(r"^Task (\S+) failed on \"([^\"]+)\"", lost[-1])
+        return f"{m.group(1)} failed on {m.group(2)} ({len(lost)} task failures; a slave lost?)"
     return ""
 
 
@@ -118,7 +123,8 @@ def run_script(target: Target, record: dict, script: Path | str, args: list[str]
         if not why:
             last = [x for x in run.stderr.splitlines() if x.strip()]
             why = last[-1][:200] if last else f"exit code {rc}"
-        if "Timeout" in run.stderr and "on" in why:
-            why = f"no result within {timeout}s; {why}"
+        if "Timeout" in run.stderr or rc in (124, 137):
+            why = f"no result within {timeout}s" + (f"; {why}" if why and "Timeout" not in why
+                                                    else "")
         run.reason = f"job {run.name or '(not started)'} failed: {why}"
     return run

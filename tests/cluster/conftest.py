@@ -29,17 +29,54 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def images():
+    """The images every cluster of the session starts from: Disco from vendor/ when its
+    archives are here (the default bake; skipped by content hash when already baked),
+    else a bare bake. Pinned for the session: a bake elsewhere that rewrites
+    build/images.json meanwhile does not change what these tests launch."""
     if not docker_ok():
         pytest.skip("no running Docker daemon: the local cluster tests need one")
-    refs = docker_cluster.image_refs()
-    missing = [r for r in refs.values()
-               if subprocess.run(["docker", "image", "inspect", r],
-                                 capture_output=True).returncode != 0]
-    if missing:
-        from imagebake.bake import build
+    from imagebake.bake import build, vendor
+    from imagebake.errors import ImagebakeError
 
-        build.bake(target="docker", only=None, variables={"disco_source": "none"}, force=False)
-    return docker_cluster.image_refs()
+    try:
+        vendor.check({"disco_source": "vendored"})
+        variables = {}
+    except ImagebakeError:
+        variables = {"disco_source": "none"}
+    result = build.bake(target="docker", only=None, variables=variables, force=False)
+    refs = {role: result["images"][role]["id"] for role in ("master", "node")}
+    patch = pytest.MonkeyPatch()
+    patch.setattr(docker_cluster, "image_refs", lambda: dict(refs))
+    yield refs
+    patch.undo()
+
+
+def images_disco_source(refs: dict) -> str:
+    """The master image's imagebake.disco-source label ('none' when baked without Disco)."""
+    out = subprocess.run(["docker", "image", "inspect", "--format",
+                          '{{ index .Config.Labels "imagebake.disco-source" }}', refs["master"]],
+                         capture_output=True, text=True).stdout.strip()
+    return out if out and out != "<no value>" else "none"
+
+
+@pytest.fixture(scope="session")
+def with_disco(images):
+    """Skip unless the baked images carry Disco."""
+    source = images_disco_source(images)
+    if source == "none":
+        pytest.skip("the baked images carry no Disco (imagebake.disco-source=none): its "
+                    "archives are missing here; make them with `vendor/refresh.sh make` (needs "
+                    "GitHub) and bake again")
+    return source
+
+
+@pytest.fixture(scope="session")
+def without_disco(images):
+    """Skip unless the baked images were baked with disco_source=none."""
+    source = images_disco_source(images)
+    if source != "none":
+        pytest.skip(f"the baked images carry Disco ({source}): this checks a bare bake")
+    return source
 
 
 @pytest.fixture(scope="session")

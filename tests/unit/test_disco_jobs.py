@@ -28,3 +28,12 @@ def test_a_write_to_fd2_names_the_protocol_channel():
 def test_task_hosts_from_assignments():
     assert jobs.task_hosts(RAISED + FD2) == {"node01": ["map:0"], "node02": ["map:1"]}
     assert jobs.failure_reason([]) == ""
+
+
+def test_a_lost_slave_is_named():
+    events = [["t", "master", "map:4 assigned to node03"],
+              ["t", "master", "WARNING: [map:4] Connection lost to the node (network busy?)"],
+              ["t", "master", 'Task map:4 failed on "node03", 1th failures so far. Sleeping 14'
+                              ' seconds before retrying.']]
+    assert jobs.failure_reason(events) == ("map:4 failed on node03 (1 task failures; a slave "
+                                           "lost?)")
