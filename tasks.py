@@ -279,7 +279,7 @@ def mutants(c, only=None, list_=False, committed=False):
         raise Exit(code=1)
 
 
-@task(help={"what": "bake, cluster, launch, vm or all (default)"})
+@task(help={"what": "bake, cluster, launch, vm, dns, job (real Disco) or all (default)"})
 @_cli
 def bench(c, what="all"):
     """Run benchmarks and print their figures."""

@@ -4,6 +4,8 @@ bake    full local bake of both roles vs re-bake with unchanged inputs (skip)
 cluster time from containers started to ready for N = 4 and 16, side by side
 launch  EC2 API calls for N = 1, 4, 32 against moto (launch_calls.py)
 vm      QEMU bake/boot figures (vm.py)
+dns     DNS queries at the master's dnsmasq during a >= 60 s Disco job (disco_bench.py)
+job     ddfs-load vs docker cp, the 2-gram job at N = 1, 2, 4, first job at N = 4 vs 16
 all     bake, cluster and launch, plus time to ready for N = 1, 2, 4, 8, 16 and its
         plot: build/bench.json, and the README's figure docs/bench-ready.png
 """
@@ -136,7 +138,7 @@ def plot(by_n: dict[str, dict], path: Path) -> None:
 
 
 def run(what: str = "all") -> dict:
-    choices = ("bake", "cluster", "launch", "vm", "all")
+    choices = ("bake", "cluster", "launch", "vm", "dns", "job", "all")
     if what not in choices:
         raise ImagebakeError(f"unknown benchmark {what!r}: choose one of {', '.join(choices)}")
     report: dict = {"machine": machine(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -148,6 +150,12 @@ def run(what: str = "all") -> dict:
         report["launch"] = _optional("launch_calls")
     if what == "vm":
         report["vm"] = _optional("vm")
+    if what in ("dns", "job"):  # real Disco: not part of `all` (minutes, >= 200 MB)
+        from . import disco_bench
+
+        report[what] = disco_bench.run(what)
+        OUT.mkdir(exist_ok=True)
+        (OUT / f"bench-{what}.json").write_text(json.dumps(report, indent=2) + "\n")
     if what == "all":
         curve = _ready_times([1, 2, 4, 8, 16])
         report["ready_curve"] = {str(k): v for k, v in curve.items()}

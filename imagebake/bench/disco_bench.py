@@ -1,0 +1,240 @@
+"""`invoke bench --what dns` and `--what job`: figures of real Disco on the local target.
+
+dns  4 slaves; the master's dnsmasq is restarted with --log-queries into a file (the
+     cluster's own resolver, same config); a Disco job of >= 60 s runs on all slaves;
+     every query dnsmasq saw is counted by asker, answered locally (hosts table, cache,
+     domain-needed) or forwarded upstream, per machine-minute.
+job  a generated 2-gram sample (>= 200 MB, Google Books 2009 format): `invoke ddfs-load`'s
+     rate in MB/s beside `docker cp` of the same bytes into the master (ratio); the 2-gram
+     top-K job's wall time at N = 1, 2, 4 slaves on that same data (one cluster per N, the
+     data loaded into each); and containers running -> first job accepted, N = 4 vs 16.
+
+Clusters are made in a private state directory and destroyed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .. import state, targets
+from ..disco import ddfs_load, jobs, smoke
+from ..errors import ImagebakeError
+from ..targets.docker.cluster import container_name
+
+PROBE = Path(__file__).resolve().parents[1] / "disco" / "probe_job.py"
+DNS_LOG = "/tmp/imagebake-bench-dnsmasq.log"
+MB = 1_000_000
+
+
+@contextlib.contextmanager
+def cluster(name: str, slaves: int, wait: bool = True):
+    """A docker cluster in a private state directory, destroyed on the way out."""
+    docker = targets.get("docker")
+    old = os.environ.get("IMAGEBAKE_STATE_DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["IMAGEBAKE_STATE_DIR"] = tmp
+        try:
+            record = docker.launch(name=name, slaves=slaves, wait=wait)
+            yield docker, record
+        finally:
+            docker.destroy(name, state.load(name))
+            if old is None:
+                os.environ.pop("IMAGEBAKE_STATE_DIR", None)
+            else:
+                os.environ["IMAGEBAKE_STATE_DIR"] = old
+
+
+def _require_disco(docker, record) -> None:
+    from ..targets.docker.cluster import disco_installed
+
+    if not disco_installed(record):
+        raise ImagebakeError("the baked images carry no Disco (disco_source=none): these "
+                             "benchmarks need it; make the archives with `vendor/refresh.sh "
+                             "make` (needs GitHub) and `invoke bake`")
+
+
+# ---------------------------------------------------------------- dns
+def count_dns(log: str, names: dict[str, str]) -> dict[str, dict[str, int]]:
+    """asker -> {queries, forwarded, local} from a dnsmasq --log-queries log. A query
+    line is `query[A] NAME from IP`; a forward is `forwarded NAME to SERVER` (attributed
+    to the last asker of NAME)."""
+    counts: dict[str, dict[str, int]] = {}
+    last_asker: dict[str, str] = {}
+    for line in log.splitlines():
+        m = re.search(r"query\[\w+\] (\S+) from (\S+)", line)
+        if m:
+            who = names.get(m.group(2), m.group(2))
+            last_asker[m.group(1)] = who
+            counts.setdefault(who, {"queries": 0, "forwarded": 0, "local": 0})["queries"] += 1
+            continue
+        m = re.search(r"forwarded (\S+) to (\S+)", line)
+        if m:
+            who = last_asker.get(m.group(1), "?")
+            counts.setdefault(who, {"queries": 0, "forwarded": 0, "local": 0})["forwarded"] += 1
+    for entry in counts.values():
+        entry["local"] = entry["queries"] - entry["forwarded"]
+    return counts
+
+
+def bench_dns(slaves: int = 4, seconds: float = 60.0) -> dict:
+    with cluster("benchdns", slaves) as (docker, record):
+        _require_disco(docker, record)
+        master = container_name(record["name"], "master")
+        subprocess.run(["docker", "exec", master, "sh", "-c",
+                        "kill $(pidof dnsmasq); sleep 0.5; dnsmasq --conf-file=/etc/dnsmasq.conf "
+                        f"--log-queries --log-facility={DNS_LOG}"], check=True,
+                       capture_output=True)
+        workers = 2 * slaves * 2  # tasks: each slave's slots filled twice over
+        per_task = seconds / 2
+        began = time.monotonic()
+        run = jobs.run_script(docker, record, PROBE, ["hosts", str(workers), str(per_task)],
+                              timeout=int(seconds * 4))
+        minutes = (time.monotonic() - began) / 60
+        if not run.ok:
+            raise ImagebakeError(f"dns benchmark: {run.reason}")
+        log = subprocess.run(["docker", "exec", master, "cat", DNS_LOG], capture_output=True,
+                             text=True).stdout
+        report = docker.status(record)
+        names = {n["address"]: n["hostname"] for n in report["nodes"] if n["address"]}
+        names.update({"127.0.0.1": "master", record["master_ip"]: "master"})
+        counts = count_dns(log, names)
+        asked = sorted({m for m in re.findall(r"query\[\w+\] (\S+) from", log)})
+    machines = slaves + 1
+    total = {k: sum(c[k] for c in counts.values()) for k in ("queries", "forwarded", "local")}
+    result = {"slaves": slaves, "job_minutes": round(minutes, 2), "job": run.name,
+              "names_asked": asked,
+              "by_asker": counts, "total": total,
+              "per_machine_minute": {k: round(v / (machines * minutes), 2)
+                                     for k, v in total.items()}}
+    per = result["per_machine_minute"]
+    print(f"dns: a {minutes * 60:.0f}s Disco job on {slaves} slaves ({workers} tasks): "
+          f"{total['queries']} queries reached the master's dnsmasq, {total['local']} answered "
+          f"locally, {total['forwarded']} forwarded upstream")
+    print(f"dns: per machine-minute ({machines} machines): {per['queries']} queries, "
+          f"{per['local']} local, {per['forwarded']} forwarded")
+    print(f"dns: names asked: {', '.join(asked) or 'none'}")
+    for who in sorted(counts):
+        c = counts[who]
+        print(f"  {who:<8} {c['queries']:>6} queries  {c['local']:>6} local  "
+              f"{c['forwarded']:>4} forwarded")
+    return result
+
+
+# ---------------------------------------------------------------- job
+def write_big_sample(folder: Path, megabytes: int, files: int = 8) -> list[Path]:
+    """FILES 2-gram files of MEGABYTES in all, generated (smoke.ngram_lines' format)."""
+    import random
+
+    rng = random.Random(2009)
+    per_file = megabytes * MB // files
+    block = "".join(smoke.ngram_lines(rng, 20000))
+    paths = []
+    for n in range(files):
+        path = Path(folder) / f"googlebooks-eng-bench-2gram-{n:02d}.tsv"
+        with open(path, "w") as fh:
+            written = 0
+            while written < per_file:
+                fh.write(block)
+                written += len(block)
+        paths.append(path)
+    return paths
+
+
+def streamed_answer(paths: list[Path], k: int) -> str:
+    """The 2-gram top-K of PATHS in plain Python, one line at a time (the job's own map)."""
+    job = smoke.load_job_module()
+    totals: dict[str, int] = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                for gram, count in job.map_ngram(line, None):
+                    totals[gram] = totals.get(gram, 0) + count
+    return job.to_csv(job.top_k(totals.items(), k))
+
+
+def _size(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def _docker_cp_rate(record: dict, paths: list[Path]) -> float:
+    master = container_name(record["name"], "master")
+    subprocess.run(["docker", "exec", master, "mkdir", "-p", "/tmp/bench-cp"], check=True)
+    began = time.monotonic()
+    for path in paths:
+        subprocess.run(["docker", "cp", str(path), f"{master}:/tmp/bench-cp/"], check=True,
+                       capture_output=True)
+    took = time.monotonic() - began
+    subprocess.run(["docker", "exec", master, "rm", "-rf", "/tmp/bench-cp"], check=True)
+    return _size(paths) / MB / took
+
+
+def _first_job_accepted(n: int) -> dict:
+    """Containers running -> a 1-task job accepted and done (retried every 0.5 s)."""
+    with cluster(f"benchfirst{n}", n, wait=False) as (docker, record):
+        started = record["started_at"]
+        attempts = 0
+        while True:
+            attempts += 1
+            run = jobs.run_script(docker, record, PROBE, ["hosts", "1", "0"], timeout=20)
+            if run.ok:
+                return {"seconds": round(time.time() - started, 2), "attempts": attempts,
+                        "start_s": record["start_seconds"]}
+            if time.time() - started > 300:
+                raise ImagebakeError(f"N={n}: no job accepted within 300 s: {run.reason}")
+            time.sleep(0.5)
+
+
+def bench_job(megabytes: int = 200, sizes=(1, 2, 4)) -> dict:
+    result: dict = {"sample_mb": megabytes, "by_n": {}}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("IMAGEBAKE_BENCH_TMP")) as tmp:
+        began = time.monotonic()
+        paths = write_big_sample(Path(tmp), megabytes)
+        size_mb = _size(paths) / MB
+        print(f"job: generated {size_mb:.0f} MB of 2-grams in {len(paths)} files "
+              f"({time.monotonic() - began:.0f}s)")
+        want = streamed_answer(paths, 10)
+        for n in sizes:
+            with cluster(f"benchjob{n}", n) as (docker, record):
+                _require_disco(docker, record)
+                entry = {}
+                if n == max(sizes):
+                    entry["docker_cp_mb_s"] = round(_docker_cp_rate(record, paths), 1)
+                began = time.monotonic()
+                ddfs_load.load(record, [str(p) for p in paths], "data:bench")
+                entry["ddfs_load_s"] = round(time.monotonic() - began, 1)
+                entry["ddfs_load_mb_s"] = round(size_mb / entry["ddfs_load_s"], 1)
+                began = time.monotonic()
+                run = jobs.run_script(docker, record, smoke.NGRAM_JOB,
+                                      ["tag://data:bench", "10"], timeout=3600)
+                entry["job_s"] = round(time.monotonic() - began, 1)
+                if not run.ok:
+                    raise ImagebakeError(f"job benchmark N={n}: {run.reason}")
+                entry["correct"] = run.stdout.strip() == want.strip()
+                entry["tasks_by_host"] = {h: len(t) for h, t in run.hosts().items()}
+                result["by_n"][str(n)] = entry
+                print(f"job N={n}: ddfs-load {entry['ddfs_load_mb_s']} MB/s "
+                      f"({entry['ddfs_load_s']}s); 2-gram top-10 job {entry['job_s']}s "
+                      f"({'correct' if entry['correct'] else 'WRONG'}; tasks "
+                      f"{entry['tasks_by_host']})")
+                if "docker_cp_mb_s" in entry:
+                    ratio = entry["ddfs_load_mb_s"] / entry["docker_cp_mb_s"]
+                    result["load_vs_cp"] = round(ratio, 3)
+                    print(f"job: ddfs-load {entry['ddfs_load_mb_s']} MB/s vs docker cp "
+                          f"{entry['docker_cp_mb_s']} MB/s of the same bytes: ratio "
+                          f"{ratio:.2f} (N={n}, {size_mb:.0f} MB)")
+    first = {n: _first_job_accepted(n) for n in (4, 16)}
+    result["first_job"] = {str(k): v for k, v in first.items()}
+    for n, f in first.items():
+        print(f"job: N={n}: containers running -> first job accepted and done in "
+              f"{f['seconds']}s ({f['attempts']} attempts)")
+    return result
+
+
+def run(what: str) -> dict:
+    return bench_dns() if what == "dns" else bench_job()
