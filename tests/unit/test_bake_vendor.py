@@ -136,3 +136,13 @@ def test_cli_missing_archive_is_one_line_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing archive vendor/disco/disco-0.5.4.tar.gz" in lines[0]
     assert not (copy / "build" / "images.json").exists()
+
+
+def test_the_test_bake_uses_disco_when_the_archives_are_here(monkeypatch, tmp_path, capsys):
+    lock, archives = _fake_vendor(tmp_path)
+    monkeypatch.setattr(vendor, "LOCK", lock)
+    monkeypatch.setattr(vendor.check, "__defaults__", (archives,))
+    assert vendor.local_bake_vars() == []
+    (archives / "bear-0.8.1.tar.gz").unlink()
+    assert vendor.local_bake_vars() == ["--var", "disco_source=none"]
+    assert "bear-0.8.1.tar.gz" in capsys.readouterr().err
