@@ -66,12 +66,14 @@ def base_image(c, target="docker"):
     },
 )
 @_cli
-def bake(c, target="docker", only=None, var=None, force=False):
+def bake(c, target=None, only=None, var=None, force=False):
     """Bake the master and node images with Packer; writes build/images.json."""
+    from imagebake import settings
     from imagebake.bake import build, variables
 
-    result = build.bake(target=target, only=only, variables=variables.parse_vars(var or []),
-                        force=force)
+    target, given = settings.bake_args(c.config, {"target": target,
+                                                  "vars": variables.parse_vars(var or [])})
+    result = build.bake(target=target, only=only, variables=given, force=force)
     print(json.dumps(result, indent=2))
 
 
@@ -117,9 +119,9 @@ def verify(c, target="docker", ami=None, host=None):
 @_cli
 def launch(
     c,
-    target="aws",
+    target=None,
     slaves=None,
-    name="imagebake",
+    name=None,
     workers_per_node=None,
     wait=True,
     region=None,
@@ -137,27 +139,37 @@ def launch(
     node_ami=None,
 ):
     """Start one master and N slaves; the first-boot agent forms the cluster."""
+    flags = {k: v for k, v in locals().items() if k != "c"}  # before anything else is local
+    from imagebake import settings  # defaults for every flag from invoke.yaml/env
+
+    target, given = settings.launch_args(c.config, flags, lambda t: _target(t).launch_options)
     driver = _target(target)
-    opts = dict(
-        region=region,
-        profile=profile,
-        instance_type=instance_type,
-        master_instance_type=master_instance_type,
-        subnet=subnet,
-        spot=spot,
-        ttl=ttl,
-        allow_cidr=allow_cidr,
-        key_name=key_name,
-        placement_group=placement_group,
-        keep_on_failure=keep_on_failure,
-        master_ami=master_ami,
-        node_ami=node_ami,
-    )
-    opts = {k: v for k, v in opts.items() if v not in (None, False)}
-    record = driver.launch(
-        name=name, slaves=slaves, workers_per_node=workers_per_node, wait=wait, **opts
-    )
+    record = driver.launch(**given)
     print(driver.summary(record))
+
+
+@task(help={"command": "launch (default) or bake: the settings that command uses",
+            "json": "print the settings as JSON"})
+@_cli
+def config(c, command="launch", json_=False):
+    """Effective launch/bake defaults and where each came from (invoke.yaml, ~/.invoke.yaml,
+    INVOKE_IMAGEBAKE_*); preview flags after --: invoke config -- --target docker."""
+    import shlex
+
+    from imagebake import settings
+
+    flags = settings.parse_flags(launch if command == "launch" else bake,
+                                 shlex.split(c.remainder))
+    values = settings.resolve(c.config, command, flags)
+    if json_:
+        print(json.dumps({k: {"value": v.value, "source": v.source} for k, v in values.items()},
+                         indent=2))
+        return
+    unused = ()
+    if command == "launch":
+        takes = _target(values["target"].value).launch_options
+        unused = [k for k, s in settings.SETTINGS.items() if s.option and k not in takes]
+    print(settings.render(values, command, unused))
 
 
 @task(
@@ -223,6 +235,40 @@ def ssh(c, name=None, node=None, command=None, target=None):
     argv = _target(record["target"]).ssh_argv(record, node,
                                                shlex.split(command) if command else None)
     os.execvp(argv[0], argv)
+
+
+ON_HELP = "all (default), slaves, master, or names such as node01,node02"
+
+
+def _fleet_done(outcome) -> None:
+    print(outcome.summary())
+    if not outcome.ok:
+        raise Exit(code=1)
+
+
+@task(help={"name": "cluster name", "target": TARGET_HELP, "on": ON_HELP,
+            "timeout": "seconds each node may take (default 3600)"})
+@_cli
+def run(c, name=None, on="all", timeout=None, target=None):
+    """Run a shell command on many nodes at once: invoke run --name X [--on ...] -- CMD."""
+    record = _record(name, target)
+    _fleet_done(_target(record["target"]).run(record, on, c.remainder, timeout))
+
+
+COPY_FLAGS = {"--name", "-n", "--on", "-o", "--timeout", "-t", "--target", "-a", "--src", "-s",
+              "--dest", "-d"}
+
+
+@task(positional=_given_positionals(sys.argv, "copy", COPY_FLAGS, ["src", "dest"]),
+      help={"name": "cluster name", "target": TARGET_HELP, "on": ON_HELP,
+            "src": "local file to copy (first argument)",
+            "dest": "path on each node (second argument; a directory keeps SRC's name)",
+            "timeout": "seconds each node may take (default 3600)"})
+@_cli
+def copy(c, src=None, dest=None, name=None, on="all", timeout=None, target=None):
+    """Copy a file to many nodes at once: invoke copy --name X SRC DEST [--on ...]."""
+    record = _record(name, target)
+    _fleet_done(_target(record["target"]).copy(record, on, src, dest, timeout))
 
 
 @task(help={"name": "cluster name", "target": TARGET_HELP})

@@ -71,6 +71,42 @@ class Target:
         """argv of an interactive login (or COMMAND) on the master or a node."""
         return self._ssh_argv(record, self.check_node(record, node), list(command or []))
 
+    def batch_argv(self, record: dict, node: str | None, command: list[str]) -> list[str]:
+        """argv running COMMAND on NODE with no terminal, fed from the caller's stdin:
+        ssh_argv without the `-t` an interactive login asks for (docker exec, ssh)."""
+        argv = self.ssh_argv(record, node, command)
+        return [a for a in argv[:-1] if a != "-t"] + argv[-1:]
+
+    def check_run(self, record: dict, on: str | None, command: str | None) -> list[str]:
+        """The members --on chooses for COMMAND, or one line saying why not."""
+        from . import fleet
+
+        fleet.check_command(command)
+        return fleet.select(self, record, on)
+
+    def run(self, record: dict, on: str | None, command: str, timeout: Any = None) -> Any:
+        """COMMAND on every chosen member at once, lines prefixed by name (fleet.Outcome)."""
+        from . import fleet
+
+        return fleet.run(self, record, self.check_run(record, on, command), command, timeout)
+
+    def check_copy(self, record: dict, on: str | None, src: str | None,
+                   dest: str | None) -> list[str]:
+        """The members --on chooses for copying SRC to DEST, or one line saying why not."""
+        from . import fleet
+
+        fleet.check_source(src)
+        fleet.check_dest(dest)
+        return fleet.select(self, record, on)
+
+    def copy(self, record: dict, on: str | None, src: str, dest: str,
+             timeout: Any = None) -> Any:
+        """The file SRC to DEST on every chosen member at once (fleet.Outcome)."""
+        from . import fleet
+
+        return fleet.copy(self, record, self.check_copy(record, on, src, dest), src, dest,
+                          timeout)
+
     def exec(self, record: dict, command: str, user: str = "root",
              stdin: BinaryIO | None = None) -> tuple[int, str]:
         """Run a shell command on the master as USER, fed from STDIN; (exit code, output)."""
