@@ -114,6 +114,9 @@ def verify(c, target="docker", ami=None, host=None):
         "keep_on_failure": "aws: keep what was started when launch fails",
         "master_ami": "aws: master AMI (default from build/images.json)",
         "node_ami": "aws: node AMI (default from build/images.json)",
+        "http_tokens": "qemu: the emulated instances' HttpTokens, required (default) or optional",
+        "dry_run": "create nothing: print the plan (aws: and which permissions are missing, "
+                   "asked with DryRun=True; exit 1 if any)",
     }
 )
 @_cli
@@ -137,13 +140,21 @@ def launch(
     keep_on_failure=False,
     master_ami=None,
     node_ami=None,
+    http_tokens=None,
+    dry_run=False,
 ):
     """Start one master and N slaves; the first-boot agent forms the cluster."""
-    flags = {k: v for k, v in locals().items() if k != "c"}  # before anything else is local
+    flags = {k: v for k, v in locals().items() if k not in ("c", "dry_run")}  # first
     from imagebake import settings  # defaults for every flag from invoke.yaml/env
 
     target, given = settings.launch_args(c.config, flags, lambda t: _target(t).launch_options)
     driver = _target(target)
+    if dry_run:
+        text, ok = driver.dry_run(**given)
+        print(text)
+        if not ok:
+            raise Exit(code=1)
+        return
     record = driver.launch(**given)
     print(driver.summary(record))
 
@@ -271,6 +282,17 @@ def copy(c, src=None, dest=None, name=None, on="all", timeout=None, target=None)
     _fleet_done(_target(record["target"]).copy(record, on, src, dest, timeout))
 
 
+@task(help={"name": "cluster name", "target": TARGET_HELP,
+            "cidr": "aws: the range to let in, e.g. 203.0.113.7/32 (default: your address/32)",
+            "allow_world": "aws: allow --cidr 0.0.0.0/0 (every address); refused without it"})
+@_cli
+def authorize_ip(c, name=None, cidr=None, allow_world=False, target=None):
+    """Let your current address (or --cidr) reach SSH and the agent port instead of the
+    address allowed now; the replaced rule is removed."""
+    record = _record(name, target)
+    print(_target(record["target"]).authorize_ip(record, cidr, allow_world))
+
+
 @task(help={"name": "cluster name", "target": TARGET_HELP})
 @_cli
 def tunnel(c, name=None, target=None):
@@ -290,9 +312,15 @@ def destroy(c, name=None, target=None):
         return
     record = state.load(state.check_name(name)) if name else _record(None)
     tgt = (record or {}).get("target") or target
-    if tgt is None:
-        print(f"nothing to destroy: no cluster named {name!r} recorded (pass --target to search)")
-        return
+    if tgt is None:  # no record: the cluster may still run on AWS, found by its tags
+        from imagebake.targets.aws.cluster import search_refusal
+
+        why = search_refusal()
+        if why:
+            print(f"nothing to destroy: no cluster named {name!r} recorded, and AWS not "
+                  f"searched ({why}; or pass --target)")
+            return
+        tgt = "aws"
     print(_target(tgt).destroy(name or record["name"], record))
 
 
@@ -372,7 +400,9 @@ def test(c, fast=False):
 
 
 @task(help={"target": "docker (default) or aws", "json": "print JSON",
-            "region": "aws: region", "profile": "aws: profile"})
+            "region": "aws: region(s), comma-separated; every region build/images.json "
+                      "lists is searched too (default: your AWS config's)",
+            "profile": "aws: profile"})
 @_cli
 def images(c, target="docker", json_=False, region=None, profile=None):
     """List baked images (role, Disco ref, content hash, date)."""
@@ -387,7 +417,8 @@ def images(c, target="docker", json_=False, region=None, profile=None):
     "target": "docker (default) or aws",
     "dry_run": "show the plan, remove nothing",
     "discard_new": "aws: remove exactly the AMIs in build/images.json (a failed bake)",
-    "region": "aws: region", "profile": "aws: profile",
+    "region": "aws: region(s), comma-separated, besides every region build/images.json lists",
+    "profile": "aws: profile",
 })
 @_cli
 def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region=None,
@@ -403,7 +434,8 @@ def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region
                                region=region, profile=profile, only_ids=only)
     verb = "would remove" if dry_run else "removed"
     for image in doomed:
-        print(f"{verb} {image['target']} {image['role']} {image['id']}")
+        print(f"{verb} {image['target']} {image['role']} {image['id']}"
+              + (f" ({image['region']})" if image.get("region") else ""))
     for image in spared:
         print(f"kept {image['id']}: a cluster uses it")
     if not doomed:

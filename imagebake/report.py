@@ -33,4 +33,6 @@ def render_status(report: dict) -> str:
         )
     if report.get("missing"):
         lines.append(f"  missing: {', '.join(report['missing'])}")
+    for warning in report.get("warnings") or []:
+        lines.append(f"  warning: {warning}")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ source "amazon-ebs" "master" {
   ami_name        = local.ami_name["master"]
   ami_description = "imagebake Disco master ${local.hash12["master"]}"
   encrypt_boot    = var.encrypt_boot
+  ami_regions     = [for r in compact(split(",", var.ami_regions)) : r if r != var.aws_region]
   tags            = merge(local.aws_tags["master"], { "imagebake:imdsv2" = var.imdsv2_support })
   snapshot_tags   = merge(local.aws_tags["master"], { "imagebake:imdsv2" = var.imdsv2_support })
   run_tags        = { Name = "packer imagebake master", "imagebake:imdsv2" = var.imdsv2_support }
@@ -37,6 +38,7 @@ source "amazon-ebs" "node" {
   ami_name        = local.ami_name["node"]
   ami_description = "imagebake Disco node ${local.hash12["node"]}"
   encrypt_boot    = var.encrypt_boot
+  ami_regions     = [for r in compact(split(",", var.ami_regions)) : r if r != var.aws_region]
   tags            = merge(local.aws_tags["node"], { "imagebake:imdsv2" = var.imdsv2_support })
   snapshot_tags   = merge(local.aws_tags["node"], { "imagebake:imdsv2" = var.imdsv2_support })
   run_tags        = { Name = "packer imagebake node", "imagebake:imdsv2" = var.imdsv2_support }

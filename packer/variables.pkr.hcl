@@ -92,6 +92,28 @@ variable "imdsv2_support" {
   }
 }
 
+variable "ami_regions" {
+  type        = string
+  description = "Regions to copy both AMIs to, comma-separated (e.g. eu-west-1,us-east-1; the build region itself is skipped). The copies carry the same tags, snapshot tags and encryption; `invoke images`/`prune` see and remove them."
+  default     = ""
+
+  validation {
+    condition     = trim(var.ami_regions, "abcdefghijklmnopqrstuvwxyz0123456789-,") == "" && length([for r in compact(split(",", var.ami_regions)) : r if length(split("-", r)) < 3]) == 0
+    error_message = "The ami_regions must be region names separated by commas, e.g. eu-west-1,us-east-1."
+  }
+}
+
+variable "ami_deprecate_after" {
+  type        = string
+  description = "Deprecate the AMIs (and every copy) this many days after the bake, e.g. 90d (empty: never). Set by imagebake after Packer with EC2's EnableImageDeprecation, so it works on Packer 1.6.6 too."
+  default     = ""
+
+  validation {
+    condition     = var.ami_deprecate_after == "" || (length(var.ami_deprecate_after) >= 2 && length(var.ami_deprecate_after) <= 5 && substr(var.ami_deprecate_after, -1, 1) == "d" && trim(substr(var.ami_deprecate_after, 0, length(var.ami_deprecate_after) - 1), "0123456789") == "")
+    error_message = "The ami_deprecate_after must be empty or a number of days such as 90d."
+  }
+}
+
 variable "ssh_username" {
   type        = string
   description = "Login user of the source AMI."

@@ -151,6 +151,16 @@ MUTANTS = [
     Mutant("docker-destroy-leaves-network", "destroy removes a local cluster's network",
            "imagebake/targets/docker/cluster.py", 'for kind in ("network", "volume"):',
            'for kind in ("volume",):', DOCKER_DESTROY),
+    # ---------------------------------------------------------------- owner scope
+    Mutant("cluster-filter-ignores-owner",
+           "destroy, status and grow find only the caller's cluster (owner tag)",
+           "imagebake/targets/aws/instances.py",
+           "    return [cluster_filter(cluster), owner_filter(owner)]",
+           "    return [cluster_filter(cluster)]",
+           ("tests/aws/test_aws_security.py::"
+            "test_destroy_leaves_another_principals_same_named_cluster_alone",
+            "tests/aws/test_aws_security.py::"
+            "test_every_cluster_filter_also_filters_on_the_owner")),
 ]
 
 

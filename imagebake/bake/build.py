@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ImagebakeError
 from ..progress import Board, Row
-from . import existing, hashing, packer, records, vendor
+from . import existing, hashing, images, packer, records, vendor
 from .records import ROOT, images_json_path
 from .variables import DEFAULT_BASE, DEFAULTS, PACKER_DIR, SOURCE_TYPE, check, disco_tarball, hashed
 
@@ -83,6 +83,7 @@ def _prepare_qemu(effective: dict[str, str]) -> Prepared:
 def _prepare_aws(effective: dict[str, str]) -> Prepared:
     from ..clients import aws
 
+    images.deprecate_days(effective.get("ami_deprecate_after"))  # one line, before AWS
     session = aws.make_session(effective.get("aws_region") or None, None)
     region = session.region_name
     effective["aws_region"] = region
@@ -232,7 +233,12 @@ def _packer_build(target: str, todo: list[str], effective: dict[str, str],
                                                 prepared.region)
             if entry:
                 recorded[role] = entry
-    if recorded:
+    if recorded and target == "aws":
+        try:  # IMDS support and deprecation: the EC2 API, whatever Packer's version
+            images.finish_amis(recorded, effective)
+        finally:
+            records.write_images(target, recorded)
+    elif recorded:
         records.write_images(target, recorded)
     if not result.ok:
         raise ImagebakeError(f"packer build failed: {result.first_error} "

@@ -61,6 +61,46 @@ def _ec2(region: str | None, profile: str | None, session: Any = None) -> Any:
     return aws.ec2(session or aws.make_session(region, profile))
 
 
+def recorded_regions(path: Path | None = None) -> list[str]:
+    """Every region build/images.json names for AWS: the bake's and its copies'."""
+    from .records import images_json_path
+
+    try:
+        data = json.loads((path or images_json_path()).read_text()) or {}
+    except (OSError, ValueError):
+        return []
+    found: set[str] = set()
+    for entry in (data.get("aws") or {}).values():
+        if isinstance(entry, dict):
+            found.update(r for r in [entry.get("region"), *(entry.get("copies") or {})] if r)
+    return sorted(found)
+
+
+def aws_regions(region: str | None, default: str | None,
+                path: Path | None = None) -> list[str]:
+    """The regions `images`/`prune` look in: --region (comma-separated) and every region
+    build/images.json lists; DEFAULT (the AWS config's) when neither names one."""
+    from ..clients import aws
+
+    given = [r.strip() for r in (region or "").split(",") if r.strip()]
+    for name in given:
+        if not aws.REGION_RE.match(name):
+            raise ImagebakeError(f"--region {name!r} is not a region: write e.g. eu-west-1 "
+                                 "(several: eu-west-1,us-east-1)")
+    regions = sorted(set(given) | set(recorded_regions(path)))
+    return regions or ([default] if default else [])
+
+
+def _clients(region: str | None, profile: str | None, session: Any = None
+             ) -> dict[str, Any]:
+    """{region: EC2 client} for every region to look in (one session)."""
+    from ..clients import aws
+
+    first = (region or "").split(",")[0].strip() or None
+    session = session or aws.make_session(first, profile)
+    return {r: aws.ec2(session, r) for r in aws_regions(region, session.region_name)}
+
+
 def aws_images(client: Any) -> list[dict]:
     pages = client.get_paginator("describe_images").paginate(
         Owners=["self"], Filters=[{"Name": "tag-key", "Values": ["imagebake:role"]}])
@@ -70,10 +110,13 @@ def aws_images(client: Any) -> list[dict]:
             tags = _tags(image)
             rows.append({
                 "target": "aws", "id": image["ImageId"], "role": tags["imagebake:role"],
+                "region": client.meta.region_name,
                 "names": [image.get("Name", "")],
                 "content_hash": tags.get("imagebake:content-hash"),
                 "disco": tags.get("imagebake:disco-ref"),
-                "created": image.get("CreationDate", "")[:19] + "Z",
+                # a copy's CreationDate is when it was copied: the bake's time comes first
+                "created": (tags.get("imagebake:built-at")
+                            or image.get("CreationDate", ""))[:19] + "Z",
                 "snapshots": [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
                               if "Ebs" in m and m["Ebs"].get("SnapshotId")],
             })
@@ -101,7 +144,7 @@ def list_images(target: str = "docker", region: str | None = None,
     if target == "docker":
         rows = docker_images()
     elif target == "aws":
-        rows = aws_images(_ec2(region, profile, session))
+        rows = [r for c in _clients(region, profile, session).values() for r in aws_images(c)]
     else:
         raise ImagebakeError(f"unknown target {target!r}: choose docker or aws")
     return sorted(rows, key=lambda r: (r["role"], r["created"]), reverse=True)
@@ -123,9 +166,22 @@ def prune(keep: int, target: str = "docker", dry_run: bool = False,
     """Remove old images (or exactly ONLY_IDS); returns (removed or planned, kept-in-use)."""
     if keep < 0:
         raise ImagebakeError(f"--keep must be 0 or more, not {keep}")
-    client = _ec2(region, profile, session) if target == "aws" else None
-    rows = aws_images(client) if client else list_images(target)
-    used = aws_in_use(client) if client else docker_in_use()
+    if target != "aws":
+        return _prune_in(None, list_images(target), docker_in_use(), keep, dry_run, only_ids)
+    doomed: list[dict] = []
+    spared: list[dict] = []
+    # each region on its own: a copy is an AMI of its region, kept or removed with the
+    # newest K of that region, never while an instance there runs it
+    for client in _clients(region, profile, session).values():
+        gone, kept = _prune_in(client, aws_images(client), aws_in_use(client), keep,
+                               dry_run, only_ids)
+        doomed += gone
+        spared += kept
+    return doomed, spared
+
+
+def _prune_in(client: Any, rows: list[dict], used: set[str], keep: int, dry_run: bool,
+              only_ids: set[str] | None) -> tuple[list[dict], list[dict]]:
     if only_ids is not None:
         candidates = [r for r in rows if r["id"] in only_ids]
         doomed = [r for r in candidates if r["id"] not in used]
@@ -147,7 +203,68 @@ def new_ami_ids(path: Path | None = None) -> set[str]:
     if not path.exists():
         raise ImagebakeError(f"{path} not found: nothing was baked here")
     aws = json.loads(path.read_text()).get("aws") or {}
-    return {entry["id"] for entry in aws.values() if isinstance(entry, dict) and "id" in entry}
+    ids = set()
+    for entry in aws.values():
+        if isinstance(entry, dict) and "id" in entry:
+            ids.add(entry["id"])
+            ids.update((entry.get("copies") or {}).values())  # every region's copy
+    return ids
+
+
+# ---------------------------------------------------------------- after an AWS bake
+DEPRECATE_MAX_DAYS = 3650  # EC2 allows deprecation at most 10 years ahead
+
+
+def deprecate_days(value: str | None) -> int | None:
+    """`--var ami_deprecate_after=90d` -> 90; empty -> None; else one line."""
+    if not value:
+        return None
+    text = str(value).strip()
+    if not (text.endswith("d") and text[:-1].isdigit()
+            and 1 <= int(text[:-1]) <= DEPRECATE_MAX_DAYS):
+        raise ImagebakeError(f"ami_deprecate_after {value!r} is not a number of days: write "
+                             f"e.g. 90d (1d to {DEPRECATE_MAX_DAYS}d)")
+    return int(text[:-1])
+
+
+def finish_amis(entries: dict[str, dict], variables: dict[str, str], session: Any = None,
+                now: float | None = None) -> dict[str, dict]:
+    """What Packer 1.6.6's amazon-ebs cannot set, set through the EC2 API on every AMI
+    of ENTRIES (the build region's and each ami_regions copy): ImdsSupport v2.0 when
+    imdsv2_support=yes (the launcher then requires IMDSv2) and the deprecation time from
+    ami_deprecate_after. Packer >= 1.7 with the amazon plugin >= 1.2 has `imds_support`
+    and `deprecate_at` for this; the API calls keep the templates valid on both."""
+    import time
+
+    from ..clients import aws
+
+    imds = variables.get("imdsv2_support") == "yes"
+    days = deprecate_days(variables.get("ami_deprecate_after"))
+    if not entries or not (imds or days):
+        return entries
+    when = time.strftime("%Y-%m-%dT%H:%M:00Z",
+                         time.gmtime((now or time.time()) + (days or 0) * 86400))
+    for role, entry in entries.items():
+        amis = {entry["region"]: entry["id"], **(entry.get("copies") or {})}
+        for region, ami in sorted(amis.items()):
+            session = session or aws.make_session(region, None)
+            client = aws.ec2(session, region)
+            try:
+                if imds:
+                    client.modify_image_attribute(ImageId=ami, ImdsSupport={"Value": "v2.0"})
+                if days:
+                    client.enable_image_deprecation(ImageId=ami, DeprecateAt=when)
+            except aws.AWS_CALL_ERRORS as exc:
+                raise ImagebakeError(
+                    f"the {role} AMI {ami} ({region}) was baked and recorded, but "
+                    + aws.explain(exc, "setting its IMDS support / deprecation", region=region)
+                    + ": fix and run the bake again with --force, or set it with "
+                      "`aws ec2 modify-image-attribute` / `enable-image-deprecation`") from None
+        if imds:
+            entry["imds_support"] = "v2.0"
+        if days:
+            entry["deprecate_at"] = when
+    return entries
 
 
 def render(rows: list[dict]) -> str:
@@ -155,7 +272,8 @@ def render(rows: list[dict]) -> str:
         return "no baked images"
     lines = [f"{'target':<7}{'role':<8}{'created':<22}{'hash':<14}{'disco':<12}id"]
     for r in rows:
+        where = f" {r['id']} {r['region']}" if r.get("region") else ""
         lines.append(f"{r['target']:<7}{r['role']:<8}{r['created']:<22}"
                      f"{(r['content_hash'] or '-')[:12]:<14}{(r['disco'] or '-')[:11]:<12}"
-                     f"{r['names'][0] if r['names'] else r['id']}")
+                     f"{r['names'][0] if r['names'] else r['id']}{where}")
     return "\n".join(lines)

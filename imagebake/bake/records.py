@@ -90,7 +90,13 @@ def entry_from_manifest(target: str, role: str, entry: dict[str, Any], digest: s
                               "built_at": custom.get("built_at") or utc_now()}
     if target == "docker":
         return {"id": f"imagebake/{role}:{digest[:12]}", "image_id": artifact, **record}
-    # amazon-ebs: "us-east-1:ami-0123,..." (one region here)
-    first = artifact.split(",")[0]
-    reg, _, ami = first.partition(":")
-    return {"id": ami or first, "region": reg or region, **record}
+    # amazon-ebs: "eu-west-1:ami-0456,us-east-1:ami-0123", one region:AMI pair per region
+    # (sorted by Packer): the build REGION's AMI and the ami_regions copies
+    pairs = dict(item.partition(":")[::2] for item in artifact.split(",") if ":" in item)
+    if not pairs:
+        return {"id": artifact, "region": region, **record}
+    home = region if region in pairs else next(iter(pairs))
+    out = {"id": pairs.pop(home), "region": home, **record}
+    if pairs:
+        out["copies"] = dict(sorted(pairs.items()))
+    return out

@@ -40,6 +40,28 @@ class Target:
         """Start one master and SLAVES nodes; returns the saved record."""
         return self._launch(self.check_launch(name, slaves, workers_per_node, **options), wait)
 
+    def dry_run(self, name: str = "imagebake", slaves: Any = None,
+                workers_per_node: Any = None, wait: bool = True,
+                **options: Any) -> tuple[str, bool]:
+        """`launch --dry-run`: what launch would do, creating nothing; (text, ok). The AWS
+        target also asks AWS (DryRun=True) which permissions are missing (ok False)."""
+        return self._dry_run(self.check_launch(name, slaves, workers_per_node, **options))
+
+    def _dry_run(self, plan: Any) -> tuple[str, bool]:
+        """The plan check_launch made: names, and images and addresses where it has them."""
+        from .local_status import node_hostname
+
+        count = getattr(plan, "count", 0)
+        names = ", ".join(node_hostname(i) for i in range(1, count + 1))
+        lines = [f"dry run: would launch {getattr(plan, 'name', '?')} on {self.name}: master "
+                 f"and {count} slave(s) ({names})"]
+        for field in ("images", "addresses", "network", "subnet"):
+            value = getattr(plan, field, None)
+            if value:
+                lines.append(f"  {field}: {value}")
+        lines.append("  nothing created")
+        return "\n".join(lines), True
+
     # ---------------------------------------------------------------- grow
     def check_grow(self, record: dict, slaves: Any = None) -> int:
         """How many slaves to add, or one line saying why not."""
@@ -111,6 +133,13 @@ class Target:
              stdin: BinaryIO | None = None) -> tuple[int, str]:
         """Run a shell command on the master as USER, fed from STDIN; (exit code, output)."""
         raise ImagebakeError(f"running commands is not available for the {self.name} target")
+
+    def authorize_ip(self, record: dict, cidr: str | None = None,
+                     allow_world: bool = False) -> str:
+        """Let CIDR (default: the caller's address) reach the cluster instead of the range
+        allowed now (AWS: the security group); one line where a target has no such rule."""
+        raise ImagebakeError(f"authorize-ip does not apply to the {self.name} target: its "
+                             "cluster has no security group (only --target aws has one)")
 
     # ---------------------------------------------------------------- the rest
     def status(self, record: dict) -> dict:

@@ -72,3 +72,37 @@ def test_destroy_terminates_cancels_and_deletes_in_few_calls(amis, ec2, calls):
     assert len(calls.named("DeleteSecurityGroup")) == 1
     assert calls.named("DescribeSpotInstanceRequests")  # spot requests are looked for
     assert tagged(ec2, "c1") == NOTHING
+
+
+# ------------------------------------------------------------------ no record, no --target
+def _cli_env(aws_env):
+    import os
+
+    return {**os.environ, **aws_env}
+
+
+def test_destroy_without_a_record_or_target_searches_aws_by_tag(amis, ec2, aws_env):
+    from .test_aws_cli import invoke
+
+    launch(slaves=2)
+    state.remove("c1")  # the record is lost; `invoke destroy --name c1` alone must do
+    result = invoke(_cli_env(aws_env), "destroy", "--name", "c1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("destroyed c1 in us-east-1: 3 instance(s) terminated")
+    assert tagged(ec2, "c1") == NOTHING
+
+
+def test_destroy_without_a_record_and_without_credentials_says_so(amis, ec2, aws_env):
+    from .test_aws_cli import invoke
+
+    launch(slaves=1)
+    state.remove("c1")
+    env = _cli_env(aws_env)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        env.pop(var)
+    result = invoke(env, "destroy", "--name", "c1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "nothing to destroy: no cluster named 'c1' recorded, and AWS not searched (no AWS "
+        "credentials found: run `aws configure` or set AWS_PROFILE; or pass --target)"]
+    assert len(tagged(ec2, "c1")["instances"]) == 2  # untouched

@@ -23,7 +23,7 @@ from ...clients import aws
 from ...errors import ImagebakeError
 from ...progress import Steps
 from ..base import Target
-from . import hostkeys, inputs, network, preflight, report, ssh, userdata
+from . import dryrun, hostkeys, inputs, network, preflight, report, ssh, userdata
 from . import instances as ec2i
 from .readiness import Readiness, agent_status, is_ready
 
@@ -198,6 +198,9 @@ class AwsTarget(Target):
         if master.get("state") == "running":
             reply = self.readiness(_address(master), network.JOIN_PORT, record)
         result = report.status_report(record, found, reply)
+        warning = access_warning(record)
+        if warning:
+            result["warnings"] = [warning]
         if reply is not None:
             for entry in [master_entry, *record.get("nodes", [])]:
                 info = found.get(entry.get("id"))
@@ -283,6 +286,52 @@ class AwsTarget(Target):
                     f"in {region}{local}{notes}")
         return f"destroyed {name} in {region}: {done.describe()}{notes}"
 
+    # ------------------------------------------------------------------ dry run
+    def _dry_run(self, plan: LaunchPlan) -> tuple[str, bool]:
+        """Every call launch makes that creates something, sent with DryRun=True; AWS
+        answers DryRunOperation (allowed) or UnauthorizedOperation (missing)."""
+        checks = dryrun.check_launch(plan)
+        return dryrun.render(plan, checks), not any(c.verdict == dryrun.MISSING
+                                                    for c in checks)
+
+    # ------------------------------------------------------------------ access rules
+    def authorize_ip(self, record: dict, cidr: str | None = None,
+                     allow_world: bool = False) -> str:
+        """Let CIDR (default: the caller's address now) reach the ports LISTENERS opens to
+        the caller, and revoke the caller rules it replaces; the record keeps the CIDR."""
+        wanted = inputs.authorize_cidr(cidr, allow_world)
+        name, region = record["name"], record["region"]
+        if wanted is None:
+            wanted = network.caller_cidr(flag="--cidr")
+        session = self._session(record)
+        client = aws.ec2(session, region)
+        owner = _owner(record, session)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            group = record.get("security_group") or _find_group(client, name, owner)
+            if not group:
+                raise ImagebakeError(f"cluster {name!r} has no security group of yours in "
+                                     f"{region}: nothing to authorize")
+            added, replaced = network.replace_caller(
+                client, group, wanted, record.get("allow_cidr"),
+                ec2i.tag_list(name, "cluster", owner, created, record.get("ttl")))
+        except AWS_ERRORS as exc:
+            if aws.error_code(exc).startswith("InvalidGroup"):
+                raise ImagebakeError(
+                    f"the security group {record.get('security_group')} of {name!r} is gone "
+                    f"from {region}: `invoke destroy --name {name}`") from None
+            raise ImagebakeError(aws.explain(exc, f"updating {name}'s security group",
+                                             region=region)) from None
+        record["allow_cidr"] = wanted
+        record["security_group"] = group
+        state.save(record)
+        ports = "/".join(str(p) for p in network.PUBLIC_PORTS)
+        if not added and not replaced:
+            return f"{name}: {wanted} may already reach TCP {ports} (group {group}); no change"
+        gone = sorted({r.cidr for r in replaced})
+        return (f"{name}: {wanted} may now reach TCP {ports} (group {group})"
+                + (f"; removed the rule(s) for {', '.join(gone)}" if gone else ""))
+
     # ------------------------------------------------------------------ access
     def check_node(self, record: dict, node: str | None) -> str:
         ssh.find_node(record, node)
@@ -348,6 +397,38 @@ def _refresh(client: Any, record: dict) -> list[dict]:
         if instance is not None:
             entry.update(_entry(instance))
     return list(found.values())
+
+
+def _find_group(client: Any, name: str, owner: str) -> str | None:
+    groups = client.describe_security_groups(Filters=ec2i.scope(name, owner))["SecurityGroups"]
+    return groups[0]["GroupId"] if groups else None
+
+
+STATUS_CHECKIP_TIMEOUT = 2.0
+
+
+def access_warning(record: dict) -> str | None:
+    """One line when this machine's public address is outside the CIDR the cluster's
+    group lets in (None when it is inside, or when the address cannot be found)."""
+    try:
+        mine = network.caller_cidr(timeout=STATUS_CHECKIP_TIMEOUT)
+    except ImagebakeError:
+        return None
+    if network.allows(record.get("allow_cidr"), mine):
+        return None
+    return (f"your address {mine.split('/')[0]} is not allowed by the security group "
+            f"(it lets in {record.get('allow_cidr') or 'nothing'}): SSH and status need "
+            f"`invoke authorize-ip --name {record['name']}`")
+
+
+def search_refusal(session_factory: aws.SessionFactory | None = None) -> str | None:
+    """Why AWS cannot be searched for a cluster by tag (no credentials or no region), or
+    None when it can: `destroy` without a record and without --target looks there."""
+    try:
+        aws.make_session(None, None, session_factory)
+    except ImagebakeError as exc:
+        return str(exc)
+    return None
 
 
 def _owner(record: dict, session: boto3.Session) -> str:

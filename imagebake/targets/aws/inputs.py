@@ -43,7 +43,7 @@ def ttl_seconds(value: str | None) -> int | None:
     return seconds
 
 
-def allow_cidr(value: str) -> str:
+def allow_cidr(value: str, flag: str = "--allow-cidr") -> str:
     """A CIDR, strictly (no host bits); 0.0.0.0/0 and ::/0 only when written as such."""
     text = str(value).strip()
     try:
@@ -53,17 +53,33 @@ def allow_cidr(value: str) -> str:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
             raise ImagebakeError(
-                f"--allow-cidr {value!r} is not a CIDR: write e.g. 203.0.113.7/32") from None
+                f"{flag} {value!r} is not a CIDR: write e.g. 203.0.113.7/32") from None
         if loose.prefixlen == 0:
             raise ImagebakeError(
-                f"--allow-cidr {value!r} would open the cluster to every address: "
+                f"{flag} {value!r} would open the cluster to every address: "
                 f"write {loose} if you really mean that, else your address/32") from None
         raise ImagebakeError(
-            f"--allow-cidr {value!r} has host bits set: did you mean {loose}?") from None
+            f"{flag} {value!r} has host bits set: did you mean {loose}?") from None
     if "/" not in text:
         # a bare address: the caller means that one host
         return f"{network.network_address}/{network.max_prefixlen}"
     return str(network)
+
+
+def authorize_cidr(value: str | None, allow_world: bool) -> str | None:
+    """`authorize-ip --cidr`: a strict CIDR (None: the caller's address, found later);
+    the whole internet (0.0.0.0/0, ::/0) only together with --allow-world."""
+    if value is None:
+        if allow_world:
+            raise ImagebakeError("--allow-world goes with --cidr 0.0.0.0/0 (or ::/0); "
+                                 "without --cidr your own address is allowed")
+        return None
+    cidr = allow_cidr(value, "--cidr")
+    if ipaddress.ip_network(cidr).prefixlen == 0 and not allow_world:
+        raise ImagebakeError(
+            f"--cidr {cidr} opens SSH and the agent port to every address: "
+            "add --allow-world if you really mean that, else pass your address/32")
+    return cidr
 
 
 def instance_type(value: str, flag: str) -> str:

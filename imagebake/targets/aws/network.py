@@ -136,10 +136,11 @@ def _zones_offering(client: Any, instance_types: list[str]) -> set[str] | None:
     return set.intersection(*sets)
 
 
-def caller_cidr(url: str | None = None, timeout: float = CHECKIP_TIMEOUT) -> str:
+def caller_cidr(url: str | None = None, timeout: float = CHECKIP_TIMEOUT,
+                flag: str = "--allow-cidr") -> str:
     """This machine's public address as a /32 (or /128), from checkip."""
     url = url or os.environ.get(CHECKIP_ENV) or CHECKIP_URL
-    hint = "pass --allow-cidr with your public address, e.g. --allow-cidr 203.0.113.7/32"
+    hint = f"pass {flag} with your public address, e.g. {flag} 203.0.113.7/32"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             text = response.read(64).decode("ascii", "replace").strip()
@@ -155,22 +156,87 @@ def caller_cidr(url: str | None = None, timeout: float = CHECKIP_TIMEOUT) -> str
     return f"{address}/{address.max_prefixlen}"
 
 
+CALLER_RULE = "imagebake caller"  # the description of every rule made for --allow-cidr
+
+
+def caller_permissions(cidr: str, ports: tuple[int, ...] = PUBLIC_PORTS
+                       ) -> list[dict[str, Any]]:
+    """IpPermissions letting CIDR reach PORTS (TCP), each a rule of its own."""
+    net = ipaddress.ip_network(cidr)
+    ranges_key, ranges_value = (("IpRanges", [{"CidrIp": cidr, "Description": CALLER_RULE}])
+                                if net.version == 4 else
+                                ("Ipv6Ranges", [{"CidrIpv6": cidr, "Description": CALLER_RULE}]))
+    return [{"IpProtocol": "tcp", "FromPort": port, "ToPort": port, ranges_key: ranges_value}
+            for port in ports]
+
+
 def ingress_rules(group_id: str, cidr: str) -> list[dict[str, Any]]:
     """Everything between members; from CIDR only the LISTENERS open to the caller
     (SSH and the signed agent port; never Disco's unauthenticated job API)."""
-    net = ipaddress.ip_network(cidr)
-    ranges_key, ranges_value = (("IpRanges", [{"CidrIp": cidr, "Description": "imagebake caller"}])
-                                if net.version == 4 else
-                                ("Ipv6Ranges", [{"CidrIpv6": cidr,
-                                                 "Description": "imagebake caller"}]))
     rules: list[dict[str, Any]] = [{
         "IpProtocol": "-1",
         "UserIdGroupPairs": [{"GroupId": group_id, "Description": "cluster members"}],
     }]
-    for port in PUBLIC_PORTS:
-        rules.append({"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-                      ranges_key: ranges_value})
-    return rules
+    return rules + caller_permissions(cidr)
+
+
+@dataclass
+class CallerRule:
+    """An ingress rule of the cluster's group from an address range to a caller port."""
+
+    rule_id: str
+    port: int
+    cidr: str
+    ours: bool  # made by imagebake (its description)
+
+
+def caller_rules(client: Any, group_id: str) -> list[CallerRule]:
+    """The group's ingress rules from address ranges to the ports LISTENERS opens to the
+    caller (one paginated DescribeSecurityGroupRules)."""
+    out = []
+    pages = client.get_paginator("describe_security_group_rules").paginate(
+        Filters=[{"Name": "group-id", "Values": [group_id]}])
+    for page in pages:
+        for rule in page["SecurityGroupRules"]:
+            cidr = rule.get("CidrIpv4") or rule.get("CidrIpv6")
+            port = rule.get("FromPort")
+            if (rule.get("IsEgress") or not cidr or rule.get("IpProtocol") != "tcp"
+                    or port not in PUBLIC_PORTS or rule.get("ToPort") != port):
+                continue
+            out.append(CallerRule(rule["SecurityGroupRuleId"], port, cidr,
+                                  rule.get("Description") == CALLER_RULE))
+    return out
+
+
+def replace_caller(client: Any, group_id: str, cidr: str, old_cidr: str | None,
+                   tags: list[dict[str, str]]) -> tuple[list[int], list[CallerRule]]:
+    """Let CIDR reach the caller ports, then revoke the rules it replaces: imagebake's own
+    caller rules and OLD_CIDR's (a rule someone added by hand for another range stays).
+    The new rules come first, so access never lapses between the two calls. Returns
+    (ports newly opened to CIDR, rules revoked)."""
+    rules = caller_rules(client, group_id)
+    have = {r.port for r in rules if r.cidr == cidr}
+    added = [p for p in PUBLIC_PORTS if p not in have]
+    if added:
+        client.authorize_security_group_ingress(
+            GroupId=group_id, IpPermissions=caller_permissions(cidr, tuple(added)),
+            TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": tags}])
+    replaced = [r for r in rules if r.cidr != cidr and (r.ours or r.cidr == old_cidr)]
+    if replaced:
+        client.revoke_security_group_ingress(
+            GroupId=group_id, SecurityGroupRuleIds=[r.rule_id for r in replaced])
+    return added, replaced
+
+
+def allows(allowed: str | None, address: str) -> bool:
+    """Whether the range ALLOWED (a CIDR) holds ADDRESS (an address or /32, /128)."""
+    if not allowed:
+        return False
+    try:
+        host = ipaddress.ip_network(address, strict=False).network_address
+        return host in ipaddress.ip_network(allowed, strict=False)
+    except (ValueError, TypeError):
+        return False
 
 
 def group_name(cluster: str) -> str:
