@@ -113,8 +113,8 @@ def cmd_ttl(args):
                 return 1
             ctx.log.info("ttl: %s; retrying in 30 s", exc)
             ctx.sleep(30)
-    if spec.get("ttl_deadline") is None:
-        ctx.log.info("ttl: no ttl_deadline in the spec: nothing to do")
+    if ttl.deadline(ctx, spec) is None and not args.wait:
+        ctx.log.info("ttl: no ttl_deadline: nothing to do")
         return 0
     if not args.wait:
         try:
@@ -123,10 +123,12 @@ def cmd_ttl(args):
             ctx.log.error("ttl: %s", exc)
             return 1
         if how is not None:
-            ctx.log.info("ttl: power-off at %d scheduled (%s)", spec["ttl_deadline"], how)
+            ctx.log.info("ttl: power-off at %d scheduled (%s)", ttl.deadline(ctx, spec), how)
             return 0
-    ctx.log.info("ttl: waiting for %d to power off", spec["ttl_deadline"])
-    ttl.wait_and_power_off(ctx, spec)
+    ctx.log.info("ttl: waiting for the deadline (%s; re-read every minute) to power off",
+                 ttl.deadline(ctx, spec))
+    # --wait keeps waiting without a deadline: `invoke extend` may set one later.
+    ttl.wait_and_power_off(ctx, spec, forever=args.wait)
     return 0
 
 

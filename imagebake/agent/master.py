@@ -11,14 +11,16 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from . import disco_config, dns, services
+from . import disco_config, dns, services, ttl
 from .fsutil import dump_json, load_json, write_atomic
 from .protocol import (
     MAX_BODY,
     ProtocolError,
     ReplayCache,
+    check_extend_fields,
     check_join_fields,
     is_unicast,
+    make_extend_reply,
     make_status_reply,
     make_welcome,
     open_envelope,
@@ -58,6 +60,14 @@ class Master(object):
         self.disco_started = False
         self.disco_dirty = False
         self.applies = 0
+        # Lifetime: the idle watcher (phases.Agent.watch_idle sets it when the spec has
+        # idle_stop) and, once the cluster is stopping, the reason every heartbeat
+        # reply then carries as a signed stop order; the nodes told so far.
+        self.idle = None
+        self.disco_present = True
+        self.stopping = None
+        self.stopping_since = None
+        self.told = set()
 
     # -- registry ------------------------------------------------------------
 
@@ -116,7 +126,18 @@ class Master(object):
         return {"master": self.hostname, "master_addresses": self.addresses,
                 "host_pubkey": self.host_pubkey, "expected_nodes": expected,
                 "joined": len(nodes), "ready": len(nodes) >= expected, "nodes": nodes,
-                "disco": self.disco}
+                "disco": self.disco, "lifetime": self.lifetime()}
+
+    def lifetime(self):
+        """TTL deadline in force and the idle-stop state (status shows both)."""
+        now = self.ctx.now()
+        out = {"now": now, "ttl_deadline": ttl.deadline(self.ctx, self.spec),
+               "ttl_moved": ttl.moved_deadline(self.ctx) is not None,
+               "idle_stop": self.spec.get("idle_stop"), "stopping": self.stopping,
+               "stopping_since": self.stopping_since, "told": sorted(self.told)}
+        if self.idle is not None:
+            out["idle"] = self.idle.view(now, self.disco_present)
+        return out
 
     # -- the one batch writer ------------------------------------------------------
 
@@ -200,8 +221,43 @@ class Master(object):
                 self.apply()
             self.last_seen[entry["hostname"]] = self.ctx.now()
             hosts = self.hosts()
+            stop = self.stopping
+            if stop:
+                self.told.add(entry["hostname"])
+                log.warning("stop order (%s) sent to %s", stop, entry["hostname"])
         reply = make_welcome(spec["cluster"], self.ctx.now(), msg["nonce"], self.hostname,
-                             self.addresses, self.disco_pubkey, self.host_pubkey, hosts)
+                             self.addresses, self.disco_pubkey, self.host_pubkey, hosts,
+                             ttl_deadline=ttl.deadline(self.ctx, spec), stop=stop)
+        return 200, seal(spec["token"], reply)
+
+    def handle_extend(self, body, peer):
+        """Signed `extend` (the launcher): the TTL deadline becomes now + ttl_seconds, is
+        recorded and re-armed here; nodes follow from their next heartbeat reply."""
+        spec, log = self.spec, self.ctx.log
+        try:
+            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "extend",
+                                self.replay)
+            check_extend_fields(msg)
+        except ProtocolError as exc:
+            log.warning("extend from %s refused: %s", peer, exc)
+            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        with self.lock:
+            if self.stopping:
+                return 409, ("refused: the cluster is stopping (%s)\n" % self.stopping).encode(
+                    "ascii", "replace")
+            previous = ttl.deadline(self.ctx, spec)
+            new = self.ctx.now() + msg["ttl_seconds"]
+            try:
+                armed = ttl.move(self.ctx, spec, new)
+            except (ValueError, RuntimeError, OSError) as exc:
+                log.error("extend: %s", exc)
+                return 500, ("failed: %s\n" % exc).encode("ascii", "replace")
+            log.warning("ttl deadline moved from %s to %d by %s (%s)", previous, new, peer,
+                        armed)
+            if self.state is not None:
+                self.state.set("lifetime", self.lifetime())
+        reply = make_extend_reply(spec["cluster"], self.ctx.now(), msg["nonce"], new, previous,
+                                  armed or "")
         return 200, seal(spec["token"], reply)
 
     def handle_status(self, body, peer):
@@ -236,7 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 - http.server naming
         master = self.server.master
-        routes = {"/v1/join": master.handle_join, "/v1/status": master.handle_status}
+        routes = {"/v1/join": master.handle_join, "/v1/status": master.handle_status,
+                  "/v1/extend": master.handle_extend}
         route = routes.get(self.path)
         if route is None:
             return self._reply(404, b"not found\n")
@@ -251,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(code, out)
 
     def do_GET(self):  # noqa: N802
-        if self.path in ("/v1/status", "/v1/join"):
+        if self.path in ("/v1/status", "/v1/join", "/v1/extend"):
             return self._reply(405, b"use POST with a signed message (docs/agent.md)\n")
         self._reply(404, b"not found\n")
 

@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 
-from . import disco_config, dns, imds, keys, node, services, source, ttl
+from . import disco_config, dns, idle, imds, keys, node, services, source, ttl
 from .fsutil import makedirs, write_atomic, write_in_place
 from .master import JoinServer, Master
 from .protocol import is_unicast
@@ -118,6 +118,9 @@ class Agent(object):
         self.server = None
         self.welcome = None
         self.origin = None
+        self.joblist = idle.fetch_joblist  # (port) -> Disco's job list or None; tests swap it
+        self.stopped = None  # the reason, once this machine was told to stop
+        self._lifetime_saved = None
 
     # -- shared phases --------------------------------------------------------
 
@@ -250,6 +253,7 @@ class Agent(object):
         self.welcome = node.join_until_welcome(self.ctx, self.spec, self.identity(),
                                                max_attempts=max_attempts)
         self.state.set("master_hostname", self.welcome["master_hostname"])
+        self.follow(self.welcome)
         return "welcomed by %s (%d host(s) in the cluster)" % (
             self.welcome["master_hostname"], len(self.welcome["hosts"]))
 
@@ -298,12 +302,86 @@ class Agent(object):
         last_join = self.ctx.now()
         while max_ticks is None or ticks < max_ticks:
             ticks += 1
-            if ttl.enforce(self.ctx, self.spec):
+            if self.stopped or ttl.enforce(self.ctx, self.spec):
+                return
+            if self.spec["role"] == "master" and self.watch_idle():
                 return
             self.ctx.sleep(tick)
             if self.spec["role"] == "node" and self.ctx.now() - last_join >= node.HEARTBEAT:
                 last_join = self.ctx.now()
                 self.heartbeat()
+
+    # -- lifetime: idle stop and a moved TTL ---------------------------------------
+
+    def watch_idle(self):
+        """Master: one step of the idle stop (see idle.py); True once it powered off."""
+        master, ctx, spec = self.master, self.ctx, self.spec
+        idle_stop = spec.get("idle_stop")
+        if master is None or not idle_stop:
+            return False
+        now = ctx.now()
+        if master.idle is None:
+            master.idle = idle.IdleWatch(idle_stop, now)
+            master.disco_present = disco_config.disco_installed(ctx) is not None
+        if master.stopping is None:
+            if master.disco_present:
+                master.idle.observe(now, self.joblist(spec["disco_port"]))
+            self.save_lifetime()
+            if not master.idle.due(now):
+                return False
+            reason = "idle stop: no Disco job for %d s" % idle_stop
+            with master.lock:
+                master.stopping = reason
+                master.stopping_since = now
+            ctx.log.warning("%s: stopping Disco, telling the nodes (signed heartbeat reply), "
+                            "then powering off", reason)
+            self.stop_disco()  # no job starts from here on
+            self.save_lifetime()
+            return False
+        with master.lock:
+            pending = sorted(set(master.nodes) - master.told)
+        if pending and now - master.stopping_since < idle.STOP_GRACE:
+            return False
+        if pending:
+            ctx.log.warning("not told to stop (no heartbeat in %d s): %s; their TTL still holds",
+                            idle.STOP_GRACE, ", ".join(pending))
+        self.stopped = master.stopping
+        self.save_lifetime()
+        ttl.power_off(ctx, master.stopping)
+        return True
+
+    def save_lifetime(self):
+        """The master's lifetime view in state.json, written only when it changed
+        (the clock fields aside)."""
+        view = self.master.lifetime()
+        key = dict(view, now=None, idle=dict(view.get("idle") or {}, idle_for=None))
+        if key != self._lifetime_saved:
+            self._lifetime_saved = key
+            self.state.set("lifetime", view)
+
+    def follow(self, welcome):
+        """Node: act on a verified welcome (its MAC, cluster, window and our nonce were
+        checked by node.join_once): take a moved TTL deadline, obey a stop order.
+        True when this machine was told to stop."""
+        ctx = self.ctx
+        new = welcome.get("ttl_deadline")
+        if new is not None and new != ttl.deadline(ctx, self.spec):
+            if new > ctx.now():
+                try:
+                    how = ttl.move(ctx, self.spec, new)
+                    ctx.log.warning("ttl deadline moved to %d by the master (%s)", new, how)
+                    self.state.set("ttl_deadline", new)
+                except (ValueError, RuntimeError, OSError) as exc:
+                    ctx.log.warning("ttl deadline %s from the master not taken: %s", new, exc)
+            else:
+                ctx.log.warning("ttl deadline %s from the master is past: ignored", new)
+        stop = welcome.get("stop")
+        if not stop:
+            return False
+        self.stopped = stop
+        self.state.set("stopped", {"reason": stop, "at": ctx.now()})
+        ttl.power_off(ctx, "stop order from the master (%s)" % stop)
+        return True
 
     def heartbeat(self):
         try:
@@ -311,6 +389,8 @@ class Agent(object):
         except (node.JoinError, ValueError) as exc:
             self.ctx.log.info("heartbeat: %s", exc)
             return False
+        if self.follow(welcome):
+            return True
         if node.welcome_digest(welcome) != node.welcome_digest(self.welcome):
             self.ctx.log.warning("heartbeat: the master's identity changed; rewriting trust")
             self.welcome = welcome

@@ -199,11 +199,18 @@ def check_join_fields(msg):
 # -- welcome (the master's signed reply) ---------------------------------------
 
 def make_welcome(cluster, now, in_reply_to, master_hostname, master_addresses,
-                 disco_pubkey, host_pubkey, hosts):
-    return {"type": "welcome", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
-            "in_reply_to": in_reply_to, "master_hostname": master_hostname,
-            "master_addresses": list(master_addresses), "disco_pubkey": disco_pubkey,
-            "host_pubkey": host_pubkey, "hosts": [list(h) for h in hosts]}
+                 disco_pubkey, host_pubkey, hosts, ttl_deadline=None, stop=None):
+    """The master's signed answer to a join (also every 30 s heartbeat): besides the
+    master's identity it carries the TTL deadline in force (nodes follow a moved one)
+    and, once the master has decided the cluster stops (idle stop), the stop order."""
+    msg = {"type": "welcome", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
+           "in_reply_to": in_reply_to, "master_hostname": master_hostname,
+           "master_addresses": list(master_addresses), "disco_pubkey": disco_pubkey,
+           "host_pubkey": host_pubkey, "hosts": [list(h) for h in hosts],
+           "ttl_deadline": ttl_deadline}
+    if stop:
+        msg["stop"] = stop
+    return msg
 
 
 def is_unicast(address, allow_loopback=False):
@@ -234,13 +241,50 @@ def check_welcome_fields(msg, request_nonce, allow_loopback=False):
             isinstance(h, list) and len(h) == 2 and is_short_hostname(h[0]) and is_ipv4(h[1])
             for h in hosts):
         raise ProtocolError("bad hosts")
+    deadline = msg.get("ttl_deadline")  # absent from a master baked before it existed
+    if deadline is not None and (not _int(deadline) or deadline <= 0):
+        raise ProtocolError("bad ttl_deadline")
+    if "stop" in msg and not is_reason(msg["stop"]):
+        raise ProtocolError("bad stop order")
     return msg
+
+
+def is_reason(text):
+    """A stop order's reason: one short printable ASCII line."""
+    return (isinstance(text, str) and 0 < len(text) <= 200
+            and all(32 <= ord(c) < 127 for c in text))
 
 
 # -- status (launcher -> master) -------------------------------------------------
 
 def make_status_request(cluster, now):
     return {"type": "status", "cluster": cluster, "nonce": new_nonce(), "ts": int(now)}
+
+
+def make_extend_request(cluster, now, ttl_seconds):
+    """Launcher -> master: the TTL deadline becomes now + ttl_seconds (the master's now:
+    the laptop's clock does not matter)."""
+    return {"type": "extend", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
+            "ttl_seconds": int(ttl_seconds)}
+
+
+MAX_EXTEND = 30 * 24 * 3600
+
+
+def check_extend_fields(msg):
+    expected = {"type", "cluster", "nonce", "ts", "ttl_seconds"}
+    if set(msg) != expected:
+        raise ProtocolError("extend fields must be exactly: %s" % ",".join(sorted(expected)))
+    seconds = msg["ttl_seconds"]
+    if not _int(seconds) or not 0 < seconds <= MAX_EXTEND:
+        raise ProtocolError("ttl_seconds must be an integer 1-%d" % MAX_EXTEND)
+    return msg
+
+
+def make_extend_reply(cluster, now, in_reply_to, ttl_deadline, previous, armed):
+    return {"type": "extend_reply", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
+            "in_reply_to": in_reply_to, "ttl_deadline": ttl_deadline, "previous": previous,
+            "armed": armed}
 
 
 def make_status_reply(cluster, now, in_reply_to, summary):

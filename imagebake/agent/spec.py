@@ -25,7 +25,10 @@ _DNSNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 
 FIELDS = ("version", "cluster", "role", "hostname", "master", "token", "cookie",
           "workers", "master_workers", "expected_nodes", "ttl_deadline",
-          "disco_port", "erlang_ports")
+          "disco_port", "erlang_ports", "idle_stop")
+# idle_stop is optional (left out when null): a spec without it stays readable by
+# agents baked before it existed.
+OPTIONAL = ("idle_stop",)
 
 
 class SpecError(ValueError):
@@ -73,8 +76,11 @@ def is_address(text):
 def make_spec(cluster, role, master_address=None, workers=None, master_workers=0,
               expected_nodes=0, ttl_deadline=None, disco_port=8989, join_port=8990,
               erlang_ports=(30000, 30063), token=None, cookie=None, hostname=None,
-              master_name="master"):
-    """Build and validate a spec dict; token and cookie are made when not given."""
+              master_name="master", idle_stop=None):
+    """Build and validate a spec dict; token and cookie are made when not given.
+
+    idle_stop: seconds without a Disco job after which the master stops the whole
+    cluster (imagebake_agent.idle); None leaves the field out."""
     spec = {
         "version": VERSION,
         "cluster": cluster,
@@ -91,6 +97,8 @@ def make_spec(cluster, role, master_address=None, workers=None, master_workers=0
         "disco_port": disco_port,
         "erlang_ports": list(erlang_ports) if erlang_ports is not None else None,
     }
+    if idle_stop is not None:
+        spec["idle_stop"] = idle_stop
     validate_spec(spec)
     return spec
 
@@ -153,6 +161,10 @@ def validate_spec(spec):
     ttl = spec.get("ttl_deadline")
     if ttl is not None and (not _int(ttl) or ttl <= 0):
         raise SpecError("ttl_deadline must be a unix time (integer) or null, got %r" % (ttl,))
+    idle = spec.get("idle_stop")
+    if "idle_stop" in spec and (not _int(idle) or idle <= 0):
+        raise SpecError("idle_stop must be a whole number of seconds > 0 (left out: none), "
+                        "got %r" % (idle,))
     ports = spec.get("erlang_ports")
     if (not isinstance(ports, list) or len(ports) != 2
             or not all(_int(p) and 1024 <= p <= 65535 for p in ports)
