@@ -192,19 +192,19 @@ def test_grow_adds_a_slave_that_runs_tasks_of_the_next_job(dj, state_dir):
 def test_slave_killed_during_a_job_completes_or_fails_in_one_line_in_bounded_time(dj):
     timeout = 60
 
-    def kill_later():
-        time.sleep(4)
+    def kill_later():  # node03 has finished maps by then (their output lives on it), more run
+        time.sleep(3)
         subprocess.run(["docker", "kill", container_name("dj", "node03")], capture_output=True)
 
     killer = threading.Thread(target=kill_later)
     begun = time.monotonic()
     killer.start()
-    run = probe(dj, "hosts", 12, 3, timeout=timeout)
+    run = probe(dj, "hosts", 36, 1, timeout=timeout)
     killer.join()
     took = time.monotonic() - begun
     assert took < timeout + 45, took  # never hangs
     if run.ok:
-        assert sum(host_counts(run).values()) == 12, run.stdout  # correct despite the loss
+        assert sum(host_counts(run).values()) == 36, run.stdout  # correct despite the loss
     else:
         assert run.reason.startswith(f"job {run.name} failed: ") and "\n" not in run.reason
         status = sh(dj, "master", "disco jobs -S", user="disco").stdout
