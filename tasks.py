@@ -107,7 +107,10 @@ def verify(c, target="docker", ami=None, host=None):
         "master_instance_type": "aws: master instance type (default: as slaves)",
         "subnet": "aws: subnet id (default: the default VPC's first subnet)",
         "spot": "aws: one-time spot instances",
-        "ttl": "aws: power the cluster off after this long, e.g. 4h or 90m",
+        "ttl": "power the cluster off after this long, e.g. 4h or 90m (enforced on the "
+               "cluster; `invoke extend` moves it)",
+        "idle_stop": "the master stops (aws: terminates) the whole cluster after this long "
+                     "with no Disco job, e.g. 30m (1m to 30d; enforced on the cluster)",
         "allow_cidr": "aws: CIDR allowed to reach SSH and the web UI (default: your address/32)",
         "key_name": "aws: your EC2 key pair for SSH",
         "placement_group": "aws: create a cluster placement group",
@@ -134,6 +137,7 @@ def launch(
     subnet=None,
     spot=False,
     ttl=None,
+    idle_stop=None,
     allow_cidr=None,
     key_name=None,
     placement_group=False,
@@ -193,16 +197,33 @@ def config(c, command="launch", json_=False):
 @_cli
 def status(c, name=None, target=None, json_=False):
     """Every node's agent state, the Disco host list and readiness (exit 1 if not ready)."""
+    from imagebake import lifetime
+
     record = _record(name, target)
-    report = _target(record["target"]).status(record)
+    driver = _target(record["target"])
+    report = driver.status(record)
+    report["lifetime"] = lifetime.view(driver, record, report)  # TTL and idle stop
     if json_:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         from imagebake.report import render_status
 
-        print(render_status(report))
+        print("\n".join([render_status(report), *lifetime.render(report["lifetime"])]))
     if not report.get("ready"):
         raise Exit(code=1)
+
+
+@task(help={"name": "cluster name", "target": TARGET_HELP,
+            "ttl": "the new time to live from now, e.g. 2h (10m to 30d)"})
+@_cli
+def extend(c, name=None, ttl=None, target=None):
+    """Move the TTL deadline to now + --ttl: a signed request to the master agent, which
+    re-arms its power-off; the nodes follow within a heartbeat (30 s)."""
+    from imagebake import lifetime
+
+    lifetime.ttl_seconds(ttl)  # a bad value: one line, before anything is asked
+    record = _record(name, target)
+    print(_target(record["target"]).extend(record, ttl))
 
 
 @task(help={"slaves": "how many slaves to add", "name": "cluster name", "target": TARGET_HELP})

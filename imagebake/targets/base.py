@@ -141,6 +141,19 @@ class Target:
         raise ImagebakeError(f"authorize-ip does not apply to the {self.name} target: its "
                              "cluster has no security group (only --target aws has one)")
 
+    # ---------------------------------------------------------------- lifetime
+    def agent_endpoint(self, record: dict) -> tuple[str, int] | None:
+        """(address, port) where this machine reaches the master agent's join port, or
+        None while the master is not running."""
+        return None
+
+    def extend(self, record: dict, ttl: Any) -> str:
+        """Move the TTL deadline to now + TTL: a signed request to the master agent, which
+        re-arms its power-off; nodes follow from their heartbeat (imagebake.lifetime)."""
+        from .. import lifetime
+
+        return lifetime.extend(self, record, ttl)
+
     # ---------------------------------------------------------------- the rest
     def status(self, record: dict) -> dict:
         """Every node's state, whether it joined, and readiness (see report.render_status)."""

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import boto3
 import botocore.exceptions
 
-from ... import state
+from ... import lifetime, state
 from ...clients import aws
 from ...errors import ImagebakeError
 from ...progress import Steps
@@ -34,7 +34,7 @@ READY_TIMEOUT_PER_NODE = 5.0
 AWS_ERRORS = preflight.AWS_ERRORS
 LAUNCH_OPTIONS = ("region", "profile", "instance_type", "master_instance_type", "subnet",
                   "spot", "ttl", "allow_cidr", "key_name", "placement_group",
-                  "keep_on_failure", "master_ami", "node_ami")
+                  "keep_on_failure", "master_ami", "node_ami", "idle_stop")
 
 
 @dataclass
@@ -61,6 +61,7 @@ class LaunchPlan:
     amis: dict[str, str]
     images: dict[str, dict]
     where: network.Placement
+    idle_stop: int | None = None  # seconds (imagebake.lifetime); the master agent enforces it
 
 
 class AwsTarget(Target):
@@ -86,6 +87,7 @@ class AwsTarget(Target):
         count = inputs.slave_count(DEFAULT_SLAVES if slaves is None else slaves)
         workers = inputs.workers(workers_per_node)
         ttl_s = inputs.ttl_seconds(o["ttl"])
+        idle_s = lifetime.idle_stop_seconds(o["idle_stop"])
         cidr = inputs.allow_cidr(o["allow_cidr"]) if o["allow_cidr"] is not None else None
         node_type = inputs.instance_type(o["instance_type"] or DEFAULT_INSTANCE_TYPE,
                                          "--instance-type")
@@ -117,13 +119,14 @@ class AwsTarget(Target):
             spot=bool(o["spot"]), placement_group=bool(o["placement_group"]),
             keep_on_failure=bool(o["keep_on_failure"]), profile=o["profile"],
             session=session, region=region, client=client, owner=owner, amis=amis,
-            images=images, where=where)
+            images=images, where=where, idle_stop=idle_s)
 
     def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
         name, client, where = plan.name, plan.client, plan.where
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         ttl_deadline = int(time.time()) + plan.ttl_seconds if plan.ttl_seconds else None
-        mspec = userdata.master_spec(name, plan.count, plan.workers, ttl_deadline)
+        mspec = userdata.master_spec(name, plan.count, plan.workers, ttl_deadline,
+                                     idle_stop=plan.idle_stop)
         record: dict[str, Any] = {
             "target": "aws", "name": name, "region": plan.region, "profile": plan.profile,
             "az": where.az, "subnet": where.subnet, "vpc": where.vpc,
@@ -133,6 +136,7 @@ class AwsTarget(Target):
             "imdsv2": {r: preflight.imdsv2(i) for r, i in plan.images.items()},
             "spot": plan.spot, "key_name": plan.key_name, "allow_cidr": plan.cidr,
             "owner": plan.owner, "ttl": plan.ttl, "ttl_deadline": ttl_deadline,
+            "idle_stop": plan.idle_stop,
             "workers_per_node": plan.workers,
             "token": mspec["token"], "cookie": mspec["cookie"], "created_at": created,
             "master": None, "nodes": [], "ids": [], "ready": False,
@@ -211,6 +215,13 @@ class AwsTarget(Target):
             record["ready"] = result["ready"]
             state.save(record)
         return result
+
+    def agent_endpoint(self, record: dict) -> tuple[str, int] | None:
+        """The master's address (public when it has one) and the agent's join port."""
+        master = record.get("master") or {}
+        if not (master.get("public_ip") or master.get("private_ip")):
+            return None
+        return _address(master), network.JOIN_PORT
 
     # ------------------------------------------------------------------ grow
     def _check_grow(self, record: dict, slaves: Any) -> int:

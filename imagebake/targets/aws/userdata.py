@@ -11,12 +11,13 @@ ERLANG_PORTS = (30000, 30063)
 
 
 def master_spec(cluster: str, slaves: int, workers: int | None,
-                ttl_deadline: int | None) -> dict:
-    """The master's spec; it makes the cluster's token and cookie (once)."""
+                ttl_deadline: int | None, idle_stop: int | None = None) -> dict:
+    """The master's spec; it makes the cluster's token and cookie (once). IDLE_STOP
+    (seconds): the master agent stops the whole cluster after that long without a job."""
     return agent_spec.make_spec(
         cluster, "master", workers=workers, master_workers=0, expected_nodes=slaves,
         ttl_deadline=ttl_deadline, disco_port=DISCO_PORT, join_port=JOIN_PORT,
-        erlang_ports=ERLANG_PORTS, hostname="master")
+        erlang_ports=ERLANG_PORTS, hostname="master", idle_stop=idle_stop)
 
 
 def node_spec(record: dict) -> dict:

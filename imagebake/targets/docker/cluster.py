@@ -106,7 +106,7 @@ def _node_spec(record: dict, host: str) -> dict:
         record["name"], "node", master_address=record["master_ip"],
         workers=record.get("workers_per_node"), hostname=host,
         token=record["token"], cookie=record["cookie"],
-        disco_port=DISCO_PORT, join_port=JOIN_PORT,
+        disco_port=DISCO_PORT, join_port=JOIN_PORT, ttl_deadline=record.get("ttl_deadline"),
     )
 
 
@@ -284,39 +284,51 @@ class LaunchPlan:
     name: str
     count: int
     workers: int | None
+    ttl_seconds: int | None = None
+    idle_stop: int | None = None
 
 
 class DockerTarget(Target):
     """A whole cluster as containers on one private Docker network."""
 
     name = "docker"
+    # ttl / idle_stop: enforced by the agents in the containers (docs/agent.md "TTL",
+    # "Idle stop"); a container "powers off" by its agent exiting, which stops it.
+    launch_options = ("ttl", "idle_stop")
 
     def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
                       options: dict[str, Any]) -> LaunchPlan:
         count = parse_count(4 if slaves is None else slaves, "--slaves", 1, MAX_SLAVES)
         workers = None if workers_per_node is None else parse_count(
             workers_per_node, "--workers-per-node", 1, 256)
+        from ... import lifetime
+
+        ttl_s = lifetime.ttl_seconds(options.get("ttl"))
+        idle_s = lifetime.idle_stop_seconds(options.get("idle_stop"))
         require_daemon()
         if state.load(name) is not None or ids("container", f"{LABEL}={name}"):
             raise ImagebakeError(f"a cluster named {name!r} already exists: "
                                  f"`invoke destroy --name {name}` or pick another --name")
-        return LaunchPlan(name, count, workers)
+        return LaunchPlan(name, count, workers, ttl_s, idle_s)
 
     def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
         name, count, workers = plan.name, plan.count, plan.workers
         refs = ensure_images()
         subnet = pick_subnet()
         gateway, master_ip, node_range = _hosts(str(subnet))
+        ttl_deadline = int(time.time()) + plan.ttl_seconds if plan.ttl_seconds else None
         master_spec = agent_spec.make_spec(
             name, "master", workers=workers, master_workers=0, expected_nodes=count,
             hostname="master", disco_port=DISCO_PORT, join_port=JOIN_PORT,
+            ttl_deadline=ttl_deadline, idle_stop=plan.idle_stop,
         )
         master_spec["master"]["address"] = master_ip
         record = {
             "name": name, "target": "docker", "network": f"imagebake-{name}",
             "subnet": str(subnet), "master_ip": master_ip, "images": refs,
             "token": master_spec["token"], "cookie": master_spec["cookie"],
-            "workers_per_node": workers,
+            "workers_per_node": workers, "ttl_deadline": ttl_deadline,
+            "idle_stop": plan.idle_stop,
             "nodes": [node_hostname(i) for i in range(1, count + 1)],
         }
         record["disco_source"] = disco_source(record)
@@ -396,6 +408,13 @@ class DockerTarget(Target):
 
     def status(self, record: dict) -> dict:
         return status(record)
+
+    def agent_endpoint(self, record: dict) -> tuple[str, int] | None:
+        """The master container's join port on the cluster network (routed from the host)."""
+        master = _container(record, "master")
+        if not master or master["State"]["Status"] != "running":
+            return None
+        return record["master_ip"], JOIN_PORT
 
     def tunnel(self, record: dict) -> str:
         url = _web_ui(_container(record, "master"))

@@ -310,6 +310,7 @@ class LaunchPlan:
     capture: str | None
     http_tokens: str
     ttl_deadline: int | None
+    idle_stop: int | None = None
 
 
 class QemuTarget(Target):
@@ -320,7 +321,7 @@ class QemuTarget(Target):
     # http_tokens: the instances' HttpTokens, required (default) or optional;
     # ttl: as for aws (90m, 4h: the deadline goes into the user data); ttl_deadline: the
     # same as epoch seconds (tests)
-    launch_options = ("capture", "http_tokens", "ttl", "ttl_deadline")
+    launch_options = ("capture", "http_tokens", "ttl", "ttl_deadline", "idle_stop")
     default_slaves = 2
 
     def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
@@ -341,13 +342,17 @@ class QemuTarget(Target):
             deadline = int(time.time()) + aws_inputs.ttl_seconds(options["ttl"])
         if deadline is not None and (not isinstance(deadline, int) or deadline < time.time()):
             raise ImagebakeError("ttl_deadline must be a future time (epoch seconds)")
+        from ... import lifetime
+
+        idle_s = lifetime.idle_stop_seconds(options.get("idle_stop"))
         return LaunchPlan(name, count, workers, image_paths(), options.get("capture"),
-                          tokens, deadline)
+                          tokens, deadline, idle_s)
 
     def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
         name, count, workers = plan.name, plan.count, plan.workers
         accel = qemu_client.detect()
-        master_spec = aws_userdata.master_spec(name, count, workers, plan.ttl_deadline)
+        master_spec = aws_userdata.master_spec(name, count, workers, plan.ttl_deadline,
+                                               idle_stop=plan.idle_stop)
         folder = cluster_dir(name)
         record = {
             "name": name, "target": "qemu", "netns": netns.ns_name(name),
@@ -357,6 +362,7 @@ class QemuTarget(Target):
             "accel": accel.name, "accel_cpu": accel.cpu, "accel_reason": accel.reason,
             "token": master_spec["token"], "cookie": master_spec["cookie"],
             "workers_per_node": workers, "ttl_deadline": plan.ttl_deadline,
+            "idle_stop": plan.idle_stop,
             "nodes": [], "dir": str(folder), "ports": {}, "vms": {}, "login": LOGIN,
         }
         _add_vm(record, 0, aws_userdata.render(master_spec), plan.http_tokens)
@@ -432,6 +438,11 @@ class QemuTarget(Target):
 
     def status(self, record: dict) -> dict:
         return status(record)
+
+    def agent_endpoint(self, record: dict) -> tuple[str, int] | None:
+        """The master agent's join port, forwarded by the emulated EC2 fabric."""
+        port = (record.get("ports") or {}).get("join")
+        return ("127.0.0.1", port) if port else None
 
     def tunnel(self, record: dict) -> str:
         url = _web_ui(record)
