@@ -1,4 +1,4 @@
-"""Idle stop on the local cluster (issue 15 item 4): its own 1-slave cluster "idlestop",
+"""Idle stop on the local cluster (issue 15 item 4): its own 1-slave cluster "idlestop-PID",
 launched with an idle stop of IDLE seconds (below the documented 1m minimum only through
 the test-only IMAGEBAKE_TEST_IDLE_STOP_MIN_SECONDS). A Disco job longer than IDLE keeps
 the cluster up; then, with no job, the master stops Disco, the slave obeys the signed
@@ -10,9 +10,13 @@ from the master agent's start), then the stop.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,12 +28,14 @@ from imagebake.disco import jobs
 from imagebake.targets.docker import cluster as docker_cluster
 from imagebake.targets.docker.cluster import container_name
 
-NAME = "idlestop"
+# its own cluster; the pid keeps two sessions running this file at once apart
+NAME = f"idlestop-{os.getpid()}"
 IDLE = 40  # seconds; the cluster is ready well before (about 15 s)
 JOB_SECONDS = IDLE + 20
 PROBE = Path(jobs.__file__).parent / "probe_job.py"
 TARGET = docker_cluster.DockerTarget()
 HEARTBEAT = 30
+EXTENDED: list[str] = []  # the job test moved the TTL
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,19 @@ def test_bad_idle_stop_values_are_one_line_and_create_nothing(images, state_dir)
 
 
 def test_a_running_job_keeps_the_cluster_up(with_disco, idlestop):
-    run = jobs.run_script(TARGET, idlestop, PROBE, ["hosts", "1", str(JOB_SECONDS)],
-                          timeout=JOB_SECONDS + 60)
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(run=jobs.run_script(
+        TARGET, idlestop, PROBE, ["hosts", "1", str(JOB_SECONDS)], timeout=JOB_SECONDS + 60)))
+    worker.start()
+    time.sleep(10)
+    # while the job runs: move the TTL (a signed request to the master agent)
+    extend = invoke("extend", "--name", NAME, "--ttl", "2h")
+    assert extend.returncode == 0 and "power-off at" in extend.stdout, extend.stderr
+    EXTENDED.append(NAME)
+    text = invoke("status", "--name", NAME).stdout
+    assert "(moved by extend)" in text and "1 job(s) running" in text, text
+    worker.join(JOB_SECONDS + 120)
+    run = done["run"]
     assert run.ok, run.reason
     # the job ran longer than IDLE: without it counting as activity the master had stopped
     assert time.time() - idlestop["launched_at"] > IDLE + 5
@@ -79,7 +96,8 @@ def test_a_running_job_keeps_the_cluster_up(with_disco, idlestop):
     life = json.loads(status.stdout)["lifetime"]
     assert life["source"] == "master agent" and life["idle_stop"] == IDLE
     assert life["idle"]["last_job"]["name"] == run.name and not life["stopping"]
-    assert life["ttl_deadline"] and life["idle"]["stop_at"] > time.time() - 5
+    assert life["ttl_moved"] and abs(life["ttl_deadline"] - (time.time() + 7200)) < 120
+    assert life["idle"]["stop_at"] > time.time() - 5
 
 
 def test_with_no_job_the_cluster_stops_itself(idlestop):
@@ -100,6 +118,15 @@ def test_with_no_job_the_cluster_stops_itself(idlestop):
                                 capture_output=True, text=True).stderr
     assert "idle stop: no Disco job for" in master_log
     assert "stop order (idle stop" in master_log
+    # the slave took the moved deadline from the same signed replies (read from the
+    # stopped container's file system)
+    copied = subprocess.run(["docker", "cp", f"{container_name(NAME, 'node01')}:"
+                             "/var/lib/imagebake/ttl.json", "-"], capture_output=True)
+    assert (copied.returncode == 0) == bool(EXTENDED), copied.stderr
+    if copied.returncode == 0:
+        with tarfile.open(fileobj=io.BytesIO(copied.stdout)) as tar:
+            moved = json.load(tar.extractfile("ttl.json"))
+        assert moved["ttl_deadline"] > time.time() + 3600
     status = invoke("status", "--name", NAME)
     assert status.returncode == 1 and "STOPPED the master is exited" in status.stdout, \
         status.stdout + status.stderr
