@@ -1,6 +1,6 @@
 # QEMU target: boot the base qcow2 with a throw-away NoCloud seed that lets Packer's SSH in,
 # run the same provision/ scripts as the other targets, remove the bake login and save the
-# disk as the role's qcow2. The wrapper (imagebake/qemu/bakeprep.py) makes the seed, the key
+# disk as the role's qcow2. The wrapper (imagebake/bake/qemu_inputs.py) makes the seed, the key
 # and picks the accelerator; `packer validate` passes with the defaults alone.
 
 variable "qemu_base" {
