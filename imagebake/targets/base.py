@@ -31,7 +31,8 @@ class Target:
         given = sorted(k for k, v in options.items() if v not in (None, False)
                        and k not in self.launch_options)
         if given:
-            raise ImagebakeError(f"--{given[0].replace('_', '-')} applies only to --target aws")
+            raise ImagebakeError(f"--{given[0].replace('_', '-')} does not apply to --target "
+                                 f"{self.name}")
         return self._check_launch(state.check_name(name), slaves, workers_per_node,
                                   {k: v for k, v in options.items() if k in self.launch_options})
 
