@@ -83,7 +83,6 @@ def _prepare_qemu(effective: dict[str, str]) -> Prepared:
 def _prepare_aws(effective: dict[str, str]) -> Prepared:
     from ..clients import aws
 
-    images.deprecate_days(effective.get("ami_deprecate_after"))  # one line, before AWS
     session = aws.make_session(effective.get("aws_region") or None, None)
     region = session.region_name
     effective["aws_region"] = region
@@ -143,6 +142,7 @@ def bake(target: str = "docker", only: str | None = None,
     user_vars = dict(variables or {})
     roles = check(target, only, user_vars)
     effective = {**DEFAULTS, **user_vars}
+    images.deprecate_days(effective.get("ami_deprecate_after"))  # input first, then files
     vendor.check(effective)  # the Disco archives, before Packer: one line if one is missing
     packer.packer_bin()
     extra_files = disco_tarball(effective)
