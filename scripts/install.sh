@@ -77,6 +77,19 @@ install_venv() {
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 }
 
+vendor_archives() {
+    # Disco's pinned upstream archives (vendor/disco.lock) are not committed: make them
+    # from GitHub when they are missing. Offline this fails; the bake then says what to do.
+    if vendor/refresh.sh check >/dev/null 2>&1; then
+        info "vendored Disco archives present and matching vendor/disco.lock"
+        return 0
+    fi
+    info "making the vendored Disco archives (vendor/refresh.sh make; needs GitHub)"
+    if ! vendor/refresh.sh make >/tmp/imagebake-vendor.log 2>&1 || ! vendor/refresh.sh check >/dev/null 2>&1; then
+        info "warning: vendored Disco archives not available (see /tmp/imagebake-vendor.log): bake with --var disco_source=none, or run vendor/refresh.sh make where GitHub is reachable"
+    fi
+}
+
 main() {
     cd "$(dirname "$0")/.."
     verify_system
@@ -85,6 +98,7 @@ main() {
     install_venv
     info "local base image"
     .venv/bin/invoke base-image
+    vendor_archives
     info "done: activate with . .venv/bin/activate"
 }
 

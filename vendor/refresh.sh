@@ -76,6 +76,7 @@ cmd_make() {
     local name ref commit sha repo f new tmp
     mkdir -p "$DIR"
     tmp=$(mktemp "$LOCK.XXXXXX")
+    LOCK_TMP=$tmp  # removed on exit, whatever happens
     cp "$LOCK" "$tmp"
     while read -r name ref _ commit sha _ repo; do
         wanted "$name" "$@" || continue
@@ -105,7 +106,8 @@ cmd_make() {
 main() {
     [ -f "$LOCK" ] || die "no lock file $LOCK"
     WORK=$(mktemp -d)
-    trap 'rm -rf "$WORK"' EXIT
+    LOCK_TMP=
+    trap 'rm -rf "$WORK"; [ -z "$LOCK_TMP" ] || rm -f "$LOCK_TMP" "$LOCK_TMP.new"' EXIT
     local cmd=${1:-check}
     [ "$#" = 0 ] || shift
     case "$cmd" in

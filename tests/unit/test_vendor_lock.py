@@ -137,3 +137,17 @@ def test_refresh_make_is_reproducible_and_pin_writes_sha(tmp_path: Path) -> None
     subprocess.run([*run, "make"], env=env, check=True, capture_output=True)
     assert (work / "disco" / "up-main.tar.gz").read_bytes() == first
     assert subprocess.run([*run, "check"], env=env, capture_output=True).returncode == 0
+
+
+def test_refresh_make_that_cannot_reach_upstream_leaves_no_temp_lock(tmp_path: Path) -> None:
+    """install.sh tries `make` offline: it fails in one line and leaves the lock's folder clean."""
+    archive = _fake_vendor(tmp_path)
+    archive.unlink()
+    (tmp_path / "mirrors").mkdir()
+    env = {**os.environ, "VENDOR_LOCK": str(tmp_path / "disco.lock"),
+           "VENDOR_DIR": str(tmp_path / "disco"), "VENDOR_GIT_DIRS": str(tmp_path / "mirrors"),
+           "GIT_ALLOW_PROTOCOL": "file"}  # no network: github.com is not a file:// URL
+    res = subprocess.run(["bash", str(REFRESH), "make"], capture_output=True, text=True,
+                         env=env, check=False)
+    assert res.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disco", "disco.lock", "mirrors"]
