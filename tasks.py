@@ -235,6 +235,29 @@ def grow(c, slaves=None, name=None, target=None):
     print(driver.summary(driver.grow(record, slaves)))
 
 
+@task(help={"slaves": "how many slaves to remove (the newest ones)",
+            "node": "which slaves to remove: node03[,node04]", "name": "cluster name",
+            "force": "skip the drain (DDFS data only on those nodes may be lost)",
+            "timeout": "seconds to wait for DDFS to re-replicate (default 900)",
+            "target": TARGET_HELP})
+@_cli
+def shrink(c, slaves=None, node=None, name=None, force=False, timeout=None, target=None):
+    """Remove slaves: blacklist them in Disco and DDFS, wait until DDFS re-replicated
+    their data, take them out of the master's config, DNS and known_hosts, terminate."""
+    from imagebake import shrink as shrinking
+
+    if (slaves is None) == (node is None):
+        raise ImagebakeError("shrink takes exactly one of --slaves K or --node node03[,node04]")
+    wait = shrinking.DRAIN_TIMEOUT
+    if timeout is not None:
+        if not str(timeout).isdigit() or not 1 <= int(timeout) <= 86400:
+            raise ImagebakeError(f"--timeout {timeout!r}: whole seconds, 1-86400")
+        wait = float(timeout)
+    record = _record(name, target)
+    driver = _target(record["target"])
+    print(shrinking.shrink(driver, record, slaves=slaves, node=node, force=force, timeout=wait))
+
+
 def _given_positionals(argv: list[str], task_name: str, value_flags: set[str],
                        names: list[str]) -> list[str]:
     """Invoke treats positional arguments as required; these are optional, so declare as

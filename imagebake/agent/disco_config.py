@@ -72,9 +72,15 @@ def _assigned(line):
     return head if head.replace("_", "").isalnum() and head.isupper() else None
 
 
+def replicas(spec, joined):
+    """DDFS_TAG_MIN_REPLICAS = DDFS_TAG_REPLICAS = DDFS_BLOB_REPLICAS: Disco's 3, at most
+    the storage hosts, at least 1."""
+    return max(1, min(3, storage_hosts(spec, joined)))
+
+
 def render_settings(spec, master_hostname, joined, existing=None):
     """settings.py: keep an installed file's other lines, own a block of keys."""
-    replicas = max(1, min(3, storage_hosts(spec, joined)))
+    replicas_ = replicas(spec, joined)
     low, high = spec["erlang_ports"]
     managed = [
         ("DISCO_USER", '"disco"'),
@@ -85,9 +91,9 @@ def render_settings(spec, master_hostname, joined, existing=None):
         # slave:start runs this same command on every node over ssh
         ("DISCO_ERLANG", '"erl -kernel inet_dist_listen_min %d inet_dist_listen_max %d"'
          % (low, high)),
-        ("DDFS_TAG_MIN_REPLICAS", "%d" % replicas),
-        ("DDFS_TAG_REPLICAS", "%d" % replicas),
-        ("DDFS_BLOB_REPLICAS", "%d" % replicas),
+        ("DDFS_TAG_MIN_REPLICAS", "%d" % replicas_),
+        ("DDFS_TAG_REPLICAS", "%d" % replicas_),
+        ("DDFS_BLOB_REPLICAS", "%d" % replicas_),
     ]
     names = set(name for name, _ in managed)
     keep = []

@@ -19,8 +19,10 @@ from .protocol import (
     ReplayCache,
     check_extend_fields,
     check_join_fields,
+    check_leave_fields,
     is_unicast,
     make_extend_reply,
+    make_leave_reply,
     make_status_reply,
     make_welcome,
     open_envelope,
@@ -56,6 +58,10 @@ class Master(object):
         self.replay = ReplayCache(not_before=ctx.now())
         self.last_seen = {}
         self.nodes = self._load()
+        # Nodes a signed `leave` (invoke shrink) removed: hostname -> host key. A join from
+        # that name with that key (the removed machine's heartbeat) is refused; a new
+        # machine that takes the name has a new host key and joins as usual.
+        self.left = self._load_left()
         self.disco = "not configured yet"
         self.disco_started = False
         self.disco_dirty = False
@@ -80,6 +86,12 @@ class Master(object):
         if nodes:
             self.ctx.log.info("registry: reloaded %d node(s) from %s", len(nodes), NODES_FILE)
         return nodes
+
+    def _load_left(self):
+        data = load_json(self.ctx.path(NODES_FILE), {}) or {}
+        left = data.get("left") if isinstance(data, dict) else None
+        return dict((k, v) for k, v in (left or {}).items()
+                    if isinstance(k, str) and isinstance(v, str))
 
     def _register(self, entry):
         """Update the registry; return True when anything changed."""
@@ -126,7 +138,8 @@ class Master(object):
         return {"master": self.hostname, "master_addresses": self.addresses,
                 "host_pubkey": self.host_pubkey, "expected_nodes": expected,
                 "joined": len(nodes), "ready": len(nodes) >= expected, "nodes": nodes,
-                "disco": self.disco, "lifetime": self.lifetime()}
+                "disco": self.disco, "lifetime": self.lifetime(),
+                "ddfs_replicas": disco_config.replicas(self.spec, len(nodes))}
 
     def lifetime(self):
         """TTL deadline in force and the idle-stop state (status shows both)."""
@@ -151,6 +164,8 @@ class Master(object):
         changed = []
         registry = {"cluster": spec["cluster"],
                     "nodes": [dict((f, n[f]) for f in IDENTITY_FIELDS) for n in nodes]}
+        if self.left:
+            registry["left"] = dict(self.left)
         if write_atomic(ctx.path(NODES_FILE), dump_json(registry), mode=0o600, dir_mode=0o700):
             changed.append("nodes.json")
         names = [self.hostname]
@@ -213,6 +228,10 @@ class Master(object):
         except ProtocolError as exc:
             log.warning("join from %s refused: %s", peer, exc)
             return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        if self.left.get(msg["hostname"]) == msg["host_pubkey"]:
+            log.warning("join from %s refused: %s has left the cluster (shrink)", peer,
+                        msg["hostname"])
+            return 403, b"refused: this node has left the cluster\n"
         entry = {"hostname": msg["hostname"], "address": peer,
                  "addresses": [peer], "cores": msg["cores"],
                  "disco_pubkey": msg["disco_pubkey"], "host_pubkey": msg["host_pubkey"]}
@@ -260,6 +279,34 @@ class Master(object):
                                   armed or "")
         return 200, seal(spec["token"], reply)
 
+    def handle_leave(self, body, peer):
+        """Signed `leave` (the launcher's shrink, after the drain): the named nodes leave
+        the membership, Disco's hosts table (save_config_table), dnsmasq hosts and
+        known_hosts in one apply; names not members are reported, not an error."""
+        spec, log = self.spec, self.ctx.log
+        try:
+            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "leave",
+                                self.replay)
+            check_leave_fields(msg)
+            if any(n in (self.hostname, master_name(spec)) for n in msg["hostnames"]):
+                raise ProtocolError("the master cannot leave")
+        except ProtocolError as exc:
+            log.warning("leave from %s refused: %s", peer, exc)
+            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        with self.lock:
+            removed = [n for n in msg["hostnames"] if n in self.nodes]
+            unknown = [n for n in msg["hostnames"] if n not in self.nodes]
+            for name in removed:
+                self.left[name] = self.nodes.pop(name)["host_pubkey"]
+                self.last_seen.pop(name, None)
+                log.warning("node %s left the cluster (leave from %s)", name, peer)
+            if removed:
+                self.apply()
+            hosts = self.hosts()
+        reply = make_leave_reply(spec["cluster"], self.ctx.now(), msg["nonce"], removed,
+                                 unknown, hosts)
+        return 200, seal(spec["token"], reply)
+
     def handle_status(self, body, peer):
         spec = self.spec
         try:
@@ -293,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server naming
         master = self.server.master
         routes = {"/v1/join": master.handle_join, "/v1/status": master.handle_status,
-                  "/v1/extend": master.handle_extend}
+                  "/v1/extend": master.handle_extend, "/v1/leave": master.handle_leave}
         route = routes.get(self.path)
         if route is None:
             return self._reply(404, b"not found\n")
@@ -308,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(code, out)
 
     def do_GET(self):  # noqa: N802
-        if self.path in ("/v1/status", "/v1/join", "/v1/extend"):
+        if self.path in ("/v1/status", "/v1/join", "/v1/extend", "/v1/leave"):
             return self._reply(405, b"use POST with a signed message (docs/agent.md)\n")
         self._reply(404, b"not found\n")
 

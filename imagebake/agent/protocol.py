@@ -292,3 +292,32 @@ def make_status_reply(cluster, now, in_reply_to, summary):
            "ts": int(now), "in_reply_to": in_reply_to}
     msg.update(summary)
     return msg
+
+
+# -- leave (launcher -> master): shrink removes nodes ------------------------------
+
+MAX_LEAVE = 64
+
+
+def make_leave_request(cluster, now, hostnames):
+    """Launcher -> master: forget these nodes (membership, Disco's hosts table, dnsmasq
+    hosts, known_hosts); a join from one of them with the same host key is refused after."""
+    return {"type": "leave", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
+            "hostnames": sorted(set(hostnames))}
+
+
+def check_leave_fields(msg):
+    expected = {"type", "cluster", "nonce", "ts", "hostnames"}
+    if set(msg) != expected:
+        raise ProtocolError("leave fields must be exactly: %s" % ",".join(sorted(expected)))
+    names = msg["hostnames"]
+    if (not isinstance(names, list) or not 0 < len(names) <= MAX_LEAVE
+            or not all(is_short_hostname(n) for n in names) or len(set(names)) != len(names)):
+        raise ProtocolError("hostnames must be 1-%d distinct short host names" % MAX_LEAVE)
+    return msg
+
+
+def make_leave_reply(cluster, now, in_reply_to, removed, unknown, hosts):
+    return {"type": "leave_reply", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
+            "in_reply_to": in_reply_to, "removed": removed, "unknown": unknown,
+            "hosts": [list(h) for h in hosts]}

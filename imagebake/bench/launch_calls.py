@@ -96,6 +96,31 @@ def _register_amis(images_json: Path) -> None:
     images_json.write_text(json.dumps({"aws": out}))
 
 
+def _shrink(target: Any, record: dict) -> dict:
+    """`shrink` of every slave but DDFS's 3 (one when fewer remain impossible: N=1 has
+    nothing to remove): its EC2 calls, Disco and the master agent stubbed."""
+    from .. import shrink, state
+
+    have = len(record["nodes"])
+    count = have - 3 if have > 3 else 0
+    if count <= 0:
+        return {"shrink_removed": 0, "shrink_calls": None, "shrink_by_operation": {}}
+    listed: list[str] = []
+
+    def disco(batch: list) -> list:
+        listed.extend(body for _, path, body in batch if path == "/disco/ctrl/gc_blacklist")
+        return [(200, json.dumps(listed) if path.endswith("safe_gc_blacklist") else '""')
+                for _, path, _ in batch]
+
+    target.agent_call = lambda *a: {"removed": a[4]["hostnames"], "unknown": []}
+    shrink.shrink(target, state.load(record["name"]), slaves=count, calls=disco,
+                  say=lambda s: None, progress=lambda t, done: None)
+    calls = target.session_factory.__self__.take()
+    record.update(state.load(record["name"]))
+    return {"shrink_removed": count, "shrink_calls": sum(calls.values()),
+            "shrink_by_operation": dict(sorted(calls.items()))}
+
+
 def run(sizes: tuple[int, ...] = SIZES, quiet: bool = False) -> dict:
     """Launch (waiting, readiness stubbed) and destroy at each size; count EC2 calls."""
     from ..targets.aws.cluster import AwsTarget
@@ -112,6 +137,8 @@ def run(sizes: tuple[int, ...] = SIZES, quiet: bool = False) -> dict:
             record = target.launch(name=name, slaves=n, wait=True, allow_cidr="203.0.113.7/32")
             launch_calls = counter.take()
             launch_seconds = time.monotonic() - started
+            shrink_calls = _shrink(target, record)
+            counter.take()  # nothing else is counted as shrink's
             target.destroy(name, record)
             destroy_calls = counter.take()
             results[n] = {
@@ -120,6 +147,7 @@ def run(sizes: tuple[int, ...] = SIZES, quiet: bool = False) -> dict:
                 "launch_by_operation": dict(sorted(launch_calls.items())),
                 "destroy_by_operation": dict(sorted(destroy_calls.items())),
                 "launch_seconds": round(launch_seconds, 2),
+                **shrink_calls,
             }
     first, last = results[sizes[0]], results[sizes[-1]]
     ratio = last["launch_calls"] / first["launch_calls"]
@@ -141,6 +169,9 @@ def _print(report: dict) -> None:
     for op in ops:
         table.add_row(op, *(str(results[n]["launch_by_operation"].get(op, 0)) for n in sizes))
     table.add_row("[bold]launch total", *(f"[bold]{results[n]['launch_calls']}" for n in sizes))
+    table.add_row("shrink total (slaves removed)", *(
+        f"{results[n]['shrink_calls']} ({results[n]['shrink_removed']})"
+        if results[n]["shrink_calls"] is not None else "- (0)" for n in sizes))
     table.add_row("destroy total", *(str(results[n]["destroy_calls"]) for n in sizes))
     table.add_row("launch seconds", *(f"{results[n]['launch_seconds']:.2f}" for n in sizes))
     console = Console()

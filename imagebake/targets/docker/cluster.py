@@ -365,7 +365,8 @@ class DockerTarget(Target):
         return count
 
     def _grow(self, record: dict, count: int) -> dict:
-        have = len(record["nodes"])
+        # after the highest name in use: a shrink may have left gaps (node02 gone)
+        have = max([int(n[4:]) for n in record["nodes"] if n[4:].isdigit()] or [0])
         new = [node_hostname(i) for i in range(have + 1, have + count + 1)]
         record["nodes"] = record["nodes"] + new
         state.save(record)

@@ -1,0 +1,364 @@
+"""`invoke shrink`: remove slaves from a running cluster without losing DDFS data.
+
+1. check (one line, exit 2, nothing changed): exactly one of --slaves K / --node a,b;
+   never the master, an unknown node, K <= 0 or K >= the number of slaves, nor fewer
+   storage nodes than DDFS's replica count (the master agent reports it);
+2. drain (skipped by --force): Disco's `blacklist` (no new tasks) and DDFS's
+   `gc_blacklist` for every chosen node (Disco 0.5.4 `disco_web.erl` postop, body a JSON
+   string), then DDFS GC runs (`/ddfs/ctrl/gc_start`) until `/ddfs/ctrl/safe_gc_blacklist`
+   lists every chosen node: GC re-replicated their blobs and tags elsewhere and removed
+   the references to their copies (`ddfs_gc_main.erl`, "DDFS node removal"); bounded;
+3. leave: a signed POST /v1/leave to the master agent, which removes the nodes from its
+   membership, Disco's hosts table (save_config_table), dnsmasq hosts and known_hosts;
+4. terminate: docker removes the containers, aws terminates exactly those instances
+   (one TerminateInstances, owner-scoped), qemu stops the VMs; the record forgets them.
+
+Disco's HTTP API is unauthenticated and reached on the master's loopback only: the
+calls run on the master (target.exec, python3 there), never over the network.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import state
+from .agent import protocol
+from .errors import ImagebakeError
+
+LEAVE_PATH = "/v1/leave"
+DISCO_PORT = 8989
+DRAIN_TIMEOUT = 900.0  # DDFS GC waits 5 min after Disco starts before its first run
+POLL = 3.0
+
+
+@dataclass
+class Member:
+    label: str             # what --node takes (node03)
+    hostname: str | None   # the name in the cluster (agent, Disco, DNS); None: never joined
+    entry: Any = None      # the record's entry (a name, or an aws instance dict)
+
+
+@dataclass
+class Plan:
+    record: dict
+    chosen: list[Member]
+    remaining: int
+    replicas: int
+    force: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ check
+def members(record: dict, status_reply: dict | None = None) -> list[Member]:
+    """The record's slaves with their names in the cluster (aws: from the master
+    agent's membership, matched by the private address EC2 reports)."""
+    out = []
+    joined = {}
+    for node in (status_reply or {}).get("nodes") or []:
+        if isinstance(node, dict) and node.get("address"):
+            joined[node["address"]] = node.get("hostname")
+    for i, entry in enumerate(record.get("nodes", []), 1):
+        if isinstance(entry, str):
+            out.append(Member(entry, entry, entry))
+        else:
+            out.append(Member(f"node{i:02d}", joined.get(entry.get("private_ip")), entry))
+    return out
+
+
+def _count(value: Any) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.lstrip("-").isdigit():
+        raise ImagebakeError(f"--slaves {value!r} is not a whole number")
+    return int(text)
+
+
+def check(record: dict, slaves: Any = None, node: Any = None,
+          status_reply: dict | None = None, force: bool = False) -> Plan:
+    """What shrink would remove, or one line saying why not; changes nothing."""
+    name = record["name"]
+    have = members(record, status_reply)
+    if (slaves is None) == (node is None):
+        raise ImagebakeError("shrink takes exactly one of --slaves K or --node node03[,node04]")
+    if slaves is not None:
+        k = _count(slaves)
+        if k <= 0:
+            raise ImagebakeError(f"--slaves {k}: remove at least one slave")
+        if k >= len(have):
+            raise ImagebakeError(f"--slaves {k}: {name!r} has {len(have)} slave(s); a cluster "
+                                 "keeps at least one (use `invoke destroy` to remove it all)")
+        chosen = have[-k:]  # the newest ones
+    else:
+        wanted = [w.strip() for w in str(node).split(",")]
+        if not all(wanted):
+            raise ImagebakeError(f"--node {node!r}: an empty node name")
+        if "master" in wanted:
+            raise ImagebakeError("--node master: the master cannot be removed (it runs Disco, "
+                                 "DDFS's tags and DNS); `invoke destroy` removes the cluster")
+        by_name = {}
+        for m in have:
+            by_name[m.label] = m
+            if m.hostname:
+                by_name[m.hostname] = m
+        unknown = [w for w in wanted if w not in by_name]
+        if unknown:
+            raise ImagebakeError(f"--node: no node {unknown[0]!r} in {name!r} (slaves: "
+                                 f"{', '.join(m.label for m in have)})")
+        chosen = []
+        for w in wanted:
+            if by_name[w] not in chosen:
+                chosen.append(by_name[w])
+        if len(chosen) >= len(have):
+            raise ImagebakeError(f"--node: that is every slave of {name!r}; a cluster keeps "
+                                 "at least one (use `invoke destroy` to remove it all)")
+    remaining = len(have) - len(chosen)
+    replicas = (status_reply or {}).get("ddfs_replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        replicas = max(1, min(3, len(have)))  # what the agent writes (at most 3)
+    if remaining < replicas:
+        raise ImagebakeError(
+            f"removing {len(chosen)} slave(s) leaves {remaining} DDFS storage node(s), below "
+            f"the replica count {replicas} (DDFS_BLOB_REPLICAS): DDFS could not keep every "
+            f"blob; remove at most {len(have) - replicas}")
+    return Plan(record, chosen, remaining, replicas, force)
+
+
+# ------------------------------------------------------------------ Disco on the master
+_CTRL = r"""
+import json, sys, urllib.request, urllib.error
+out = []
+for method, path, body in json.loads(sys.argv[1]):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request("http://127.0.0.1:%s%s" % (sys.argv[2], path), data=data,
+                                 method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            out.append([r.status, r.read().decode("utf-8", "replace")])
+    except urllib.error.HTTPError as e:
+        out.append([e.code, e.read().decode("utf-8", "replace")])
+    except Exception as e:
+        out.append([0, str(e)])
+print("IMAGEBAKE-CTRL " + json.dumps(out))
+"""
+
+
+def disco_calls(target: Any, record: dict) -> Callable[[list], list]:
+    """calls([(method, path, json body or None)]) -> [(status, text)], run on the master's
+    loopback in one target.exec."""
+    port = record.get("disco_port") or DISCO_PORT
+
+    def calls(batch: list) -> list:
+        command = (f"python3 -c {shlex.quote(_CTRL)} {shlex.quote(json.dumps(batch))} "
+                   f"{int(port)}")
+        code, out = target.exec(record, command)
+        for line in out.splitlines():
+            if line.startswith("IMAGEBAKE-CTRL "):
+                return [tuple(x) for x in json.loads(line[len("IMAGEBAKE-CTRL "):])]
+        raise ImagebakeError(f"cannot reach Disco on the master of {record['name']!r} "
+                             f"(exit {code}): {out.strip()[-200:]}")
+    return calls
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def drain(plan: Plan, calls: Callable[[list], list], timeout: float = DRAIN_TIMEOUT,
+          poll: float = POLL, progress: Any = None, clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep) -> str:
+    """Blacklist the chosen nodes for tasks and in DDFS; wait until no task runs on them
+    and DDFS GC reports them safe to remove. One line on timeout (nodes stay
+    blacklisted: nothing is lost; run shrink again, or --force)."""
+    hosts = [m.hostname for m in plan.chosen if m.hostname]
+    if not hosts:
+        return "nothing to drain (no chosen node ever joined)"
+    batch = []
+    for host in hosts:
+        batch += [("POST", "/disco/ctrl/blacklist", host),
+                  ("POST", "/disco/ctrl/gc_blacklist", host)]
+    for (status, text), (_, path, host) in zip(calls(batch), batch):
+        if status != 200:
+            raise ImagebakeError(f"Disco refused {path} {host}: HTTP {status} {text[:120]}")
+    begun = clock()
+    deadline = begun + timeout
+    starts = 0
+    phase = "waiting for DDFS GC"
+    while True:
+        info, safe, gc = calls([("GET", "/disco/ctrl/nodeinfo", None),
+                                ("GET", "/ddfs/ctrl/safe_gc_blacklist", None),
+                                ("GET", "/ddfs/ctrl/gc_status", None)])
+        nodeinfo = _json(info[1]) if info[0] == 200 else None
+        busy = sorted(h for h in hosts if isinstance(nodeinfo, dict)
+                      and (nodeinfo.get(h) or {}).get("tasks"))
+        safe_set = set(_json(safe[1]) or []) if safe[0] == 200 else set()
+        missing = [h for h in hosts if h not in safe_set]
+        gc_text = _json(gc[1]) if gc[0] == 200 else None
+        if not busy and not missing:
+            took = clock() - begun
+            if progress:
+                progress(f"drained {', '.join(hosts)} in {took:.0f}s", done=True)
+            return (f"drained {', '.join(hosts)} in {took:.0f}s: no task runs there and DDFS "
+                    f"re-replicated their data (GC run(s) started: {starts})")
+        if gc_text == "":  # GC not running: start one (answers "GC is waiting" at first)
+            ok = calls([("GET", "/ddfs/ctrl/gc_start", None)])[0]
+            if ok[0] == 200 and _json(ok[1]) == "GC has started":
+                starts += 1
+                phase = "DDFS GC running"
+            elif ok[0] == 200:
+                phase = "DDFS GC waits for its first run (5 min after Disco started)"
+        elif gc_text:
+            phase = f"DDFS GC: {gc_text}"
+        left = deadline - clock()
+        if progress:
+            progress(f"{phase}; not yet safe: {', '.join(missing) or '-'}"
+                     + (f"; tasks still on {', '.join(busy)}" if busy else "")
+                     + f" ({max(0, left):.0f}s left)", done=False)
+        if left <= 0:
+            raise ImagebakeError(
+                f"drain timed out after {timeout:.0f}s: DDFS has not confirmed "
+                f"{', '.join(missing or busy)} safe to remove; they stay blacklisted (nothing "
+                f"lost, nothing removed): run shrink again, or --force to remove them anyway")
+        sleep(min(poll, max(0.1, left)))
+
+
+# ------------------------------------------------------------------ leave
+def leave(target: Any, plan: Plan) -> dict:
+    """The signed /v1/leave to the master agent; its verified reply."""
+    from . import lifetime
+
+    record = plan.record
+    names = [m.hostname for m in plan.chosen if m.hostname]
+    if not names:
+        return {"removed": [], "unknown": []}
+    endpoint = target.agent_endpoint(record)
+    if endpoint is None:
+        raise ImagebakeError(f"the master of {record['name']!r} is not running: cannot shrink")
+    msg = protocol.make_leave_request(record["name"], time.time(), names)
+    caller = getattr(target, "agent_call", None) or lifetime.signed_call
+    return caller(endpoint[0], endpoint[1], record, LEAVE_PATH, msg, "leave_reply")
+
+
+# ------------------------------------------------------------------ terminate
+def _terminate_docker(target: Any, plan: Plan) -> str:
+    from .clients.docker import docker
+    from .targets.docker.cluster import _spec_dir, container_name
+
+    record = plan.record
+    names = [container_name(record["name"], m.label) for m in plan.chosen]
+    docker("rm", "-f", "-v", *names, check=False)
+    for m in plan.chosen:
+        (_spec_dir(record["name"]) / f"spec-{m.label}.json").unlink(missing_ok=True)
+    return f"removed {len(names)} container(s)"
+
+
+def _terminate_aws(target: Any, plan: Plan) -> str:
+    from .clients import aws
+    from .targets.aws import instances as ec2i
+    from .targets.aws.cluster import _owner
+
+    record = plan.record
+    session = target._session(record)
+    client = aws.ec2(session, record["region"])
+    owner = _owner(record, session)
+    wanted = [m.entry["id"] for m in plan.chosen]
+    # only instances of this owner's cluster: a stale record never terminates another's
+    mine = {i["InstanceId"] for i in ec2i.describe(client, ids=wanted, cluster=record["name"],
+                                                   owner=owner)}
+    ids = [i for i in wanted if i in mine]
+    ec2i.terminate(client, ids)
+    gone = [i for i in wanted if i not in mine]
+    return (f"terminated {len(ids)} instance(s) ({', '.join(ids)})"
+            + (f"; not found in the cluster: {', '.join(gone)}" if gone else ""))
+
+
+def _terminate_qemu(target: Any, plan: Plan) -> str:
+    from .targets.qemu.ssh import vm_exec
+
+    stopped = []
+    for m in plan.chosen:
+        try:
+            vm_exec(plan.record, m.label, "poweroff", timeout=30)
+        except Exception:  # noqa: BLE001 - a VM already gone is what we want
+            pass
+        stopped.append(m.label)
+    return f"stopped {len(stopped)} VM(s)"
+
+
+def _forget(plan: Plan) -> None:
+    record = plan.record
+    gone_labels = {m.label for m in plan.chosen}
+    if record.get("target") == "aws":
+        ids = {m.entry["id"] for m in plan.chosen}
+        addresses = {m.entry.get("private_ip") for m in plan.chosen}
+        record["nodes"] = [n for n in record["nodes"] if n["id"] not in ids]
+        record["ids"] = [i for i in record.get("ids", []) if i not in ids]
+        keys = record.get("node_host_keys") or {}
+        record["node_host_keys"] = {a: k for a, k in keys.items() if a not in addresses}
+        from .targets.aws import hostkeys
+
+        hostkeys.remember(record, None)  # rewrites the pinned known_hosts without them
+    else:
+        record["nodes"] = [n for n in record["nodes"] if n not in gone_labels]
+    state.save(record)
+
+
+TERMINATE = {"docker": _terminate_docker, "aws": _terminate_aws, "qemu": _terminate_qemu}
+
+
+# ------------------------------------------------------------------ the command
+def status_reply(target: Any, record: dict) -> dict | None:
+    """The master agent's signed status (membership, ddfs_replicas), or None."""
+    from .targets.aws.readiness import agent_status
+
+    endpoint = target.agent_endpoint(record)
+    if endpoint is None:
+        raise ImagebakeError(f"the master of {record['name']!r} is not running: cannot shrink")
+    ask = getattr(target, "readiness", None) or agent_status
+    return ask(endpoint[0], endpoint[1], record)
+
+
+def shrink(target: Any, record: dict, slaves: Any = None, node: Any = None,
+           force: bool = False, timeout: float = DRAIN_TIMEOUT,
+           calls: Callable[[list], list] | None = None, say: Callable[[str], None] = print,
+           progress: Any = None) -> str:
+    """Check, drain (unless FORCE), leave, terminate, forget; a summary."""
+    if (slaves is None) == (node is None):  # before asking anything
+        check(record, slaves, node, None)
+    reply = status_reply(target, record)
+    plan = check(record, slaves, node, reply, force)
+    labels = ", ".join(m.label for m in plan.chosen)
+    if force:
+        say(f"--force: not draining {labels}: DDFS blobs and tags whose only live replicas "
+            "are there, and results of running jobs kept there, may be lost")
+        drained = "not drained (--force)"
+    else:
+        if progress is None:
+            from .progress import Board
+
+            with Board(plain=True) as board:
+                row = board.row(f"drain {labels}", status="draining")
+
+                def show(text: str, done: bool = False) -> None:
+                    row.update(status="drained" if done else "draining", step=text,
+                               finished=done)
+
+                drained = drain(plan, calls or disco_calls(target, record), timeout=timeout,
+                                progress=show)
+        else:
+            drained = drain(plan, calls or disco_calls(target, record), timeout=timeout,
+                            progress=progress)
+        say(drained)
+    answer = leave(target, plan)
+    terminated = TERMINATE[record["target"]](target, plan)
+    _forget(plan)
+    unknown = answer.get("unknown") or []
+    return (f"shrank {record['name']} to {plan.remaining} slave(s): removed {labels}; "
+            f"{drained}; master agent: left {', '.join(answer.get('removed') or []) or '-'}"
+            + (f" (not members: {', '.join(unknown)})" if unknown else "")
+            + f"; {terminated}")
