@@ -220,3 +220,23 @@ def test_a_stopped_master_is_one_line():
 
     with pytest.raises(ImagebakeError, match="not running: cannot shrink"):
         S.shrink(Target(), dict(RECORD), slaves=1)
+
+
+@pytest.mark.parametrize("args, says", [
+    ([], "exactly one of --slaves K or --node"),
+    (["--slaves", "1", "--node", "node01"], "exactly one of"),
+    (["--slaves", "1", "--timeout", "soon"], "--timeout 'soon'"),
+    (["--slaves", "1"], "no cluster named 'nope'"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, says):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, IMAGEBAKE_STATE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "invoke", "shrink", "--name", "nope", *args],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], out.stderr
+    assert not list(tmp_path.iterdir())
