@@ -331,6 +331,9 @@ def shrink(target: Any, record: dict, slaves: Any = None, node: Any = None,
     if (slaves is None) == (node is None):  # before asking anything
         check(record, slaves, node, None)
     reply = status_reply(target, record)
+    if reply is None and not force:
+        raise ImagebakeError(f"the master agent of {record['name']!r} does not answer: cannot "
+                             "drain safely (`invoke status`; --force removes without a drain)")
     plan = check(record, slaves, node, reply, force)
     labels = ", ".join(m.label for m in plan.chosen)
     if force:

@@ -240,3 +240,17 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, says):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], out.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_silent_master_agent_is_refused_without_force():
+    class Target:
+        name = "docker"
+
+        def agent_endpoint(self, rec):
+            return ("127.0.0.1", 1)
+
+        def readiness(self, address, port, rec):
+            return None
+
+    with pytest.raises(ImagebakeError, match="does not answer: cannot drain safely"):
+        S.shrink(Target(), dict(RECORD), slaves=1, calls=lambda b: [])
