@@ -216,9 +216,11 @@ def drain(plan: Plan, calls: Callable[[list], list], timeout: float = DRAIN_TIME
             phase = f"DDFS GC: {gc_text}"
         left = deadline - clock()
         if progress:
+            # no countdown in the text: a plain (non-terminal) display prints a line only
+            # when the phase changes; the live one shows the elapsed time itself
             progress(f"{phase}; not yet safe: {', '.join(missing) or '-'}"
                      + (f"; tasks still on {', '.join(busy)}" if busy else "")
-                     + f" ({max(0, left):.0f}s left)", done=False)
+                     + f" (gives up after {timeout:.0f}s)", done=False)
         if left <= 0:
             raise ImagebakeError(
                 f"drain timed out after {timeout:.0f}s: DDFS has not confirmed "

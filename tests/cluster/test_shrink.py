@@ -102,6 +102,7 @@ def test_shrink_keeps_every_blob_and_removes_the_node_everywhere(loaded):
     assert victim in record["nodes"] and counts[victim] > 0
 
     out = invoke("shrink", "--name", NAME, "--node", victim, "--timeout", "900")
+    print(out.stdout, out.stderr[-2000:])  # the drain's progress lines and the summary
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"removed {victim}" in out.stdout and "drained" in out.stdout
 
