@@ -117,7 +117,10 @@ def test_imds_connection_refused_is_v1_then_no_imds():
         imds.get_user_data(f"http://127.0.0.1:{port}", timeout=1)
 
 
-def test_spec_from_imds_v1_fences_metadata(agent_ctx, fake_imds):
+def test_spec_from_imds_v1_installs_the_root_only_reject_rule(agent_ctx, fake_imds):
+    """The exact rule: non-root traffic to the metadata address is rejected. That it stops a
+    real user is proven on booted VMs: tests/vm/test_vm_cluster.py
+    test_disco_cannot_read_the_user_data_through_imds_or_cloud_init."""
     server = fake_imds(mode="v1", user_data=dumps(SPEC).encode())
     ctx = agent_ctx(imds_url=server.url)
     ctx.runner.results["iptables"] = Result(1, "")  # -C: rule absent
@@ -126,7 +129,8 @@ def test_spec_from_imds_v1_fences_metadata(agent_ctx, fake_imds):
     assert notes == {"imds": "v1", "imds_fence": "failed: "}
     assert ctx.runner.calls[0][:2] == ["iptables", "-C"]
     assert ctx.runner.calls[1][:2] == ["iptables", "-A"]
-    assert "169.254.169.254" in ctx.runner.calls[1] and "--uid-owner" in ctx.runner.calls[1]
+    assert ctx.runner.calls[1][2:] == ["OUTPUT", "-d", "169.254.169.254", "-m", "owner", "!",
+                                       "--uid-owner", "0", "-j", "REJECT"]
 
 
 def test_fence_is_idempotent_and_skipped_without_iptables(agent_ctx):

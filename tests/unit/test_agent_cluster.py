@@ -6,7 +6,6 @@ import os
 import socket
 import stat
 import threading
-import time
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
@@ -229,33 +228,28 @@ def test_restarted_master_keeps_its_members(cluster, agent_ctx):
 
 
 def test_sixteen_concurrent_joins(cluster):
+    """Sixteen joins at once all get a welcome and all land in Disco's config (how long they
+    take is a benchmark's business: `invoke bench --what cluster`, not an assertion here)."""
     cluster.start_master()
     results = {}
-    durations = []
 
     def one(i):
         ident = N.Identity(f"w{i:02d}", [f"127.0.1.{i}"], 2,
                            fake_key(i) + f" disco@w{i:02d}", fake_key(100 + i))
-        start = time.time()
         try:
             results[i] = N.join_once(cluster.mctx, cluster.node_spec, ident)
         except Exception as exc:  # noqa: BLE001
             results[i] = exc
-        durations.append(time.time() - start)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(1, 17)]
-    start = time.time()
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    elapsed = time.time() - start
     assert all(isinstance(r, dict) and r["type"] == "welcome" for r in results.values()), results
     assert len(results) == 16
     config = json.loads(read(cluster.mctx, "/usr/var/disco/disco_8989.config"))
     assert [h[0] for h in config["hosts"]] == [f"w{i:02d}" for i in range(1, 17)]
-    assert elapsed < 5, elapsed
-    assert sorted(durations)[len(durations) // 2] < 0.5
 
 
 def test_status_endpoint_needs_a_signed_request(cluster):
