@@ -247,7 +247,7 @@ def call(method, path, headers):
     req = urllib.request.Request("http://169.254.169.254" + path, method=method,
                                  headers=headers, data=b"" if method == "PUT" else None)
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=20) as r:  # TCG guests on a busy host
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, ""
@@ -255,6 +255,8 @@ def call(method, path, headers):
         return "refused", str(e)
 code, token = call("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
 print("token", code)
+if code == "refused":
+    print("why", token)
 print("v1", call("GET", "/latest/meta-data/instance-id", {})[0])
 if code == 200:
     print("v2", call("GET", "/latest/user-data", {"X-aws-ec2-metadata-token": token})[0])
