@@ -319,8 +319,10 @@ def test_slave_reboot_with_optional_tokens_rejoins_without_duplicates(cluster):
             continue
         rc, _ = vm_exec(cluster, node, "imagebake-agent status >/dev/null",
                                      timeout=30)
-        ran = sh(cluster, node, "journalctl -b -u imagebake-agent -o cat | wc -l")
-        if rc == 0 and int(ran.strip().splitlines()[-1]) > 0:
+        # ssh may drop while the booting agent restarts sshd (exit 255): ask again
+        rc_log, ran = vm_exec(cluster, node, "journalctl -b -u imagebake-agent -o cat | wc -l",
+                              timeout=30, stderr=False)
+        if rc == 0 and rc_log == 0 and int((ran.strip().splitlines() or ["0"])[-1]) > 0:
             break
     assert qemu_cluster.status(cluster)["ready"]
     for host in ("master", node):
