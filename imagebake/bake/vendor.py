@@ -11,12 +11,12 @@ it stops here with one line naming the file, before Packer or Docker is touched.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImagebakeError
+from .hashing import file_digest
 from .records import ROOT
 
 LOCK = ROOT / "vendor" / "disco.lock"
@@ -63,14 +63,6 @@ def selected(pins: list[Pin], disco_ref: str) -> list[Pin]:
     return disco + [p for p in pins if p.bases != "disco"]
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def uses_vendor(variables: Mapping[str, str]) -> Path | None:
     """The lock a bake with VARIABLES builds from, or None (none, git URL, tarball)."""
     source = variables.get("disco_source", "vendored")
@@ -93,7 +85,7 @@ def check(variables: Mapping[str, str], archives: Path = ARCHIVES) -> list[Pin]:
         path = Path(archives) / pin.archive
         if not path.is_file():
             raise ImagebakeError(f"missing archive {_rel(path)}: {HOW_TO_GET}")
-        got = sha256_of(path)
+        got = file_digest(path)
         if got != pin.sha256:
             raise ImagebakeError(f"checksum mismatch {_rel(path)}: {got[:16]}…, "
                                  f"{_rel(lock)} says {pin.sha256[:16]}…: remake it with "
