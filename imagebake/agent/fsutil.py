@@ -110,14 +110,21 @@ def _read_fd(fd):
         chunks.append(chunk)
 
 
-def read_bytes(path, default=None):
-    """A regular file's bytes, never through an untrusted link; default when absent."""
+def _open_parent(path):
+    """open_dir() of path's directory; None when that directory is missing."""
     try:
-        dfd = open_dir(os.path.dirname(os.path.abspath(path)))
+        return open_dir(os.path.dirname(os.path.abspath(path)))
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return default
+            return None
         raise
+
+
+def read_bytes(path, default=None):
+    """A regular file's bytes, never through an untrusted link; default when absent."""
+    dfd = _open_parent(path)
+    if dfd is None:
+        return default
     try:
         name = os.path.basename(path)
         parent_ok = trusted_dir(os.fstat(dfd))
@@ -247,12 +254,9 @@ def ensure_file(path, mode, owner=None):
 
     Raise UnsafePath when the name is a link or not a single-link regular file.
     """
-    try:
-        dfd = open_dir(os.path.dirname(os.path.abspath(path)))
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return False
-        raise
+    dfd = _open_parent(path)
+    if dfd is None:
+        return False
     try:
         name = os.path.basename(path)
         try:

@@ -19,7 +19,7 @@ from .spec import is_ipv4, is_short_hostname
 
 SKEW = 120  # seconds a message's ts may differ from the receiver's clock
 MAX_BODY = 64 * 1024
-_PUBKEY = re.compile(r"ssh-ed25519 [A-Za-z0-9+/=]+( [^\r\n]*)?")  # fullmatch
+_PUBKEY = re.compile(r"ssh-ed25519 [A-Za-z0-9+/=]+( [ -~]*)?")  # fullmatch; printable ASCII
 _NONCE = re.compile(r"[0-9a-f]{32}")  # fullmatch
 # What seal() produces, byte for byte: the MAC is checked over the raw msg bytes
 # before any JSON is parsed (a deeply nested body never reaches the parser).

@@ -239,6 +239,22 @@ def test_l1_validators_refuse_a_trailing_newline(check, value):
     assert not check(value)
 
 
+@pytest.mark.parametrize("comment", [
+    "x\x00y", "x\x1b[2Jy", "x\x0by", "x\x0cy", "x\x1cy", "x\x85y", "x\u2028y", "x\u2029y",
+])
+def test_l1_pubkey_comment_is_printable_ascii(comment):
+    # The welcome's disco_pubkey goes, comment included, into a node's authorized_keys
+    # (root writes it; merge_block re-reads it with splitlines()) and into logs: the JSON
+    # \u escapes let a token holder put any character but \r \n there.
+    assert protocol.is_pubkey(fake_key(1) + " disco@master")
+    assert not protocol.is_pubkey(fake_key(1) + " " + comment)
+    msg = {"in_reply_to": "a" * 32, "master_hostname": "master",
+           "master_addresses": ["10.0.0.5"], "disco_pubkey": fake_key(1) + " " + comment,
+           "host_pubkey": fake_key(2), "hosts": []}
+    with pytest.raises(protocol.ProtocolError):
+        protocol.check_welcome_fields(msg, "a" * 32)
+
+
 @pytest.mark.parametrize("field,value", [
     ("cluster", "evil\n"), ("hostname", "evil\n"), ("token", "ab" * 32 + "\n"),
     ("cookie", COOKIE + "\n"),
