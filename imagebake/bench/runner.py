@@ -65,8 +65,10 @@ def bench_bake() -> dict:
 def _master_peak_kib(name: str) -> int | None:
     from ..targets.docker.cluster import container_name
 
-    out = subprocess.run(["docker", "exec", container_name(name, "master"), "grep", "VmHWM",
-                          "/proc/1/status"], capture_output=True, text=True).stdout.split()
+    # PID 1 is tini (`docker run --init`); the agent is its first child.
+    script = 'grep VmHWM "/proc/$(cut -d" " -f1 /proc/1/task/1/children)/status"'
+    out = subprocess.run(["docker", "exec", container_name(name, "master"), "sh", "-c", script],
+                         capture_output=True, text=True).stdout.split()
     return int(out[1]) if len(out) >= 2 else None
 
 
