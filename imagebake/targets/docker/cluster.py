@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ... import state
+from ... import files, state
 from ...agent import spec as agent_spec
 from ...clients.docker import docker, ids, image_exists, inspect, require_daemon, used_subnets
 from ...disco import api as disco_api
@@ -92,13 +91,7 @@ def _spec_dir(name: str) -> Path:
 
 
 def _write_spec(name: str, host: str, spec: dict) -> Path:
-    folder = _spec_dir(name)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / f"spec-{host}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(agent_spec.dumps(spec))
-    return path
+    return files.write_private(_spec_dir(name) / f"spec-{host}.json", agent_spec.dumps(spec))
 
 
 def _node_spec(record: dict, host: str) -> dict:

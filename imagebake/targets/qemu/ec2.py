@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ... import state
+from ... import files, state
 from ...errors import ImagebakeError
 from . import netns
 
@@ -98,13 +98,8 @@ def log_path(record: dict) -> Path:
 
 def write_config(record: dict) -> Path:
     """The emulator's configuration (root-only: it holds every instance's user data)."""
-    path = config_path(record)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"instances": _instances(record)}, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    return files.write_private(config_path(record), json.dumps(
+        {"instances": _instances(record)}, indent=1, sort_keys=True))
 
 
 def _listener() -> socket.socket:

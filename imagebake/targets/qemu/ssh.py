@@ -9,11 +9,11 @@ private address, each node's only under the private address the launcher gave th
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 from pathlib import Path
 
+from ... import files
 from ..aws.readiness import master_host_key, node_host_keys
 
 
@@ -40,9 +40,7 @@ def pin(record: dict, reply: dict | None) -> bool:
     text = "\n".join(lines) + "\n"
     path = known_hosts_path(record)
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        files.write_private(path, text)
     return before != (record.get("master_host_key"), record["node_host_keys"])
 
 
