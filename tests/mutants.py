@@ -41,6 +41,7 @@ LAUNCH = ("tests/aws/test_aws_launch.py",)
 DESTROY = ("tests/aws/test_aws_destroy.py", "tests/aws/test_aws_launch.py::"
            "test_destroy_removes_everything_and_twice_is_safe")
 DOCKER_DESTROY = ("tests/cluster/test_local_destroy.py",)
+DDFS_LOAD = ("tests/unit/disco/test_ddfs_load.py",)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,12 @@ MUTANTS = [
     Mutant("docker-destroy-leaves-network", "destroy removes a local cluster's network",
            "imagebake/targets/docker/cluster.py", 'for kind in ("network", "volume"):',
            'for kind in ("volume",):', DOCKER_DESTROY),
+    # ---------------------------------------------------------------- laptop files (issue 21 N2)
+    Mutant("zip-member-outside-accepted",
+           "ddfs-load refuses a zip member that resolves outside its folder",
+           "imagebake/disco/ddfs_load.py",
+           'if name.startswith(("/", "\\\\")) or not where.is_relative_to(root) or where == root:',
+           "if False:", DDFS_LOAD),
     # ---------------------------------------------------------------- owner scope
     Mutant("cluster-filter-ignores-owner",
            "destroy, status and grow find only the caller's cluster (owner tag)",

@@ -55,19 +55,74 @@ def _fetch(source: str, folder: Path) -> Path:
     return path
 
 
+# Bytes one input may unpack to (a zip or gzip bomb stops here, with one line).
+MAX_UNPACKED = 100 * 10**9
+S_IFMT, S_IFLNK = 0o170000, 0o120000
+
+
+def member_inside(name: str, folder: Path) -> Path:
+    """Where zip member NAME lands under FOLDER, or one line refusing a name that resolves
+    outside it (`../x`, `/x`, `a/../../x`): such a name would otherwise make the laptop read
+    and upload one of its own files (issue 21 N2)."""
+    root = folder.resolve()
+    where = (root / name.replace("\\", "/").lstrip("/")).resolve()
+    if name.startswith(("/", "\\")) or not where.is_relative_to(root) or where == root:
+        raise ImagebakeError(f"zip member {name!r} resolves outside the folder it is unpacked "
+                             "to: refused, nothing stored")
+    return where
+
+
+def safe_members(archive: zipfile.ZipFile, folder: Path, source: str) -> list[zipfile.ZipInfo]:
+    """The file members of ARCHIVE, each checked: inside FOLDER, not a symlink, and all of
+    them together at most MAX_UNPACKED bytes; else one line naming the member."""
+    members, total = [], 0
+    for info in archive.infolist():
+        member_inside(info.filename, folder)
+        if (info.external_attr >> 16) & S_IFMT == S_IFLNK:
+            raise ImagebakeError(f"zip member {info.filename!r} of {source} is a symlink: "
+                                 "refused, nothing stored")
+        if info.is_dir():
+            continue
+        total += info.file_size
+        if total > MAX_UNPACKED:
+            raise ImagebakeError(f"{source} unpacks to more than {MAX_UNPACKED:,} bytes "
+                                 "(a zip bomb?): refused, nothing stored")
+        members.append(info)
+    return members
+
+
+def copy_capped(src: BinaryIO, dst: BinaryIO, source: str, budget: int) -> int:
+    """Copy SRC to DST; one line when the unpacked bytes go past BUDGET. Returns the count."""
+    done = 0
+    while True:
+        block = src.read(1 << 20)
+        if not block:
+            return done
+        done += len(block)
+        if done > budget:
+            raise ImagebakeError(f"{source} unpacks to more than {MAX_UNPACKED:,} bytes "
+                                 "(a decompression bomb?): refused, nothing stored")
+        dst.write(block)
+
+
 def _plain(path: Path, folder: Path) -> list[Path]:
-    """Uncompressed text file(s) for PATH."""
+    """Uncompressed text file(s) for PATH, at most MAX_UNPACKED bytes in all."""
     opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix)
     if opener:
         out = folder / path.with_suffix("").name
         with opener(path, "rb") as src, open(out, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+            copy_capped(src, dst, path.name, MAX_UNPACKED)
         return [out]
     if path.suffix == ".zip":
+        out, budget = [], MAX_UNPACKED
         with zipfile.ZipFile(path) as archive:
-            members = [m for m in archive.namelist() if not m.endswith("/")]
-            archive.extractall(folder, members)
-        return [folder / m for m in members]
+            for info in safe_members(archive, folder, path.name):
+                where = member_inside(info.filename, folder)
+                where.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, open(where, "wb") as dst:
+                    budget -= copy_capped(src, dst, path.name, budget)
+                out.append(where)
+        return out
     return [path]
 
 

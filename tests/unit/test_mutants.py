@@ -33,5 +33,5 @@ def test_names_are_unique_and_every_claim_is_covered():
               "cleanup-removes-nothing", "master-trusts-unsigned-join",
               "node-trusts-unsigned-welcome", "launcher-trusts-unsigned-status",
               "one-runinstances-per-slave", "destroy-leaves-known-hosts",
-              "destroy-no-placement-search"}
+              "destroy-no-placement-search", "zip-member-outside-accepted"}
     assert wanted <= set(names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import http.server
+import tempfile
 import threading
 import zipfile
 
@@ -80,6 +81,7 @@ class FakeMaster:
 
     def __init__(self, fail: str = "", has_ddfs: bool = True) -> None:
         self.calls: list[str] = []
+        self.uploaded: list[bytes] = []
         self.fail, self.has_ddfs = fail, has_ddfs
 
     def exec(self, record, command, user="root", stdin=None):
@@ -89,7 +91,7 @@ class FakeMaster:
         if command.startswith("mktemp"):
             return 0, "/tmp/imagebake-ddfs.abc123\n"
         if stdin is not None:
-            stdin.read()
+            self.uploaded.append(stdin.read())
         if self.fail and self.fail in command:
             return 1, "Traceback ...\nCommError: not enough nodes\n"
         return 0, ""
@@ -139,3 +141,61 @@ def test_bad_input_stores_nothing(master, tmp_path, case):
         ddfs_load.load({"name": "c", "target": "fake"}, sources, tag)
     assert "\n" not in str(err.value)
     assert not [c for c in master.calls if c != "command -v ddfs"]  # nothing copied or stored
+
+
+# ---------------------------------------------------------------- issue 21 N2: zip members
+def _zip(path, members):
+    """A zip with MEMBERS: (name, bytes) pairs, or (name, bytes, unix mode) for a symlink."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data, *mode in members:
+            info = zipfile.ZipInfo(name)
+            if mode:
+                info.create_system = 3
+                info.external_attr = mode[0] << 16
+            archive.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("member", ["../secret", "../../secret", "a/../../secret",
+                                    "/etc/passwd"])
+def test_a_zip_member_outside_the_folder_is_refused(master, tmp_path, monkeypatch, member):
+    """A member named ../x or /x would make the laptop upload that real file: refused in one
+    line, and nothing at all reaches the master."""
+    (tmp_path / "t").mkdir()  # the laptop's temporary folders go here
+    for where in (tmp_path, tmp_path / "t"):  # where ../secret and ../../secret point
+        (where / "secret").write_bytes(b"aws_secret_access_key = AKIA...\n")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    work = tmp_path / "in"
+    work.mkdir()
+    path = _zip(work / "data.zip", [("ok.csv", TEXT), (member, TEXT)])
+    with pytest.raises(ImagebakeError) as err:
+        ddfs_load.load({"name": "c", "target": "fake"}, [str(path)], "data:x")
+    assert "\n" not in str(err.value) and member in str(err.value)
+    assert "outside" in str(err.value)
+    assert not [c for c in master.calls if c != "command -v ddfs"] and not master.uploaded
+
+
+def test_a_symlink_member_is_refused(master, tmp_path):
+    path = _zip(tmp_path / "data.zip", [("ok.csv", TEXT),
+                                        ("link.csv", b"/home/u/.ssh/id_rsa", 0o120777)])
+    with pytest.raises(ImagebakeError, match="symlink") as err:
+        ddfs_load.load({"name": "c", "target": "fake"}, [str(path)], "data:x")
+    assert "\n" not in str(err.value) and "link.csv" in str(err.value)
+    assert not [c for c in master.calls if c != "command -v ddfs"]
+
+
+@pytest.mark.parametrize("kind", ["zip", "gz"])
+def test_unpacked_bytes_are_capped(master, tmp_path, monkeypatch, kind):
+    """A zip bomb (or a gzip one) stops at the cap with a clear line, before the master
+    is given anything."""
+    monkeypatch.setattr(ddfs_load, "MAX_UNPACKED", 1_000_000, raising=False)
+    data = b"0" * 2_000_000
+    if kind == "zip":
+        path = _zip(tmp_path / "bomb.zip", [("a.csv", data)])
+    else:
+        path = tmp_path / "bomb.csv.gz"
+        path.write_bytes(gzip.compress(data))
+    with pytest.raises(ImagebakeError, match="unpacks to more than 1,000,000 bytes") as err:
+        ddfs_load.load({"name": "c", "target": "fake"}, [str(path)], "data:x")
+    assert "\n" not in str(err.value) and path.name in str(err.value)
+    assert not [c for c in master.calls if c != "command -v ddfs"]
