@@ -2,8 +2,8 @@
 # Disco itself. DISCO_SOURCE is one of
 #   vendored             (default) the pinned upstream archives of vendor/disco.lock, uploaded
 #                        by Packer to $IMAGEBAKE_DIR/vendor/: Disco at DISCO_REF (0.5.4 or
-#                        develop) and the Erlang deps for this base's OTP; each sha256 is
-#                        checked first; our patches (provision/disco/patches/) are applied
+#                        develop) and the Erlang deps for this base's OTP; each archive's
+#                        commit (pax header) and uncompressed tar sha256 are checked first; our patches (provision/disco/patches/) are applied
 #                        only where the base needs them (provision/disco/select.sh). Offline.
 #   none                 skip (the image carries Erlang and Python only)
 #   /path/to/disco.tgz   a source tarball, uploaded by Packer to $IMAGEBAKE_DIR/disco/source.tar
@@ -108,8 +108,11 @@ fetch_vendored() {
     while read -r name ref commit sha; do
         file=$VENDOR_DIR/disco/$name-$ref.tar.gz
         [ -f "$file" ] || disco_fail "missing archive vendor/disco/$name-$ref.tar.gz: make it with vendor/refresh.sh make"
-        got=$(sha256sum <"$file" | cut -d' ' -f1)
-        [ "$got" = "$sha" ] || disco_fail "checksum mismatch vendor/disco/$name-$ref.tar.gz: $got, lock says $sha"
+        # The lock pins the commit and the UNCOMPRESSED tar stream (gzip bytes vary with git).
+        got=$(gzip -dc <"$file" 2>>"$BUILD_LOG" | git get-tar-commit-id 2>>"$BUILD_LOG") || got=""
+        [ "$got" = "$commit" ] || disco_fail "commit mismatch vendor/disco/$name-$ref.tar.gz: ${got:-no commit}, lock says $commit"
+        got=$(gzip -dc <"$file" 2>>"$BUILD_LOG" | sha256sum | cut -d' ' -f1)
+        [ "$got" = "$sha" ] || disco_fail "checksum mismatch vendor/disco/$name-$ref.tar.gz: tar sha256 $got, lock says $sha"
         n=$((n + 1))
     done <<<"$selected"
     info "$n archives match vendor/disco.lock"

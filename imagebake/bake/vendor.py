@@ -1,6 +1,9 @@
 """The vendored Disco archives, checked on the host before Packer runs.
 
-vendor/disco.lock names every upstream archive with its sha256; the archives
+vendor/disco.lock names every upstream archive by its commit (git records it in the
+tar's pax header) and the sha256 of its UNCOMPRESSED tar stream, which does not depend
+on the gzip that made it (git < 2.38 pipes through `gzip -cn`, newer git compresses
+itself, with other bytes: the tar inside is the same). The archives
 themselves (vendor/disco/<name>-<ref>.tar.gz) are made locally by
 `vendor/refresh.sh make` and never committed. A bake that builds Disco from them
 (disco_source=vendored, or an absolute path to another disco.lock) needs the Disco
@@ -11,16 +14,20 @@ it stops here with one line naming the file, before Packer or Docker is touched.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import tarfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImagebakeError
-from .hashing import file_digest
 from .records import ROOT
 
 LOCK = ROOT / "vendor" / "disco.lock"
 ARCHIVES = ROOT / "vendor" / "disco"
+REMAKE = "remake it with `vendor/refresh.sh make` (needs GitHub or a git mirror)"
 HOW_TO_GET = ("make it with `vendor/refresh.sh make` (needs GitHub), or bake without Disco: "
               "--var disco_source=none")
 
@@ -85,12 +92,29 @@ def check(variables: Mapping[str, str], archives: Path = ARCHIVES) -> list[Pin]:
         path = Path(archives) / pin.archive
         if not path.is_file():
             raise ImagebakeError(f"missing archive {_rel(path)}: {HOW_TO_GET}")
-        got = file_digest(path)
+        commit, got = tar_facts(path)
+        if commit != pin.commit:
+            raise ImagebakeError(f"commit mismatch {_rel(path)}: {commit or 'no commit'}, "
+                                 f"{_rel(lock)} says {pin.commit[:12]}: {REMAKE}")
         if got != pin.sha256:
-            raise ImagebakeError(f"checksum mismatch {_rel(path)}: {got[:16]}…, "
-                                 f"{_rel(lock)} says {pin.sha256[:16]}…: remake it with "
-                                 "`vendor/refresh.sh make` (needs GitHub)")
+            raise ImagebakeError(f"checksum mismatch {_rel(path)}: tar sha256 {got[:16]}…, "
+                                 f"{_rel(lock)} says {pin.sha256[:16]}…: {REMAKE}")
     return pins
+
+
+def tar_facts(path: Path) -> tuple[str, str]:
+    """(commit recorded by git archive, sha256 of the uncompressed tar stream) of a
+    .tar.gz; ('', '') when it is not a gzip'd tar."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        with tarfile.open(path, "r:gz") as tar:
+            commit = str(tar.pax_headers.get("comment", ""))
+    except (OSError, EOFError, tarfile.TarError, zlib.error):
+        return "", ""
+    return commit, digest.hexdigest()
 
 
 def _rel(path: Path) -> str:

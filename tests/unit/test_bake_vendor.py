@@ -4,8 +4,11 @@ altered archive stops the bake with one line naming the file, before Packer, not
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,20 @@ from imagebake.bake import build, vendor
 from imagebake.errors import ImagebakeError
 
 ROOT = Path(__file__).resolve().parents[2]
+COMMIT = "a" * 40
+
+
+def _tar_gz(path: Path, name: str, body: bytes, commit: str, level: int = 9) -> str:
+    """A .tar.gz shaped like `git archive`'s (the commit in the pax header); returns the
+    sha256 of its uncompressed tar stream."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": commit}) as tar:
+        info = tarfile.TarInfo(f"{name}/README")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    path.write_bytes(gzip.compress(raw.getvalue(), compresslevel=level, mtime=0))
+    return hashlib.sha256(raw.getvalue()).hexdigest()
 
 
 def _fake_vendor(tmp: Path) -> tuple[Path, Path]:
@@ -24,10 +41,8 @@ def _fake_vendor(tmp: Path) -> tuple[Path, Path]:
     for name, ref, bases in (("disco", "0.5.4", "disco"), ("disco", "develop", "disco"),
                              ("lager", "2.2.3", "otp21+"), ("lager", "2.0.3", "otp<21"),
                              ("bear", "0.8.1", "any")):
-        body = f"{name} {ref}".encode()
-        (archives / f"{name}-{ref}.tar.gz").write_bytes(body)
-        rows.append(f"{name} {ref} {bases} {'a' * 40} {hashlib.sha256(body).hexdigest()} "
-                    f"MIT https://example.invalid/{name}.git")
+        sha = _tar_gz(archives / f"{name}-{ref}.tar.gz", name, f"{name} {ref}".encode(), COMMIT)
+        rows.append(f"{name} {ref} {bases} {COMMIT} {sha} MIT https://example.invalid/{name}.git")
     lock = tmp / "disco.lock"
     lock.write_text("# comment\n\n" + "\n".join(rows) + "\n")
     return lock, archives
@@ -57,9 +72,34 @@ def test_missing_archive_is_one_line_naming_it_and_how_to_get_it(tmp_path):
 
 def test_altered_archive_is_a_checksum_mismatch(tmp_path):
     lock, archives = _fake_vendor(tmp_path)
-    (archives / "bear-0.8.1.tar.gz").write_bytes(b"tampered")
+    _tar_gz(archives / "bear-0.8.1.tar.gz", "bear", b"tampered", COMMIT)
     with pytest.raises(ImagebakeError, match=r"checksum mismatch .*bear-0\.8\.1\.tar\.gz"):
         _check(lock, archives)
+
+
+def test_archive_of_another_commit_is_refused(tmp_path):
+    lock, archives = _fake_vendor(tmp_path)
+    _tar_gz(archives / "bear-0.8.1.tar.gz", "bear", b"bear 0.8.1", "b" * 40)
+    with pytest.raises(ImagebakeError, match=r"commit mismatch .*bear-0\.8\.1\.tar\.gz"):
+        _check(lock, archives)
+
+
+def test_not_a_gzip_is_refused(tmp_path):
+    lock, archives = _fake_vendor(tmp_path)
+    (archives / "bear-0.8.1.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(ImagebakeError, match=r"mismatch .*bear-0\.8\.1\.tar\.gz"):
+        _check(lock, archives)
+
+
+def test_the_pin_is_the_tar_stream_not_the_gzip_bytes(tmp_path):
+    """Another compressor (git < 2.38 runs `gzip -cn`) gives other .tar.gz bytes over the
+    same tar stream: still accepted."""
+    lock, archives = _fake_vendor(tmp_path)
+    path = archives / "bear-0.8.1.tar.gz"
+    before = path.read_bytes()
+    _tar_gz(path, "bear", b"bear 0.8.1", COMMIT, level=1)
+    assert path.read_bytes() != before
+    assert len(_check(lock, archives)) == 4
 
 
 def test_unknown_disco_ref_names_the_vendored_ones(tmp_path):

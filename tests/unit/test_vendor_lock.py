@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -52,13 +54,17 @@ def _archive(row: list[str]) -> Path:
     return ARCHIVES / f"{row[0]}-{row[1]}.tar.gz"
 
 
+def _tar_sha(path: Path) -> str:
+    return hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+
+
 @pytest.mark.skipif(not ARCHIVES.is_dir() or not any(ARCHIVES.glob("*.tar.gz")),
                     reason="archives not made here (vendor/refresh.sh make)")
 def test_archives_match_lock_and_have_one_top_dir() -> None:
     for row in rows():
         path = _archive(row)
         assert path.is_file(), f"missing {path}"
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == row[4], path
+        assert _tar_sha(path) == row[4], path
         with tarfile.open(path) as tar:
             tops = {m.name.split("/")[0] for m in tar.getmembers() if m.name != "pax_global_header"}
             assert tops == {row[0]}, path
@@ -72,17 +78,38 @@ def _refresh(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           env=env, check=False)
 
 
+def _git_commit(up: Path) -> str:
+    git = ["git", "-C", str(up), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(up)], check=True)
+    # varied text of some size: small inputs compress alike with every gzip
+    (up / "README").write_text("".join(f"hello {i * i % 7919} {i:x}\n" for i in range(20000)))
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one", "--date=2020-01-01T00:00:00Z"], check=True,
+                   env={**os.environ, "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z"})
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def _fake_vendor(tmp: Path) -> Path:
+    """A real `git archive` of a throw-away repository, with a lock line pinning it."""
+    up = tmp / "up"
+    up.mkdir()
+    commit = _git_commit(up)
     (tmp / "disco").mkdir()
-    data = b"not really a tarball\n"
-    (tmp / "disco" / "plists-master.tar.gz").write_bytes(data)
-    sha = hashlib.sha256(data).hexdigest()
+    archive = tmp / "disco" / "plists-master.tar.gz"
+    subprocess.run(["git", "-C", str(up), "archive", "--format=tar.gz", "--prefix=plists/",
+                    "-o", str(archive), commit], check=True)
     (tmp / "disco.lock").write_text(
         "# name ref bases commit sha256 licence repository\n"
-        f"plists master any {'a' * 40} {sha} MIT https://github.com/discoproject/plists.git\n")
-    return tmp / "disco" / "plists-master.tar.gz"
+        f"plists master any {commit} {_tar_sha(archive)} MIT "
+        "https://github.com/discoproject/plists.git\n")
+    return archive
 
 
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="no git")
+
+
+@needs_git
 def test_refresh_check_passes_on_match(tmp_path: Path) -> None:
     _fake_vendor(tmp_path)
     res = _refresh(tmp_path, "check")
@@ -90,14 +117,35 @@ def test_refresh_check_passes_on_match(tmp_path: Path) -> None:
     assert "all 1 archives match" in res.stderr
 
 
+@needs_git
 def test_refresh_check_names_mismatched_file(tmp_path: Path) -> None:
+    """Same commit in the pax header, other content: the tar sha256 catches it."""
     archive = _fake_vendor(tmp_path)
-    archive.write_bytes(b"tampered\n")
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
+        pax = tar.pax_headers
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT, pax_headers=pax) as tar:
+        for member, data in members:
+            if data is not None:
+                data = data.replace(b"hello", b"HELLO")
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
     res = _refresh(tmp_path, "check")
     assert res.returncode == 2
     assert "checksum mismatch" in res.stderr and str(archive) in res.stderr
 
 
+@needs_git
+def test_refresh_check_names_an_archive_of_another_commit(tmp_path: Path) -> None:
+    archive = _fake_vendor(tmp_path)
+    lock = tmp_path / "disco.lock"
+    commit = lock.read_text().split()[-4]
+    lock.write_text(lock.read_text().replace(commit, "b" * 40))
+    res = _refresh(tmp_path, "check")
+    assert res.returncode == 2
+    assert "commit mismatch" in res.stderr and str(archive) in res.stderr
+
+
+@needs_git
 def test_refresh_check_names_missing_file(tmp_path: Path) -> None:
     archive = _fake_vendor(tmp_path)
     archive.unlink()
@@ -106,48 +154,66 @@ def test_refresh_check_names_missing_file(tmp_path: Path) -> None:
     assert f"missing {archive}" in res.stderr
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="no git")
-def test_refresh_make_is_reproducible_and_pin_writes_sha(tmp_path: Path) -> None:
-    """A local upstream repo: make twice gives the same bytes; pin writes their sha256."""
+def _insteadof(url: str, mirror: Path, **extra: str) -> dict[str, str]:
+    """git's own `url.<base>.insteadOf`, as an air-gapped user sets it (here through
+    GIT_CONFIG_* so nothing outside the test changes)."""
+    pairs = [(f"url.file://{mirror}.insteadOf", url), *extra.items()]
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for i, (key, value) in enumerate(pairs):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    return env
+
+
+@needs_git
+def test_refresh_make_from_a_mirror_is_reproducible_and_pin_writes_tar_sha(tmp_path: Path) -> None:
+    """A mirror reached through insteadOf: make twice gives the same bytes; pin writes the
+    sha256 of the tar stream; git < 2.38's external `gzip -cn` gives another .tar.gz that
+    the same lock accepts."""
     up = tmp_path / "up"
     up.mkdir()
-    git = ["git", "-C", str(up), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(up)], check=True)
-    (up / "README").write_text("hello\n")
-    subprocess.run([*git, "add", "README"], check=True)
-    subprocess.run([*git, "commit", "-qm", "one", "--date=2020-01-01T00:00:00Z"], check=True,
-                   env={**os.environ, "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z"})
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    mirrors = tmp_path / "mirrors" / "example+up"
-    mirrors.mkdir(parents=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(up), str(mirrors / "repo")], check=True)
+    commit = _git_commit(up)
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(up), str(mirror)], check=True)
     work = tmp_path / "v"
     work.mkdir()
-    (work / "disco.lock").write_text(
-        f"up main any {commit} {'0' * 64} MIT https://github.com/example/up.git\n")
+    url = "https://github.com/example/up.git"
+    (work / "disco.lock").write_text(f"up main any {commit} {'0' * 64} MIT {url}\n")
     env = {**os.environ, "VENDOR_LOCK": str(work / "disco.lock"),
-           "VENDOR_DIR": str(work / "disco"), "VENDOR_GIT_DIRS": str(tmp_path / "mirrors")}
+           "VENDOR_DIR": str(work / "disco"), "GIT_ALLOW_PROTOCOL": "file",
+           **_insteadof(url, mirror)}
     run = ["bash", str(REFRESH)]
     subprocess.run([*run, "pin"], env=env, check=True, capture_output=True)
-    first = (work / "disco" / "up-main.tar.gz").read_bytes()
-    sha = hashlib.sha256(first).hexdigest()
-    assert sha in (work / "disco.lock").read_text()
-    (work / "disco" / "up-main.tar.gz").unlink()
+    archive = work / "disco" / "up-main.tar.gz"
+    first = archive.read_bytes()
+    assert _tar_sha(archive) in (work / "disco.lock").read_text()
+    archive.unlink()
     subprocess.run([*run, "make"], env=env, check=True, capture_output=True)
-    assert (work / "disco" / "up-main.tar.gz").read_bytes() == first
+    assert archive.read_bytes() == first
     assert subprocess.run([*run, "check"], env=env, capture_output=True).returncode == 0
+    archive.unlink()
+    old_git = {**env, **_insteadof(url, mirror, **{"tar.tar.gz.command": "gzip -cn"})}
+    made = subprocess.run([*run, "make"], env=old_git, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert archive.read_bytes() != first  # other gzip bytes ...
+    assert subprocess.run([*run, "check"], env=env, capture_output=True).returncode == 0  # same pin
 
 
+@needs_git
 def test_refresh_make_that_cannot_reach_upstream_leaves_no_temp_lock(tmp_path: Path) -> None:
     """install.sh tries `make` offline: it fails in one line and leaves the lock's folder clean."""
     archive = _fake_vendor(tmp_path)
     archive.unlink()
-    (tmp_path / "mirrors").mkdir()
     env = {**os.environ, "VENDOR_LOCK": str(tmp_path / "disco.lock"),
-           "VENDOR_DIR": str(tmp_path / "disco"), "VENDOR_GIT_DIRS": str(tmp_path / "mirrors"),
+           "VENDOR_DIR": str(tmp_path / "disco"), "GIT_CONFIG_GLOBAL": "/dev/null",
            "GIT_ALLOW_PROTOCOL": "file"}  # no network: github.com is not a file:// URL
     res = subprocess.run(["bash", str(REFRESH), "make"], capture_output=True, text=True,
                          env=env, check=False)
-    assert res.returncode != 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["disco", "disco.lock", "mirrors"]
+    assert res.returncode == 2
+    assert "cannot clone" in res.stderr and "insteadOf" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disco", "disco.lock", "up"]
+
+
+def test_refresh_has_no_private_mirror_option() -> None:
+    """Sources come from the lock's URLs through git's own config, no layout of ours."""
+    assert "VENDOR_GIT_DIRS" not in REFRESH.read_text()
