@@ -15,8 +15,9 @@ import argparse
 import json
 import sys
 
+from . import report
 from .context import Context, setup_logging
-from .phases import Agent, status_report
+from .loop import Agent
 from .spec import SpecError
 from .state import PhaseFailed
 
@@ -133,26 +134,12 @@ def cmd_ttl(args):
 
 
 def cmd_status(args):
-    report, ready = status_report(Context(root=args.root))
+    found, is_ready = report.status_report(Context(root=args.root))
     if args.json:
-        print(json.dumps(report, sort_keys=True, indent=1))
+        print(json.dumps(found, sort_keys=True, indent=1))
     else:
-        print("role: %s  cluster: %s  hostname: %s  ready: %s" % (
-            report.get("role"), report.get("cluster"), report.get("hostname"),
-            "yes" if ready else "no"))
-        order = ("spec", "keys", "services", "serve", "join", "trust", "dns", "disco")
-        for name, phase in sorted(report.get("phases", {}).items(),
-                                  key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
-            print("  phase %-9s %s %s" % (name, phase.get("status"), phase.get("detail", "")))
-        for key in ("disco", "imds", "imds_fence", "note"):
-            if key in report:
-                print("  %s: %s" % (key, report[key]))
-        if "nodes" in report:
-            print("  nodes: %d joined, %s expected" % (report["joined"],
-                                                       report.get("expected_nodes")))
-            for n in report["nodes"]:
-                print("    %s %s cores=%s" % (n["hostname"], n["address"], n["cores"]))
-    return 0 if ready else 1
+        print("\n".join(report.render(found, is_ready)))
+    return 0 if is_ready else 1
 
 
 def main(argv=None):

@@ -151,13 +151,3 @@ def save_config_table(rows, port, host="127.0.0.1", timeout=10):
             response.close()
     except (URLError, OSError, ValueError) as exc:
         return False, str(exc)
-
-
-def load_config_table(port, host="127.0.0.1", timeout=10):
-    from urllib.request import urlopen
-    response = urlopen("http://%s:%d/disco/ctrl/load_config_table" % (host, port),
-                       timeout=timeout)
-    try:
-        return json.loads(response.read().decode("utf-8"))
-    finally:
-        response.close()

@@ -9,9 +9,10 @@ and Disco is told only when its hosts table changed.
 import socket
 import threading
 import time
+from collections import namedtuple
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from . import disco_config, dns, services, ttl
+from . import disco_config, dns, idle, ready, services, ttl
 from .fsutil import dump_json, load_json, write_atomic
 from .protocol import (
     MAX_BODY,
@@ -41,8 +42,7 @@ IDENTITY_FIELDS = ("hostname", "address", "addresses", "cores", "disco_pubkey", 
 
 
 class Master(object):
-    def __init__(self, ctx, spec, hostname, addresses, disco_pubkey, host_pubkey,
-                 state=None, cores=1):
+    def __init__(self, ctx, spec, hostname, addresses, disco_pubkey, host_pubkey, cores=1):
         self.ctx = ctx
         self.spec = spec
         self.hostname = hostname
@@ -50,7 +50,6 @@ class Master(object):
         self.disco_pubkey = disco_pubkey
         self.host_pubkey = host_pubkey
         self.cores = cores
-        self.state = state
         self.lock = threading.Lock()
         self.allow_loopback = bool(getattr(ctx, "allow_loopback", False))
         # Messages from before this process started are refused: a join captured
@@ -66,7 +65,7 @@ class Master(object):
         self.disco_started = False
         self.disco_dirty = False
         self.applies = 0
-        # Lifetime: the idle watcher (phases.Agent.watch_idle sets it when the spec has
+        # Lifetime: the idle watcher (made at the first watch_idle when the spec has
         # idle_stop) and, once the cluster is stopping, the reason every heartbeat
         # reply then carries as a signed stop order; the nodes told so far.
         self.idle = None
@@ -137,7 +136,8 @@ class Master(object):
                           "last_seen_ago": (now - seen) if seen is not None else None})
         return {"master": self.hostname, "master_addresses": self.addresses,
                 "host_pubkey": self.host_pubkey, "expected_nodes": expected,
-                "joined": len(nodes), "ready": len(nodes) >= expected, "nodes": nodes,
+                "joined": len(nodes), "ready": ready.enough_joined(len(nodes), expected),
+                "nodes": nodes,
                 "disco": self.disco, "lifetime": self.lifetime(),
                 "ddfs_replicas": disco_config.replicas(self.spec, len(nodes))}
 
@@ -151,6 +151,88 @@ class Master(object):
         if self.idle is not None:
             out["idle"] = self.idle.view(now, self.disco_present)
         return out
+
+    # -- Disco on this machine -------------------------------------------------------
+
+    def start_disco(self):
+        """Write the config and start Disco, or push the table to a running one.
+        Returns (ok, text): text is what status shows as "disco"."""
+        ctx = self.ctx
+        with self.lock:
+            self.apply()
+            exe = disco_config.disco_installed(ctx)
+            if exe is None:
+                self.disco = "absent: config written, not started"
+                return True, self.disco
+            status = ctx.runner.run([exe, "status"])
+            if not (status.ok and "running" in status.out):
+                result = ctx.runner.run([exe, "start"])
+                if not result.ok:
+                    self.disco = "start failed: %s" % result.out.strip()[-200:]
+                    return False, self.disco
+                self.disco_started = True
+                self.disco_dirty = False
+                self.disco = "running (started)"
+            else:
+                self.disco_started = True
+                self.disco_dirty = True
+                self.apply()  # push the table to the running master
+                if self.disco_dirty:
+                    self.disco = "running; config push pending"
+            return True, self.disco
+
+    def stop_disco(self):
+        """`disco stop` when this master started (or found) Disco running, so its VM
+        ends the slaves' Erlang nodes while the network is still up (after a plain kill
+        they linger until the distribution tick notices, and a restarted master cannot
+        start them again meanwhile). Bounded by the runner's timeout. None when there
+        was nothing to stop, else whether `disco stop` succeeded."""
+        if not self.disco_started:
+            return None
+        exe = disco_config.disco_installed(self.ctx)
+        if exe is None:
+            return None
+        result = self.ctx.runner.run([exe, "stop"])
+        self.disco_started = False
+        self.ctx.log.info("disco stop: %s", "ok" if result.ok else result.out.strip()[-200:])
+        return result.ok
+
+    # -- idle stop --------------------------------------------------------------------
+
+    def watch_idle(self, now, joblist):
+        """One step of the idle stop (see idle.py): ask Disco for its jobs (joblist(port)),
+        and once the cluster was idle for idle_stop seconds start stopping (every
+        heartbeat reply then carries the stop order). Returns the reason when it decided
+        to stop at this step, else None."""
+        idle_stop = self.spec.get("idle_stop")
+        if not idle_stop or self.stop_order()[0] is not None:
+            return None
+        if self.idle is None:
+            self.idle = idle.IdleWatch(idle_stop, now)
+            self.disco_present = disco_config.disco_installed(self.ctx) is not None
+        if self.disco_present:
+            self.idle.observe(now, joblist(self.spec["disco_port"]))
+        if not self.idle.due(now):
+            return None
+        reason = "idle stop: no Disco job for %d s" % idle_stop
+        self.begin_stop(reason, now)
+        return reason
+
+    def begin_stop(self, reason, now):
+        """From now on every heartbeat reply carries the signed stop order REASON."""
+        with self.lock:
+            self.stopping = reason
+            self.stopping_since = now
+
+    def stop_order(self):
+        """(reason, since) of the stop in progress, or (None, None)."""
+        with self.lock:
+            return self.stopping, self.stopping_since
+
+    def untold(self):
+        """Members that have not received the stop order yet (sorted)."""
+        with self.lock:
+            return sorted(set(self.nodes) - self.told)
 
     # -- the one batch writer ------------------------------------------------------
 
@@ -208,30 +290,62 @@ class Master(object):
         return changed
 
     # -- requests ------------------------------------------------------------------
+    #
+    # Every route is one entry of ROUTES (below): its message type, who must have
+    # signed it (a node's join token, or the launcher's own key) and two methods:
+    # check_X(msg, peer) raises ProtocolError (a 403), act_X(msg, peer) does the work
+    # and returns (200, reply msg) or (code, text). handle() is the one signed-request
+    # wrapper: open (MAC, cluster, window, replay), check, act, seal the reply.
+
+    def key_for(self, signer):
+        """The HMAC key a route's signer holds."""
+        return self.spec["token"]
+
+    def handle(self, path, body, peer):
+        route = ROUTES[path]
+        log = self.ctx.log
+        key = self.key_for(route.signer)
+        try:
+            msg = open_envelope(key, body, self.spec["cluster"], self.ctx.now(), route.type,
+                                self.replay)
+            route.check(self, msg, peer)
+        except ProtocolError as exc:
+            log.warning("%s from %s refused: %s", route.type, peer, exc)
+            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        code, reply = route.act(self, msg, peer)
+        if code != 200:
+            return code, reply.encode("ascii", "replace")
+        return 200, seal(key, reply)
 
     def handle_join(self, body, peer):
-        spec, log = self.spec, self.ctx.log
-        try:
-            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "join",
-                                self.replay)
-            check_join_fields(msg)
-            if msg["hostname"] in (self.hostname, master_name(spec), "localhost"):
-                raise ProtocolError("hostname is reserved for the master")
-            # Only the address the join came from is recorded (and pinned, and put in
-            # DNS): a token holder cannot claim another machine's address.
-            if not is_unicast(peer, self.allow_loopback):
-                raise ProtocolError("peer address %s cannot be a member" % peer)
-            if peer in self.addresses:
-                raise ProtocolError("address belongs to the master")
-            if peer not in msg["addresses"]:
-                raise ProtocolError("the join does not come from an address it lists")
-        except ProtocolError as exc:
-            log.warning("join from %s refused: %s", peer, exc)
-            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        return self.handle("/v1/join", body, peer)
+
+    def handle_extend(self, body, peer):
+        return self.handle("/v1/extend", body, peer)
+
+    def handle_leave(self, body, peer):
+        return self.handle("/v1/leave", body, peer)
+
+    def handle_status(self, body, peer):
+        return self.handle("/v1/status", body, peer)
+
+    def check_join(self, msg, peer):
+        check_join_fields(msg)
+        if msg["hostname"] in (self.hostname, master_name(self.spec), "localhost"):
+            raise ProtocolError("hostname is reserved for the master")
+        # Only the address the join came from is recorded (and pinned, and put in
+        # DNS): a token holder cannot claim another machine's address.
+        if not is_unicast(peer, self.allow_loopback):
+            raise ProtocolError("peer address %s cannot be a member" % peer)
+        if peer in self.addresses:
+            raise ProtocolError("address belongs to the master")
+        if peer not in msg["addresses"]:
+            raise ProtocolError("the join does not come from an address it lists")
         if self.left.get(msg["hostname"]) == msg["host_pubkey"]:
-            log.warning("join from %s refused: %s has left the cluster (shrink)", peer,
-                        msg["hostname"])
-            return 403, b"refused: this node has left the cluster\n"
+            raise ProtocolError("this node has left the cluster (shrink)")
+
+    def act_join(self, msg, peer):
+        spec, log = self.spec, self.ctx.log
         entry = {"hostname": msg["hostname"], "address": peer,
                  "addresses": [peer], "cores": msg["cores"],
                  "disco_pubkey": msg["disco_pubkey"], "host_pubkey": msg["host_pubkey"]}
@@ -244,55 +358,42 @@ class Master(object):
             if stop:
                 self.told.add(entry["hostname"])
                 log.warning("stop order (%s) sent to %s", stop, entry["hostname"])
-        reply = make_welcome(spec["cluster"], self.ctx.now(), msg["nonce"], self.hostname,
-                             self.addresses, self.disco_pubkey, self.host_pubkey, hosts,
-                             ttl_deadline=ttl.deadline(self.ctx, spec), stop=stop)
-        return 200, seal(spec["token"], reply)
+        return 200, make_welcome(spec["cluster"], self.ctx.now(), msg["nonce"], self.hostname,
+                                 self.addresses, self.disco_pubkey, self.host_pubkey, hosts,
+                                 ttl_deadline=ttl.deadline(self.ctx, spec), stop=stop)
 
-    def handle_extend(self, body, peer):
+    def check_extend(self, msg, peer):
+        check_extend_fields(msg)
+
+    def act_extend(self, msg, peer):
         """Signed `extend` (the launcher): the TTL deadline becomes now + ttl_seconds, is
         recorded and re-armed here; nodes follow from their next heartbeat reply."""
         spec, log = self.spec, self.ctx.log
-        try:
-            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "extend",
-                                self.replay)
-            check_extend_fields(msg)
-        except ProtocolError as exc:
-            log.warning("extend from %s refused: %s", peer, exc)
-            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
         with self.lock:
             if self.stopping:
-                return 409, ("refused: the cluster is stopping (%s)\n" % self.stopping).encode(
-                    "ascii", "replace")
+                return 409, "refused: the cluster is stopping (%s)\n" % self.stopping
             previous = ttl.deadline(self.ctx, spec)
             new = self.ctx.now() + msg["ttl_seconds"]
             try:
                 armed = ttl.move(self.ctx, spec, new)
             except (ValueError, RuntimeError, OSError) as exc:
                 log.error("extend: %s", exc)
-                return 500, ("failed: %s\n" % exc).encode("ascii", "replace")
+                return 500, "failed: %s\n" % exc
             log.warning("ttl deadline moved from %s to %d by %s (%s)", previous, new, peer,
                         armed)
-            if self.state is not None:
-                self.state.set("lifetime", self.lifetime())
-        reply = make_extend_reply(spec["cluster"], self.ctx.now(), msg["nonce"], new, previous,
-                                  armed or "")
-        return 200, seal(spec["token"], reply)
+        return 200, make_extend_reply(spec["cluster"], self.ctx.now(), msg["nonce"], new,
+                                      previous, armed or "")
 
-    def handle_leave(self, body, peer):
+    def check_leave(self, msg, peer):
+        check_leave_fields(msg)
+        if any(n in (self.hostname, master_name(self.spec)) for n in msg["hostnames"]):
+            raise ProtocolError("the master cannot leave")
+
+    def act_leave(self, msg, peer):
         """Signed `leave` (the launcher's shrink, after the drain): the named nodes leave
         the membership, Disco's hosts table (save_config_table), dnsmasq hosts and
         known_hosts in one apply; names not members are reported, not an error."""
-        spec, log = self.spec, self.ctx.log
-        try:
-            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "leave",
-                                self.replay)
-            check_leave_fields(msg)
-            if any(n in (self.hostname, master_name(spec)) for n in msg["hostnames"]):
-                raise ProtocolError("the master cannot leave")
-        except ProtocolError as exc:
-            log.warning("leave from %s refused: %s", peer, exc)
-            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+        log = self.ctx.log
         with self.lock:
             removed = [n for n in msg["hostnames"] if n in self.nodes]
             unknown = [n for n in msg["hostnames"] if n not in self.nodes]
@@ -303,22 +404,28 @@ class Master(object):
             if removed:
                 self.apply()
             hosts = self.hosts()
-        reply = make_leave_reply(spec["cluster"], self.ctx.now(), msg["nonce"], removed,
-                                 unknown, hosts)
-        return 200, seal(spec["token"], reply)
+        return 200, make_leave_reply(self.spec["cluster"], self.ctx.now(), msg["nonce"],
+                                     removed, unknown, hosts)
 
-    def handle_status(self, body, peer):
-        spec = self.spec
-        try:
-            msg = open_envelope(spec["token"], body, spec["cluster"], self.ctx.now(), "status",
-                                self.replay)
-        except ProtocolError as exc:
-            self.ctx.log.warning("status from %s refused: %s", peer, exc)
-            return 403, ("refused: %s\n" % exc).encode("ascii", "replace")
+    def check_status(self, msg, peer):
+        pass  # the envelope is all a status request carries
+
+    def act_status(self, msg, peer):
         with self.lock:
             summary = self.summary()
-        reply = make_status_reply(spec["cluster"], self.ctx.now(), msg["nonce"], summary)
-        return 200, seal(spec["token"], reply)
+        return 200, make_status_reply(self.spec["cluster"], self.ctx.now(), msg["nonce"],
+                                      summary)
+
+
+NODE = "node"  # signed with the join token every machine's spec carries
+Route = namedtuple("Route", "type signer check act")
+# The one route table: path -> who signs, and what the master does with it.
+ROUTES = {
+    "/v1/join": Route("join", NODE, Master.check_join, Master.act_join),
+    "/v1/status": Route("status", NODE, Master.check_status, Master.act_status),
+    "/v1/extend": Route("extend", NODE, Master.check_extend, Master.act_extend),
+    "/v1/leave": Route("leave", NODE, Master.check_leave, Master.act_leave),
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -338,11 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):  # noqa: N802 - http.server naming
-        master = self.server.master
-        routes = {"/v1/join": master.handle_join, "/v1/status": master.handle_status,
-                  "/v1/extend": master.handle_extend, "/v1/leave": master.handle_leave}
-        route = routes.get(self.path)
-        if route is None:
+        if self.path not in ROUTES:
             return self._reply(404, b"not found\n")
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -351,11 +454,11 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY:
             return self._reply(413, b"body too large\n")
         body = self.rfile.read(length)
-        code, out = route(body, self.client_address[0])
+        code, out = self.server.master.handle(self.path, body, self.client_address[0])
         self._reply(code, out)
 
     def do_GET(self):  # noqa: N802
-        if self.path in ("/v1/status", "/v1/join", "/v1/extend", "/v1/leave"):
+        if self.path in ROUTES:
             return self._reply(405, b"use POST with a signed message (docs/agent.md)\n")
         self._reply(404, b"not found\n")
 

@@ -1,6 +1,5 @@
 """Phase bookkeeping in /var/lib/imagebake/state.json (kubeadm-style phases)."""
 
-import os
 import threading
 
 from .fsutil import dump_json, load_json, write_atomic
@@ -56,6 +55,3 @@ class State(object):
         self.record(name, "failed", reason)
         raise PhaseFailed("phase %s failed: %s" % (name, reason))
 
-
-def state_exists(ctx):
-    return os.path.exists(ctx.path(STATE_FILE))

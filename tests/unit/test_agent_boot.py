@@ -13,7 +13,7 @@ import pytest
 from conftest import HAVE_SSH_KEYGEN, Clock
 
 from imagebake.agent import imds, services, source, ttl
-from imagebake.agent.phases import Agent
+from imagebake.agent.loop import Agent
 from imagebake.agent.runner import Result
 from imagebake.agent.spec import SpecError, dumps, make_spec
 

@@ -14,7 +14,8 @@ from conftest import HAVE_SSH_KEYGEN, snapshot
 
 from imagebake.agent import node as N
 from imagebake.agent import protocol as P
-from imagebake.agent.phases import Agent, status_report
+from imagebake.agent.loop import Agent
+from imagebake.agent.report import status_report
 from imagebake.agent.spec import dumps, make_spec
 
 pytestmark = pytest.mark.skipif(not HAVE_SSH_KEYGEN, reason="ssh-keygen is not installed")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 
-from imagebake.agent import phases
+from test_agent_cluster import fake_key
+
+from imagebake.agent.loop import Agent
+from imagebake.agent.master import Master
+from imagebake.agent.spec import make_spec
 
 
-class FakeMaster:
-    disco_started = True
-
-
-def _agent(agent_ctx, installed=True):
+def _agent(agent_ctx, installed=True, started=True):
     ctx = agent_ctx(name="with" if installed else "without")
     if installed:
         exe = ctx.path("/usr/bin/disco")
@@ -20,8 +20,11 @@ def _agent(agent_ctx, installed=True):
         with open(exe, "w") as fh:
             fh.write("#!/bin/sh\n")
         os.chmod(exe, 0o755)
-    agent = phases.Agent(ctx)
-    agent.master = FakeMaster()
+    agent = Agent(ctx)
+    agent.master = Master(ctx, make_spec("demo", "master"), "master", ["10.0.0.5"],
+                          fake_key(1), fake_key(2))
+    if started:
+        assert agent.master.start_disco()[0]
     return ctx, agent
 
 
@@ -33,8 +36,7 @@ def test_stop_runs_disco_stop_once_after_a_start(agent_ctx):
 
 
 def test_no_disco_stop_when_not_started_or_not_installed(agent_ctx):
-    ctx, agent = _agent(agent_ctx)
-    agent.master.disco_started = False
+    ctx, agent = _agent(agent_ctx, started=False)
     agent.stop()
     ctx2, agent2 = _agent(agent_ctx, installed=False)
     agent2.stop()

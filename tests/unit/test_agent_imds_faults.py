@@ -12,7 +12,7 @@ import pytest
 from conftest import snapshot
 
 from imagebake.agent import imds, source
-from imagebake.agent.phases import Agent
+from imagebake.agent.loop import Agent
 from imagebake.agent.spec import dumps, make_spec
 from imagebake.targets.qemu import imds as emulator
 

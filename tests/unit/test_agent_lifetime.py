@@ -16,8 +16,8 @@ from test_agent_cluster import TOKEN, Cluster, fake_key, free_port
 
 from imagebake.agent import idle, ttl
 from imagebake.agent import protocol as P
+from imagebake.agent.loop import Agent
 from imagebake.agent.master import Master
-from imagebake.agent.phases import Agent
 from imagebake.agent.spec import SpecError, dumps, loads, make_spec
 
 T0 = 1700000000
@@ -98,8 +98,7 @@ def _master_agent(agent_ctx, clock, calls, idle_stop=60, nodes=("node01", "node0
                      expected_nodes=len(nodes))
     agent = Agent(ctx)
     agent.spec = spec
-    agent.master = Master(ctx, spec, "master", ["10.0.0.5"], fake_key(1), fake_key(2),
-                          state=agent.state)
+    agent.master = Master(ctx, spec, "master", ["10.0.0.5"], fake_key(1), fake_key(2))
     for i, name in enumerate(nodes):
         agent.master.nodes[name] = {"hostname": name, "address": f"10.0.0.{10 + i}"}
     agent.master.disco_started = True
@@ -392,7 +391,7 @@ def test_extend_with_bad_seconds_or_while_stopping_is_refused(cluster):
         request["ttl_seconds"] = seconds
         code, text = _post(cluster.port, P.seal(TOKEN, request))
         assert code == 403 and b"ttl_seconds" in text
-    master.master.stopping = "idle stop: no Disco job for 60 s"
+    master.master.begin_stop("idle stop: no Disco job for 60 s", cluster.mctx.now())
     code, text = _post(cluster.port, P.seal(TOKEN, P.make_extend_request(
         "demo", cluster.mctx.now(), 3600)))
     assert code == 409 and b"stopping" in text
@@ -405,7 +404,7 @@ def test_stopping_master_sends_the_signed_stop_order_in_heartbeats(cluster):
     master = cluster.start_master()
     node = cluster.add_node(1)
     node.ctx.power_off = lambda c: calls.append("off")
-    master.master.stopping = "idle stop: no Disco job for 60 s"
+    master.master.begin_stop("idle stop: no Disco job for 60 s", cluster.mctx.now())
     assert node.heartbeat() is True and calls == ["off"]
     assert master.master.told == {"node01"}
 

@@ -25,8 +25,8 @@ from test_agent_cluster import COOKIE, TOKEN, Cluster, fake_key, free_port, writ
 from imagebake.agent import context as C
 from imagebake.agent import disco_config, keys, node, protocol, source, spec, sshfiles
 from imagebake.agent import state as S
+from imagebake.agent.loop import Agent
 from imagebake.agent.master import JoinServer, Master
-from imagebake.agent.phases import Agent
 
 ROOT = os.geteuid() == 0
 NOBODY = 65534
@@ -480,7 +480,7 @@ def test_m1_master_without_imds_uses_its_route_address_never_loopback(agent_ctx)
 
 @pytest.mark.parametrize("claimed", ["127.0.0.1", "192.0.2.77"])
 def test_m1_spec_master_address_must_be_one_of_ours(claimed):
-    from imagebake.agent.phases import master_own_addresses
+    from imagebake.agent.addresses import master_own_addresses
     with pytest.raises(Exception, match="not one of this machine's addresses|loopback"):
         master_own_addresses(dict(_aws_master_spec(),
                                   master={"address": claimed, "name": "master",
@@ -488,7 +488,7 @@ def test_m1_spec_master_address_must_be_one_of_ours(claimed):
 
 
 def test_m1_spec_master_address_of_ours_is_taken():
-    from imagebake.agent.phases import master_own_addresses
+    from imagebake.agent.addresses import master_own_addresses
     own = _own_address()
     the_spec = _aws_master_spec()
     the_spec["master"]["address"] = own

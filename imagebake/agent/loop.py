@@ -1,0 +1,121 @@
+"""After the boot: the master serves joins, a node heartbeats every 30 s; both watch
+the TTL, the master also the idle stop, until this machine powers off or is stopped.
+
+Agent is the whole agent: the boot (boot.py) plus this loop. The master's own state
+(its registry, Disco, the stop order) stays in master.Master: the loop asks it and
+tells it, through its methods.
+"""
+
+import signal
+import threading
+
+from . import idle, node, ttl
+from .boot import Boot
+
+
+class Agent(Boot):
+    def __init__(self, ctx, spec_path=None, bind_address="0.0.0.0", addresses=None):
+        Boot.__init__(self, ctx, spec_path, bind_address, addresses)
+        self.joblist = idle.fetch_joblist  # (port) -> Disco's job list or None; tests swap it
+        self._lifetime_saved = None
+
+    def setup(self):
+        self.exit_on_sigterm()
+        return Boot.setup(self)
+
+    def forever(self, tick=5.0, max_ticks=None):
+        """Master: serve joins; node: heartbeat re-join every 30 s. Both watch the TTL."""
+        ticks = 0
+        last_join = self.ctx.now()
+        while max_ticks is None or ticks < max_ticks:
+            ticks += 1
+            if self.stopped or ttl.enforce(self.ctx, self.spec):
+                return
+            if self.spec["role"] == "master":
+                if self.watch_idle():
+                    return
+                self.save_lifetime()
+            self.ctx.sleep(tick)
+            if self.spec["role"] == "node" and self.ctx.now() - last_join >= node.HEARTBEAT:
+                last_join = self.ctx.now()
+                self.heartbeat()
+
+    # -- the master: idle stop, the lifetime view --------------------------------------
+
+    def watch_idle(self):
+        """Master: one step of the idle stop (see idle.py); True once it powered off.
+
+        Decided: stop Disco (no job starts from here on), tell the nodes through the
+        signed heartbeat reply, power off once all were told or after STOP_GRACE."""
+        master, ctx = self.master, self.ctx
+        if master is None or not self.spec.get("idle_stop"):
+            return False
+        now = ctx.now()
+        stopping, since = master.stop_order()
+        if stopping is None:
+            reason = master.watch_idle(now, self.joblist)
+            self.save_lifetime()
+            if reason is None:
+                return False
+            ctx.log.warning("%s: stopping Disco, telling the nodes (signed heartbeat reply), "
+                            "then powering off", reason)
+            master.stop_disco()
+            self.save_lifetime()
+            return False
+        pending = master.untold()
+        if pending and now - since < idle.STOP_GRACE:
+            return False
+        if pending:
+            ctx.log.warning("not told to stop (no heartbeat in %d s): %s; their TTL still holds",
+                            idle.STOP_GRACE, ", ".join(pending))
+        self.stopped = stopping
+        self.save_lifetime()
+        ttl.power_off(ctx, stopping)
+        return True
+
+    def save_lifetime(self):
+        """The master's lifetime view in state.json, written only when it changed
+        (the clock fields aside)."""
+        if self.master is None:
+            return
+        view = self.master.lifetime()
+        key = dict(view, now=None, idle=dict(view.get("idle") or {}, idle_for=None))
+        if key != self._lifetime_saved:
+            self._lifetime_saved = key
+            self.state.set("lifetime", view)
+
+    # -- a node: the heartbeat ------------------------------------------------------------
+
+    def heartbeat(self):
+        try:
+            welcome = node.join_once(self.ctx, self.spec, self.identity())
+        except (node.JoinError, ValueError) as exc:
+            self.ctx.log.info("heartbeat: %s", exc)
+            return False
+        if self.follow(welcome):
+            return True
+        if node.welcome_digest(welcome) != node.welcome_digest(self.welcome):
+            self.ctx.log.warning("heartbeat: the master's identity changed; rewriting trust")
+            self.welcome = welcome
+            self.state.run_phase("trust", self.node_trust)
+            self.state.run_phase("dns", self.node_dns)
+        return True
+
+    # -- the end -------------------------------------------------------------------------
+
+    def stop(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self.master is not None:
+            self.master.stop_disco()
+
+    def exit_on_sigterm(self):
+        """SIGTERM (docker stop/restart, systemd stop) ends the agent through stop()."""
+        def handler(signum, frame):
+            raise SystemExit(128 + signum)
+        # Only for the real machine (root "/"), never in a test's temporary root.
+        if getattr(self.ctx, "root", None) == "/" and \
+                threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
