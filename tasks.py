@@ -106,7 +106,9 @@ def verify(c, target="docker", ami=None, host=None):
         "instance_type": "aws: slave instance type (default t2.medium)",
         "master_instance_type": "aws: master instance type (default: as slaves)",
         "subnet": "aws: subnet id (default: the default VPC's first subnet)",
-        "spot": "aws: one-time spot instances",
+        "spot": "aws: the slaves on one-time spot instances; the master stays on demand",
+        "spot_master": "aws: with --spot, the master on spot too (its interruption ends the "
+                       "cluster and its data)",
         "ttl": "power the cluster off after this long, e.g. 4h or 90m (enforced on the "
                "cluster; `invoke extend` moves it)",
         "idle_stop": "the master stops (aws: terminates) the whole cluster after this long "
@@ -136,6 +138,7 @@ def launch(
     master_instance_type=None,
     subnet=None,
     spot=False,
+    spot_master=False,
     ttl=None,
     idle_stop=None,
     allow_cidr=None,

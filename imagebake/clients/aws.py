@@ -104,8 +104,9 @@ def explain(exc: BaseException, doing: str, *, instance_type: str | None = None,
     where = f" in {az}" if az else ""
     what = instance_type or "this instance type"
     if spot and code in SPOT_CODES:
-        return (f"spot request refused ({code}: {message}): retry later, "
-                "without --spot, or with another --instance-type or --subnet")
+        return (f"spot request refused for {what}{where} ({code}: {message}): retry later, "
+                "without --spot, or with another --instance-type or a --subnet in another "
+                "zone")
     if code in CAPACITY_CODES:
         return (f"AWS has no capacity for {what}{where} right now ({code}): retry later, "
                 "or pass another --instance-type or a --subnet in another zone")

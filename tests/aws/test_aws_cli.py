@@ -102,6 +102,16 @@ def _no_checkip(ec2, env):
     return ["--no-allow-cidr"]
 
 
+def _subnet_in_zone(zone):
+    def setup(ec2, env):
+        subnets = ec2.describe_subnets(Filters=[
+            {"Name": "default-for-az", "Values": ["true"]},
+            {"Name": "availability-zone", "Values": [zone]}])["Subnets"]
+        return ["--subnet", subnets[0]["SubnetId"]]
+
+    return setup
+
+
 CASES = {
     "slaves-zero": (["--slaves", "0"], None, "--slaves"),
     "slaves-negative": (["--slaves", "-1"], None, "--slaves"),
@@ -137,6 +147,14 @@ CASES = {
     "unknown-subnet": (["--subnet", "subnet-0123456789abcdef0"], None, "not found"),
     "subnet-other-region": ([], _wrong_region_subnet, "not found in us-east-1"),
     "malformed-subnet": (["--subnet", "default"], None, "subnet-"),
+    "spot-master-without-spot": (["--spot-master"], None, "--spot-master goes with --spot"),
+    "spot-placement-group-type": (["--spot", "--placement-group"], None,
+                                  "t2.medium (master) cannot join"),
+    "spot-type-not-sold-as-spot": (["--spot", "--instance-type", "hpc6a.48xlarge"],
+                                   _subnet_in_zone("us-east-1a"), "not sold as spot"),
+    "spot-region-without-type": (["--spot", "--instance-type", "dl2q.24xlarge"],
+                                 _subnet_in_zone("us-east-1a"),
+                                 "spot offers no dl2q.24xlarge in us-east-1a"),
 }
 
 

@@ -42,7 +42,7 @@ def test_destroy_without_a_record_finds_the_placement_group_by_tag(amis, ec2, ca
     calls.answer["DeletePlacementGroup"] = {}
     calls.answer["DescribePlacementGroups"] = {"PlacementGroups": [
         {"GroupName": "imagebake-c1", "Strategy": "cluster", "State": "available"}]}
-    launch(calls, placement_group=True, slaves=1)
+    launch(calls, placement_group=True, slaves=1, instance_type="c5.large")
     state.remove("c1")  # the record (which names the group) is lost
     message = AwsTarget(session_factory=calls.factory).destroy("c1", None)
     searched = calls.named("DescribePlacementGroups")
@@ -57,7 +57,7 @@ def test_destroy_without_a_record_finds_the_placement_group_by_tag(amis, ec2, ca
 def test_destroy_with_a_record_deletes_its_placement_group_without_searching(amis, calls):
     calls.answer["CreatePlacementGroup"] = {}
     calls.answer["DeletePlacementGroup"] = {}
-    record = launch(calls, placement_group=True, slaves=1)
+    record = launch(calls, placement_group=True, slaves=1, instance_type="c5.large")
     AwsTarget(session_factory=calls.factory).destroy("c1", record)
     assert not calls.named("DescribePlacementGroups")
     assert [p["GroupName"] for p in calls.named("DeletePlacementGroup")] == ["imagebake-c1"]

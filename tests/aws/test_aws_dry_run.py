@@ -69,7 +69,7 @@ def test_dry_run_checks_the_placement_group_when_asked(amis, calls):
     # moto answers a DryRun CreatePlacementGroup with a 500; AWS would say DryRunOperation
     calls.fail[("CreatePlacementGroup", 1)] = client_error("DryRunOperation",
                                                            "CreatePlacementGroup")
-    text, ok = dry_run(calls, placement_group=True)
+    text, ok = dry_run(calls, placement_group=True, instance_type="c5.large")
     assert ok and "allowed  CreatePlacementGroup" in text
     assert calls.named("CreatePlacementGroup")[0]["DryRun"] is True
 

@@ -279,7 +279,7 @@ def test_destroy_asks_for_placement_groups_by_owner_too(amis, calls):
     calls.answer["CreatePlacementGroup"] = {}
     calls.answer["DeletePlacementGroup"] = {}
     calls.answer["DescribePlacementGroups"] = {"PlacementGroups": []}
-    launch(calls, placement_group=True, slaves=1)
+    launch(calls, placement_group=True, slaves=1, instance_type="c5.large")
     state.remove("c1")
     AwsTarget(session_factory=calls.factory).destroy("c1", None)
     filters = calls.named("DescribePlacementGroups")[0]["Filters"]

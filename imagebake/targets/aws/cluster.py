@@ -33,7 +33,7 @@ READY_TIMEOUT_BASE = 900.0
 READY_TIMEOUT_PER_NODE = 5.0
 AWS_ERRORS = preflight.AWS_ERRORS
 LAUNCH_OPTIONS = ("region", "profile", "instance_type", "master_instance_type", "subnet",
-                  "spot", "ttl", "allow_cidr", "key_name", "placement_group",
+                  "spot", "spot_master", "ttl", "allow_cidr", "key_name", "placement_group",
                   "keep_on_failure", "master_ami", "node_ami", "idle_stop")
 
 
@@ -50,7 +50,8 @@ class LaunchPlan:
     node_type: str
     master_type: str
     key_name: str | None
-    spot: bool
+    spot: bool                # the slaves are spot instances
+    spot_master: bool         # the master too (its loss ends the cluster)
     placement_group: bool
     keep_on_failure: bool
     profile: str | None
@@ -97,6 +98,8 @@ class AwsTarget(Target):
         subnet = inputs.resource_id(o["subnet"], "subnet", "--subnet")
         inputs.resource_id(o["master_ami"], "ami", "--master-ami")
         inputs.resource_id(o["node_ami"], "ami", "--node-ami")
+        spot_roles = inputs.spot_roles(bool(o["spot"]), bool(o["spot_master"]))
+        role_types = {"master": master_type, "node": node_type}
 
         # Then what needs AWS, still creating nothing.
         session, region = preflight.session(o["region"], o["profile"], self.session_factory)
@@ -106,17 +109,22 @@ class AwsTarget(Target):
         amis = preflight.default_amis(region, [r for r in ("master", "node") if r not in given])
         amis.update(given)
         images = preflight.amis(client, region, amis)
-        preflight.instance_types(client, [master_type, node_type], images,
-                                 {"master": master_type, "node": node_type})
+        types = preflight.instance_types(client, [master_type, node_type], images, role_types)
+        preflight.placement_strategy(types, role_types, bool(o["placement_group"]),
+                                     spot_roles)
+        preflight.spot_usage(types, role_types, spot_roles)
         preflight.key_pair(client, key, region)
         where = network.find_placement(client, region, subnet, [master_type, node_type])
+        preflight.spot_offered(client, region, where.az,
+                               sorted({role_types[r] for r in spot_roles}))
         preflight.name_free(client, name, region, owner, where.vpc)
         if cidr is None:
             cidr = network.caller_cidr()
         return LaunchPlan(
             name=name, count=count, workers=workers, ttl=o["ttl"], ttl_seconds=ttl_s,
             cidr=cidr, node_type=node_type, master_type=master_type, key_name=key,
-            spot=bool(o["spot"]), placement_group=bool(o["placement_group"]),
+            spot="node" in spot_roles, spot_master="master" in spot_roles,
+            placement_group=bool(o["placement_group"]),
             keep_on_failure=bool(o["keep_on_failure"]), profile=o["profile"],
             session=session, region=region, client=client, owner=owner, amis=amis,
             images=images, where=where, idle_stop=idle_s)
@@ -134,7 +142,8 @@ class AwsTarget(Target):
             "instance_type": plan.node_type, "master_instance_type": plan.master_type,
             "amis": plan.amis,
             "imdsv2": {r: preflight.imdsv2(i) for r, i in plan.images.items()},
-            "spot": plan.spot, "key_name": plan.key_name, "allow_cidr": plan.cidr,
+            "spot": plan.spot, "spot_master": plan.spot_master,
+            "key_name": plan.key_name, "allow_cidr": plan.cidr,
             "owner": plan.owner, "ttl": plan.ttl, "ttl_deadline": ttl_deadline,
             "idle_stop": plan.idle_stop,
             "workers_per_node": plan.workers,
@@ -177,9 +186,10 @@ class AwsTarget(Target):
                     _wait_ready(record, self.readiness, started)
                     steps.step("ready")
         except BaseException as exc:  # noqa: B036 - clean up on anything, Ctrl-C included
+            role = "node" if "slave" in doing else "master"
             _fail(plan.session, record, exc, doing, plan.keep_on_failure,
-                  dict(instance_type=plan.node_type if "slave" in doing else plan.master_type,
-                       az=where.az, spot=plan.spot, region=plan.region))
+                  dict(instance_type=plan.node_type if role == "node" else plan.master_type,
+                       az=where.az, spot=_spot(record, role), region=plan.region))
         record["launch_seconds"] = round(time.monotonic() - started, 2)
         state.save(record)
         return record
@@ -372,10 +382,16 @@ def _run(client: Any, record: dict, role: str, itype: str, count: int, text: str
     args = ec2i.run_args(
         ami=record["amis"][role], instance_type=itype, count=count, subnet=record["subnet"],
         group=record["security_group"], user_data=text, imdsv2=record["imdsv2"][role],
-        tags=tags, key_name=record.get("key_name"), spot=record.get("spot", False),
+        tags=tags, key_name=record.get("key_name"), spot=_spot(record, role),
         placement_group=record.get("placement_group"))
     started = client.run_instances(**args)["Instances"]
     return [_entry(i) for i in started]
+
+
+def _spot(record: dict, role: str) -> bool:
+    """Whether ROLE's instances are spot: `--spot` makes the slaves spot and keeps the
+    master on demand; `--spot-master` puts the master on spot too."""
+    return bool(record.get("spot_master" if role == "master" else "spot"))
 
 
 def _entry(instance: dict) -> dict:

@@ -85,16 +85,16 @@ def check_launch(plan: LaunchPlan) -> list[Check]:
                           Strategy="cluster",
                           TagSpecifications=[{"ResourceType": "placement-group",
                                               "Tags": tags}])))
-    for role, itype, count in (("master", plan.master_type, 1),
-                               ("node", plan.node_type, plan.count)):
+    for role, itype, count, spot in (("master", plan.master_type, 1, plan.spot_master),
+                                     ("node", plan.node_type, plan.count, plan.spot)):
         args = ec2i.run_args(
             ami=plan.amis[role], instance_type=itype, count=count, subnet=where.subnet,
             group=NO_GROUP, user_data='{"dry_run": true}',  # no secrets are made
             imdsv2=False, tags=ec2i.tag_list(name, role, plan.owner, "dry-run", plan.ttl),
-            key_name=plan.key_name, spot=plan.spot, placement_group=None)
+            key_name=plan.key_name, spot=spot, placement_group=None)
         del args["NetworkInterfaces"][0]["Groups"]  # the VPC's default group stands in
         calls.append((Check("RunInstances", f"{role} x{count} {itype} {plan.amis[role]}"
-                                            f"{' spot' if plan.spot else ''}, tagged"),
+                                            f"{' spot' if spot else ''}, tagged"),
                       lambda args=args: client.run_instances(DryRun=True, **args)))
     calls.append((Check("TerminateInstances", "cleanup and destroy"),
                   lambda: client.terminate_instances(DryRun=True,

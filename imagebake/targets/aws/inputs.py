@@ -97,6 +97,15 @@ def key_name(value: str | None) -> str | None:
     return value
 
 
+def spot_roles(spot: bool, spot_master: bool) -> tuple[str, ...]:
+    """The roles that run on spot: `--spot` the slaves (the master stays on demand, so an
+    interruption costs a slave, not the cluster); `--spot-master` adds the master."""
+    if spot_master and not spot:
+        raise ImagebakeError("--spot-master goes with --spot: it puts the master on spot "
+                             "too, and its interruption ends the whole cluster")
+    return ("master", "node") if spot_master else ("node",) if spot else ()
+
+
 def resource_id(value: str | None, prefix: str, flag: str) -> str | None:
     if value is None:
         return None

@@ -4,6 +4,7 @@ caller, the AMIs, the instance types, the key pair and that the name is free.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from typing import Any
@@ -150,6 +151,63 @@ def instance_types(client: Any, types: list[str], images: dict[str, dict],
                 f"instance type {itype} runs {'/'.join(archs)}, but the {role} AMI is {arch}: "
                 "pass another --instance-type")
     return info
+
+
+PLACEMENT_STRATEGY = "cluster"  # what network.create_placement_group makes
+
+
+def placement_strategy(info: dict[str, dict], role_types: dict[str, str], wanted: bool,
+                       spot_roles: tuple[str, ...] = ()) -> None:
+    """With --placement-group every type must take the cluster strategy
+    (DescribeInstanceTypes PlacementGroupInfo; burstable types such as t2/t3 do not): EC2
+    would refuse the RunInstances only after the group and the master exist."""
+    if not wanted:
+        return
+    for role, itype in sorted(role_types.items()):
+        strategies = (info[itype].get("PlacementGroupInfo") or {}).get("SupportedStrategies")
+        if strategies is not None and PLACEMENT_STRATEGY not in strategies:
+            market = "spot " if role in spot_roles else ""
+            raise ImagebakeError(
+                f"--placement-group makes a {PLACEMENT_STRATEGY} placement group, which "
+                f"{market}{itype} ({role}) cannot join (it takes "
+                f"{', '.join(strategies) or 'none'}): drop --placement-group or pass a "
+                "non-burstable type such as c5.large")
+
+
+def spot_usage(info: dict[str, dict], role_types: dict[str, str],
+               spot_roles: tuple[str, ...]) -> None:
+    """Every type that is to run on spot is sold as spot (SupportedUsageClasses)."""
+    for role in spot_roles:
+        itype = role_types[role]
+        classes = info[itype].get("SupportedUsageClasses")
+        if classes is not None and "spot" not in classes:
+            flag = "--spot-master" if role == "master" else "--spot"
+            raise ImagebakeError(
+                f"{itype} is not sold as spot ({', '.join(classes)} only): drop {flag} "
+                "or pass another instance type")
+
+
+def spot_offered(client: Any, region: str, az: str, types: list[str]) -> None:
+    """Spot has a current price for every spot type in the cluster's zone (one
+    DescribeSpotPriceHistory call from now): no price, no spot instance there."""
+    if not types:
+        return
+    try:
+        history = client.describe_spot_price_history(
+            InstanceTypes=types, AvailabilityZone=az, ProductDescriptions=SPOT_PRODUCTS,
+            StartTime=datetime.datetime.now(datetime.timezone.utc))["SpotPriceHistory"]
+    except AWS_ERRORS as exc:
+        raise ImagebakeError(aws.explain(exc, "asking for spot prices", region=region)) \
+            from None
+    priced = {h["InstanceType"] for h in history if h.get("AvailabilityZone") == az}
+    missing = [t for t in types if t not in priced]
+    if missing:
+        raise ImagebakeError(
+            f"spot offers no {', '.join(missing)} in {az} ({region}): drop --spot, pass "
+            "another --instance-type, or a --subnet in another zone")
+
+
+SPOT_PRODUCTS = ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"]
 
 
 def key_pair(client: Any, key_name: str | None, region: str) -> None:

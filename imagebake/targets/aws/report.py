@@ -53,7 +53,8 @@ def summary(record: dict) -> str:
         f"cluster {name} (aws {record['region']} {record['az']}, {record['subnet']}, "
         f"group {record.get('security_group')}): {state_word}",
         f"  master  {master.get('id')}  {master.get('public_ip') or '-'}  "
-        f"({master.get('private_ip')}, {record.get('master_instance_type')})",
+        f"({master.get('private_ip')}, {record.get('master_instance_type')}"
+        f"{', spot: its interruption ends the cluster' if record.get('spot_master') else ''})",
         f"  slaves  {len(record.get('nodes', []))} x {record.get('instance_type')}"
         f"{' spot' if record.get('spot') else ''}",
     ]
