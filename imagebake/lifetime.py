@@ -18,7 +18,7 @@ from typing import Any
 from .agent import protocol
 from .errors import ImagebakeError
 
-_DURATION = re.compile(r"^(\d{1,7})([smhd])$")
+_DURATION = re.compile(r"(\d{1,7})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 IDLE_MIN = 60  # documented minimum of --idle-stop
 IDLE_MAX = 30 * 86400
@@ -31,7 +31,7 @@ TIMEOUT = 10.0
 def _seconds(value: Any, flag: str) -> int:
     text = str(value).strip() if isinstance(value, (str, int)) and \
         not isinstance(value, bool) else ""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise ImagebakeError(f"{flag} {value!r} is not a duration: write a whole number and "
                              "m, h or d, e.g. 30m, 4h")

@@ -34,8 +34,8 @@ from .errors import ImagebakeError
 NAMESPACE = "imagebake"
 COMMANDS = ("launch", "bake")
 TARGETS = ("aws", "docker", "qemu")  # as imagebake.targets.NAMES, without importing it
-_DURATION = re.compile(r"^[1-9][0-9]*[mhd]$")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION = re.compile(r"[1-9][0-9]*[mhd]")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def check(key: str, value: Any, where: str, from_text: bool = False) -> Any:
     if not isinstance(value, str) or not value.strip():
         raise wrong()
     value = value.strip()
-    if kind == "duration" and not _DURATION.match(value):
+    if kind == "duration" and not _DURATION.fullmatch(value):
         raise wrong()
     if kind == "cidr":
         try:
@@ -155,7 +155,7 @@ def _check_vars(key: str, value: Any, where: str, from_text: bool,
         raise wrong()
     out = {}
     for name, item in value.items():
-        if not isinstance(name, str) or not _VAR_NAME.match(name):
+        if not isinstance(name, str) or not _VAR_NAME.fullmatch(name):
             raise ImagebakeError(f"{NAMESPACE}.{key} in {where}: {name!r} is not a Packer "
                                  "variable name")
         if isinstance(item, bool) or not isinstance(item, (str, int, float)) \

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import files
 from .errors import ImagebakeError
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?")
 
 
 def state_dir() -> Path:
@@ -29,7 +29,7 @@ def state_dir() -> Path:
 
 def check_name(name: str) -> str:
     """A cluster name is a short hostname part: it prefixes container names and tags."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ImagebakeError(
             f"invalid cluster name {name!r}: use 1-20 characters a-z, 0-9 and '-', "
             "starting and ending with a letter or digit"

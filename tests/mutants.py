@@ -51,6 +51,7 @@ DESTROY = ("tests/aws/test_aws_destroy.py", "tests/aws/test_aws_launch.py::"
            "test_destroy_removes_everything_and_twice_is_safe")
 DOCKER_DESTROY = ("tests/cluster/test_local_destroy.py",)
 DDFS_LOAD = ("tests/unit/disco/test_ddfs_load.py",)
+LAUNCHER_INPUTS = ("tests/unit/test_launcher_inputs.py",)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,10 @@ MUTANTS = [
             "test_destroy_leaves_another_principals_same_named_cluster_alone",
             "tests/aws/test_aws_security.py::"
             "test_every_cluster_filter_also_filters_on_the_owner")),
+    # ---------------------------------------------------------------- launcher input (issue 21)
+    Mutant("cluster-name-allows-trailing-newline", "a cluster name is matched whole",
+           "imagebake/state.py", "NAME_RE.fullmatch(name)",
+           're.match(NAME_RE.pattern + "$", name)', LAUNCHER_INPUTS),
 ]
 
 

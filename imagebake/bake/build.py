@@ -108,7 +108,7 @@ class BuildProgress:
 
     @staticmethod
     def _step_text(text: str) -> str:
-        m = re.match(r"Provisioning with shell script: .*/([^/]+)$", text)
+        m = re.fullmatch(r"Provisioning with shell script: .*/([^/]+)", text)
         if m:
             return f"provision {m.group(1)}"
         return text[:70]

@@ -84,7 +84,7 @@ def aws_regions(region: str | None, default: str | None,
 
     given = [r.strip() for r in (region or "").split(",") if r.strip()]
     for name in given:
-        if not aws.REGION_RE.match(name):
+        if not aws.REGION_RE.fullmatch(name):
             raise ImagebakeError(f"--region {name!r} is not a region: write e.g. eu-west-1 "
                                  "(several: eu-west-1,us-east-1)")
     regions = sorted(set(given) | set(recorded_regions(path)))

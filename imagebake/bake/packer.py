@@ -34,7 +34,7 @@ _BUILD_PREFIX = re.compile(
 _BUILD_END = re.compile(
     r"^Build '([^']+)' (finished|errored)(?: after (.*?))?(?:: (.*)|\.)?$", re.S)
 # Lines of an HCL diagnostic that say nothing to a user on one line.
-_NOISE = re.compile(r"^(\(source code not available\)|on .* line \d+:|This was checked by .*)$")
+_NOISE = re.compile(r"\(source code not available\)|on .* line \d+:|This was checked by .*")
 _VERSION = re.compile(r"Packer v?(\d+)\.(\d+)\.(\d+)")
 
 
@@ -305,7 +305,7 @@ def _first_error(output: str) -> str:
                 if nxt.startswith("Error"):
                     break
                 text = nxt.strip()
-                if text and not _NOISE.match(text):
+                if text and not _NOISE.fullmatch(text):
                     block.append(text)
             return _one_line(" ".join(block))
     return _one_line(output.strip() or "no output")

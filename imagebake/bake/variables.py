@@ -33,7 +33,7 @@ TARGET_VARS = {
     "qemu": ("disco_source", "disco_ref", "qemu_base", "qemu_memory", "qemu_cpus",
              "qemu_disk_size"),
 }
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DECLARED = re.compile(r'^variable\s+"([^"]+)"', re.M)
 
 
@@ -48,7 +48,7 @@ def parse_vars(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = str(item).partition("=")
         key = key.strip()
-        if not sep or not _VAR_NAME.match(key):
+        if not sep or not _VAR_NAME.fullmatch(key):
             raise ImagebakeError(
                 f"malformed --var {item!r}: expected key=value, e.g. --var disco_source=none")
         if key in out:

@@ -24,7 +24,7 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 4, "mode": "standard"},
                        connect_timeout=10, read_timeout=60)
 
 AWS_CALL_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
-REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}")
 NO_CREDENTIALS = "no AWS credentials found: run `aws configure` or set AWS_PROFILE"
 
 

@@ -57,7 +57,7 @@ def task_hosts(job_events: list[list[str]]) -> dict[str, list[str]]:
     """host -> the tasks Disco assigned to it (`map:0 assigned to node02`)."""
     hosts: dict[str, list[str]] = {}
     for _, _, message in job_events:
-        m = re.match(r"^(\S+:\d+) assigned to (\S+)$", message)
+        m = re.fullmatch(r"(\S+:\d+) assigned to (\S+)", message)
         if m:
             hosts.setdefault(m.group(2), []).append(m.group(1))
     return hosts
@@ -71,7 +71,7 @@ def failure_reason(job_events: list[list[str]]) -> str:
         if not lines:
             continue
         head = lines[0]
-        m = re.match(r"^(\S+:\d+) assigned to (\S+)$", head)
+        m = re.fullmatch(r"(\S+:\d+) assigned to (\S+)", head)
         if m:
             assigned[m.group(1)] = m.group(2)
             continue

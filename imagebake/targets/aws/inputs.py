@@ -9,11 +9,11 @@ from ...errors import ImagebakeError
 from ...validate import parse_count
 
 MAX_SLAVES = 64
-TTL_RE = re.compile(r"^(\d{1,5})([mhd])$")
+TTL_RE = re.compile(r"(\d{1,5})([mhd])")
 TTL_UNITS = {"m": 60, "h": 3600, "d": 86400}
 TTL_MIN = 10 * 60
 TTL_MAX = 30 * 86400
-INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+INSTANCE_TYPE_RE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 KEY_NAME_MAX = 255
 
 
@@ -33,7 +33,7 @@ def ttl_seconds(value: str | None) -> int | None:
     """'90m', '4h', '2d' -> seconds (10 minutes to 30 days); None -> None."""
     if value is None:
         return None
-    match = TTL_RE.match(str(value).strip())
+    match = TTL_RE.fullmatch(str(value).strip())
     if not match:
         raise ImagebakeError(
             f"--ttl {value!r} is not a duration: write a whole number and m, h or d, e.g. 90m, 4h")
@@ -83,7 +83,7 @@ def authorize_cidr(value: str | None, allow_world: bool) -> str | None:
 
 
 def instance_type(value: str, flag: str) -> str:
-    if not isinstance(value, str) or not INSTANCE_TYPE_RE.match(value):
+    if not isinstance(value, str) or not INSTANCE_TYPE_RE.fullmatch(value):
         raise ImagebakeError(
             f"{flag} {value!r} is not an instance type: write e.g. t3.medium")
     return value
@@ -109,6 +109,6 @@ def spot_roles(spot: bool, spot_master: bool) -> tuple[str, ...]:
 def resource_id(value: str | None, prefix: str, flag: str) -> str | None:
     if value is None:
         return None
-    if not re.match(rf"^{prefix}-[0-9a-f]{{8,17}}$", str(value)):
+    if not re.fullmatch(rf"{prefix}-[0-9a-f]{{8,17}}", str(value)):
         raise ImagebakeError(f"{flag} {value!r} is not a {prefix}-... id")
     return str(value)

@@ -65,7 +65,7 @@ class Placement:
 
 def check_region(session: boto3.Session, region: str) -> str:
     """The region exists (botocore's list, else the EC2 API's list of all regions)."""
-    if not aws.REGION_RE.match(region or ""):
+    if not aws.REGION_RE.fullmatch(region or ""):
         raise ImagebakeError(f"unknown region {region!r}: write e.g. eu-west-1")
     known: set[str] = set()
     for partition in ("aws", "aws-cn", "aws-us-gov"):
