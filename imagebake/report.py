@@ -15,7 +15,9 @@ def render_status(report: dict) -> str:
     if agent.get("disco"):
         lines.append(f"  disco   {agent['disco']}")
     disco = report.get("disco")  # Disco's own view (its HTTP API), where the target has it
-    if disco:
+    if disco and not disco.get("installed"):
+        lines.append(f"  Disco: {disco.get('state')}")
+    elif disco:
         lines.append(f"  disco   API: {disco.get('state')}")
     for node in report.get("nodes", []):
         joined = "joined" if node.get("joined") else "not joined"

@@ -4,12 +4,12 @@ locals {
   roles      = ["master", "node"]
   built_at   = timestamp()
   stamp      = formatdate("YYYYMMDDhhmmss", local.built_at)
-  disco_kind = contains(["vendored", "none"], var.disco_source) ? var.disco_source : (substr(var.disco_source, 0, 1) == "/" ? (substr(var.disco_source, -11, 11) == "/disco.lock" ? "vendored" : "tarball") : "git")
+  disco_kind = contains(["vendored", "none", "offline"], var.disco_source) ? var.disco_source : (substr(var.disco_source, 0, 1) == "/" ? (substr(var.disco_source, -11, 11) == "/disco.lock" ? "vendored" : "tarball") : "git")
 }
 
 locals {
-  # What a label or tag says about Disco: "none", the tarball's file name, URL@ref or vendored@ref.
-  disco_label = local.disco_kind == "git" ? "${var.disco_source}@${var.disco_ref}" : (local.disco_kind == "tarball" ? basename(var.disco_source) : (local.disco_kind == "vendored" ? "vendored@${var.disco_ref}" : "none"))
+  # What a label or tag says about Disco: "none", "offline", the tarball's file name, URL@ref or vendored@ref.
+  disco_label = local.disco_kind == "git" ? "${var.disco_source}@${var.disco_ref}" : (local.disco_kind == "tarball" ? basename(var.disco_source) : (local.disco_kind == "vendored" ? "vendored@${var.disco_ref}" : var.disco_source))
   # What 30-disco.sh is told (a lock path is the vendored kind with that lock).
   disco_env = local.disco_kind == "vendored" ? "vendored" : var.disco_source
   # The lock uploaded over vendor/disco.lock: the repository's, or the one disco_source names.

@@ -17,12 +17,12 @@ variable "content_hash" {
 
 variable "disco_source" {
   type        = string
-  description = "Where Disco comes from: vendored (the pinned archives of vendor/disco.lock, offline), none, a git URL (https:// or git://), an absolute path to a source tarball, or an absolute path to a disco.lock (vendored, with that lock)."
+  description = "Where Disco comes from: vendored (the pinned archives of vendor/disco.lock, offline), none, a git URL (https:// or git://), an absolute path to a source tarball, or an absolute path to a disco.lock (vendored, with that lock). offline is none set by the wrapper when the archives are missing and GitHub cannot be reached (local targets)."
   default     = "vendored"
 
   validation {
-    condition     = var.disco_source == "vendored" || var.disco_source == "none" || contains(["https://", "git://g", "ssh://g"], substr(var.disco_source, 0, 8)) || (substr(var.disco_source, 0, 1) == "/" && (contains([".tgz", ".tar"], substr(var.disco_source, -4, 4)) || contains([".tar.gz"], substr(var.disco_source, -7, 7)) || contains([".tar.bz2"], substr(var.disco_source, -8, 8)) || contains(["/disco.lock"], substr(var.disco_source, -11, 11))))
-    error_message = "The disco_source must be vendored, none, a git URL, an absolute path to a .tar.gz/.tgz/.tar.bz2/.tar file or to a disco.lock."
+    condition     = contains(["vendored", "none", "offline"], var.disco_source) || contains(["https://", "git://g", "ssh://g"], substr(var.disco_source, 0, 8)) || (substr(var.disco_source, 0, 1) == "/" && (contains([".tgz", ".tar"], substr(var.disco_source, -4, 4)) || contains([".tar.gz"], substr(var.disco_source, -7, 7)) || contains([".tar.bz2"], substr(var.disco_source, -8, 8)) || contains(["/disco.lock"], substr(var.disco_source, -11, 11))))
+    error_message = "The disco_source must be vendored, none, offline, a git URL, an absolute path to a .tar.gz/.tgz/.tar.bz2/.tar file or to a disco.lock."
   }
 }
 

@@ -6,6 +6,8 @@
 #                        commit (pax header) and uncompressed tar sha256 are checked first; our patches (provision/disco/patches/) are applied
 #                        only where the base needs them (provision/disco/select.sh). Offline.
 #   none                 skip (the image carries Erlang and Python only)
+#   offline              the same, set by the wrapper for a local bake that found no archives
+#                        and no GitHub (the label says so; `invoke status` tells the user)
 #   /path/to/disco.tgz   a source tarball, uploaded by Packer to $IMAGEBAKE_DIR/disco/source.tar
 #   a git URL            cloned at DISCO_REF (default 0.5.4); rebar fetches the deps
 # The master gets `make install`, nodes `make install-core install-node` (workers need the
@@ -174,9 +176,9 @@ main() {
     verify_system
     ensure_disco_user
     : >"$BUILD_LOG"
-    if [ "$DISCO_SOURCE" = none ]; then
-        info "disco_source=none: skipping Disco (the image carries Erlang and Python only)"
-        record_source none ""
+    if [ "$DISCO_SOURCE" = none ] || [ "$DISCO_SOURCE" = offline ]; then
+        info "disco_source=$DISCO_SOURCE: skipping Disco (the image carries Erlang and Python only)"
+        record_source "$DISCO_SOURCE" ""
         return 0
     fi
     # Disco's rebar dependencies point at git://github.com, which GitHub no longer serves.

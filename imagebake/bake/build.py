@@ -23,6 +23,7 @@ from . import existing, hashing, images, packer, records, vendor
 from .records import ROOT, images_json_path
 from .variables import DEFAULT_BASE, DEFAULTS, PACKER_DIR, SOURCE_TYPE, check, disco_tarball, hashed
 
+LOCAL_TARGETS = ("docker", "qemu")  # may bake without Disco offline; aws never does
 QEMU_FINISH_SCRIPT = ROOT / "imagebake" / "bake" / "qemu-finish-bake.sh"
 AGENT_DIR = ROOT / "imagebake" / "agent"
 
@@ -143,7 +144,9 @@ def bake(target: str = "docker", only: str | None = None,
     roles = check(target, only, user_vars)
     effective = {**DEFAULTS, **user_vars}
     images.deprecate_days(effective.get("ami_deprecate_after"))  # input first, then files
-    vendor.check(effective)  # the Disco archives, before Packer: one line if one is missing
+    # the Disco archives, before Packer: one line if one is missing (local targets go on
+    # without Disco, one warning line, when they are missing and GitHub cannot be reached)
+    vendor.resolve(effective, user_vars, may_go_without=target in LOCAL_TARGETS)
     packer.packer_bin()
     extra_files = disco_tarball(effective)
     prepared = PREPARE[target](effective)

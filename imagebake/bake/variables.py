@@ -79,7 +79,7 @@ def disco_tarball(variables: dict[str, str]) -> list[Path]:
     """A local Disco tarball (or another disco.lock) becomes an absolute path and a hash
     input; vendored (vendor/ is hashed with the templates), none and git URLs stay as given."""
     source = variables["disco_source"]
-    if source in ("none", "vendored") or "://" in source or source.startswith("git@"):
+    if source in ("none", "vendored", "offline") or "://" in source or source.startswith("git@"):
         return []
     path = Path(source).expanduser().resolve()
     if not path.is_file():

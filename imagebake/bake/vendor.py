@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import tarfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,14 @@ ARCHIVES = ROOT / "vendor" / "disco"
 REMAKE = "remake it with `vendor/refresh.sh make` (needs GitHub or a git mirror)"
 HOW_TO_GET = ("make it with `vendor/refresh.sh make` (needs GitHub), or bake without Disco: "
               "--var disco_source=none")
+
+
+class MissingArchive(ImagebakeError):
+    """An archive the bake needs is not there (as opposed to one that does not match)."""
+
+    def __init__(self, message: str, archive: str) -> None:
+        super().__init__(message)
+        self.archive = archive
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ def check(variables: Mapping[str, str], archives: Path = ARCHIVES) -> list[Pin]:
     for pin in pins:
         path = Path(archives) / pin.archive
         if not path.is_file():
-            raise ImagebakeError(f"missing archive {_rel(path)}: {HOW_TO_GET}")
+            raise MissingArchive(f"missing archive {_rel(path)}: {HOW_TO_GET}", _rel(path))
         commit, got = tar_facts(path)
         if commit != pin.commit:
             raise ImagebakeError(f"commit mismatch {_rel(path)}: {commit or 'no commit'}, "
@@ -115,6 +123,53 @@ def tar_facts(path: Path) -> tuple[str, str]:
     except (OSError, EOFError, tarfile.TarError, zlib.error):
         return "", ""
     return commit, digest.hexdigest()
+
+
+OFFLINE = "offline"  # disco_source of a bake that went on without Disco (no archives, no GitHub)
+UPSTREAM_PROBE_SECONDS = 15
+
+
+def upstream_reachable(lock: Path = LOCK) -> bool:
+    """Whether git reaches the lock's Disco repository (through the user's own git
+    configuration, so an `insteadOf` mirror counts), within UPSTREAM_PROBE_SECONDS."""
+    import os
+    import subprocess
+
+    urls = [line.split()[6] for line in Path(lock).read_text().splitlines()
+            if len(line.split()) >= 7 and line.split()[2] == "disco"]
+    if not urls:
+        return False
+    try:
+        return subprocess.run(["git", "ls-remote", "--exit-code", "-q", urls[0], "HEAD"],
+                              capture_output=True, timeout=UPSTREAM_PROBE_SECONDS,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def resolve(effective: dict[str, str], given: Mapping[str, str], may_go_without: bool,
+            reachable: Callable[[], bool] = upstream_reachable) -> str:
+    """The disco_source the bake really uses, after checking the archives (check()).
+
+    Archives missing, disco_source not GIVEN by the user (the default), a target that
+    MAY_GO_WITHOUT Disco (the local ones) and upstream not REACHABLE: the bake goes on
+    without Disco (disco_source=offline) after one warning line on stderr saying how to get
+    it. Everything else is as strict as check(): a missing archive where GitHub answers, an
+    explicit `disco_source=vendored`, an AWS bake, a checksum mismatch."""
+    import sys
+
+    try:
+        check(effective)
+    except MissingArchive as exc:
+        if "disco_source" in given or not may_go_without or reachable():
+            raise
+        print(f"warning: baking WITHOUT Disco (offline): {exc.archive} is missing and GitHub "
+              "cannot be reached; to get Disco run `scripts/install.sh` or "
+              "`vendor/refresh.sh make` where GitHub is reachable, or point git at a mirror "
+              "with url.<base>.insteadOf (docs/bake.md), then bake again",
+              file=sys.stderr, flush=True)
+        effective["disco_source"] = OFFLINE
+    return effective["disco_source"]
 
 
 def _rel(path: Path) -> str:

@@ -35,11 +35,21 @@ def nodeinfo(base_url: str) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def view(base_url: str | None, installed: bool) -> dict:
-    """The `disco` part of a status report: state, and per host connected / workers."""
+NO_DISCO = ("none", "offline")  # disco_source labels of images baked without Disco
+
+
+def absent(source: str) -> str:
+    """Why the images of a cluster carry no Disco, as status says it."""
+    if source == "offline":
+        return "not in these images (offline bake)"
+    return "not in these images (baked with disco_source=none)"
+
+
+def view(base_url: str | None, installed: bool, source: str = "none") -> dict:
+    """The `disco` part of a status report: state, and per host connected / workers.
+    Without Disco in the images (SOURCE says why) readiness is the cluster's alone."""
     if not installed:
-        return {"installed": False, "state": "absent (image baked with disco_source=none)",
-                "nodes": {}}
+        return {"installed": False, "state": absent(source), "nodes": {}}
     info = nodeinfo(base_url) if base_url else None
     if info is None:
         return {"installed": True, "state": "not answering", "url": base_url, "nodes": {}}

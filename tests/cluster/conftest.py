@@ -62,9 +62,11 @@ def images_disco_source(refs: dict) -> str:
 @pytest.fixture(scope="session")
 def with_disco(images):
     """Skip unless the baked images carry Disco."""
+    from imagebake.disco.api import NO_DISCO
+
     source = images_disco_source(images)
-    if source == "none":
-        pytest.skip("the baked images carry no Disco (imagebake.disco-source=none): its "
+    if source in NO_DISCO:
+        pytest.skip(f"the baked images carry no Disco (imagebake.disco-source={source}): its "
                     "archives are missing here; make them with `vendor/refresh.sh make` (needs "
                     "GitHub) and bake again")
     return source
@@ -73,8 +75,10 @@ def with_disco(images):
 @pytest.fixture(scope="session")
 def without_disco(images):
     """Skip unless the baked images were baked with disco_source=none."""
+    from imagebake.disco.api import NO_DISCO
+
     source = images_disco_source(images)
-    if source != "none":
+    if source not in NO_DISCO:
         pytest.skip(f"the baked images carry Disco ({source}): this checks a bare bake")
     return source
 

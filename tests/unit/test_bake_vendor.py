@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -159,23 +160,33 @@ def test_missing_archive_stops_the_bake_before_packer(no_packer, monkeypatch, tm
     assert no_packer == []  # Packer never ran: nothing built, nothing tagged
 
 
-def test_cli_missing_archive_is_one_line_exit_2(tmp_path):
-    """`invoke bake` in a copy of the repository whose vendor/disco/ lacks an archive."""
+def test_cli_missing_archive_is_one_line_exit_2_or_one_warning_offline(tmp_path):
+    """`invoke bake` in a copy of the repository whose vendor/disco/ lacks the archives and
+    with no git, no packer, no docker on PATH: `disco_source=vendored` stops in one line
+    before Packer; the default goes on after one warning line (and then needs Packer)."""
     import subprocess
     import sys
 
     copy = tmp_path / "repo"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "__pycache__", "*.tar.gz", "*.qcow2", "node_modules"))
-    proc = subprocess.run([sys.executable, "-m", "invoke", "bake", "--target", "docker"],
-                          cwd=copy, capture_output=True, text=True, timeout=120,
-                          # no packer, no docker on PATH: the check comes before both
-                          env={"PATH": str(tmp_path / "empty"), "HOME": str(tmp_path),
-                               "PYTHONPATH": str(copy)})
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
+
+    def bake(*extra):
+        return subprocess.run([sys.executable, "-m", "invoke", "bake", "--target", "docker",
+                               *extra], cwd=copy, capture_output=True, text=True, timeout=120,
+                              env={"PATH": str(tmp_path / "empty"), "HOME": str(tmp_path),
+                                   "PYTHONPATH": str(copy)})
+
+    strict = bake("--var", "disco_source=vendored")
+    assert strict.returncode == 2, strict.stdout + strict.stderr
+    lines = strict.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing archive vendor/disco/disco-0.5.4.tar.gz" in lines[0]
     assert not (copy / "build" / "images.json").exists()
+    offline = bake()
+    lines = offline.stderr.strip().splitlines()
+    assert lines[0].startswith("warning: baking WITHOUT Disco (offline)")
+    assert sum("warning" in line for line in lines) == 1
+    assert "packer not found" in lines[1]  # it went on, to the next thing a bake needs
 
 
 def test_the_test_bake_uses_disco_when_the_archives_are_here(monkeypatch, tmp_path, capsys):
@@ -186,3 +197,84 @@ def test_the_test_bake_uses_disco_when_the_archives_are_here(monkeypatch, tmp_pa
     (archives / "bear-0.8.1.tar.gz").unlink()
     assert vendor.local_bake_vars() == ["--var", "disco_source=none"]
     assert "bear-0.8.1.tar.gz" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- offline: no archives, no GitHub
+def _missing(tmp_path, monkeypatch):
+    lock, archives = _fake_vendor(tmp_path)
+    (archives / "disco-0.5.4.tar.gz").unlink()
+    monkeypatch.setattr(vendor, "LOCK", lock)
+    monkeypatch.setattr(vendor.check, "__defaults__", (archives,))
+    return lock
+
+
+def _resolve(given, may_go_without, reachable=False):
+    effective = {"disco_source": "vendored", "disco_ref": "0.5.4", **given}
+    return vendor.resolve(effective, given, may_go_without, lambda: reachable), effective
+
+
+def test_offline_local_default_goes_on_without_disco_after_one_warning(tmp_path, monkeypatch,
+                                                                       capsys):
+    _missing(tmp_path, monkeypatch)
+    source, effective = _resolve({}, may_go_without=True)
+    assert source == effective["disco_source"] == "offline"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: baking WITHOUT Disco")
+    for how in ("disco-0.5.4.tar.gz", "scripts/install.sh", "vendor/refresh.sh make",
+                "url.<base>.insteadOf"):
+        assert how in err[0]
+
+
+@pytest.mark.parametrize("given, may_go_without, reachable", [
+    ({"disco_source": "vendored"}, True, False),  # asked for: today's strict error
+    ({}, False, False),                            # AWS: never an AMI without Disco
+    ({}, True, True),                              # GitHub answers: make the archives
+])
+def test_otherwise_a_missing_archive_stays_an_error(tmp_path, monkeypatch, capsys, given,
+                                                   may_go_without, reachable):
+    _missing(tmp_path, monkeypatch)
+    with pytest.raises(ImagebakeError, match="missing archive .*disco-0.5.4.tar.gz"):
+        _resolve(given, may_go_without, reachable)
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_checksum_mismatch_is_never_an_offline_bake(tmp_path, monkeypatch):
+    lock, archives = _fake_vendor(tmp_path)
+    _tar_gz(archives / "bear-0.8.1.tar.gz", "bear", b"tampered", COMMIT)
+    monkeypatch.setattr(vendor, "LOCK", lock)
+    monkeypatch.setattr(vendor.check, "__defaults__", (archives,))
+    with pytest.raises(ImagebakeError, match="checksum mismatch"):
+        _resolve({}, may_go_without=True)
+
+
+def test_the_docker_bake_goes_on_offline_and_the_aws_bake_does_not(no_packer, monkeypatch,
+                                                                     tmp_path):
+    _missing(tmp_path, monkeypatch)
+    monkeypatch.setattr(vendor, "upstream_reachable", lambda: False)
+    monkeypatch.setattr(vendor.resolve, "__defaults__", (vendor.upstream_reachable,))
+    passed = []
+    monkeypatch.setattr(build, "_bake", lambda target, roles, effective, *a: passed.append(
+        effective["disco_source"]) or {"built": list(roles)})
+    assert build.bake(target="docker", variables={})["built"] == ["master", "node"]
+    assert passed == ["offline"]
+    with pytest.raises(ImagebakeError, match="missing archive"):
+        build.bake(target="docker", variables={"disco_source": "vendored"})
+    with pytest.raises(ImagebakeError, match="missing archive"):
+        build.bake(target="aws", variables={})
+    assert passed == ["offline"]
+
+
+def test_upstream_probe_uses_the_lock_url_and_gives_up(tmp_path, monkeypatch):
+    """No network for git here (only file://): unreachable, quickly, no prompt."""
+    lock, _ = _fake_vendor(tmp_path)
+    monkeypatch.setenv("GIT_ALLOW_PROTOCOL", "file")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    assert vendor.upstream_reachable(lock) is False
+    mirror = tmp_path / "mirror"
+    subprocess.run(["git", "init", "-q", str(mirror)], check=True)
+    subprocess.run(["git", "-C", str(mirror), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.file://{mirror}.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://example.invalid/disco.git")
+    assert vendor.upstream_reachable(lock) is True  # a mirror through insteadOf counts

@@ -49,3 +49,21 @@ def test_view_reads_nodeinfo(monkeypatch):
     monkeypatch.setattr(api, "get", lambda url, path, timeout=5: (0, b""))
     assert api.view("http://127.0.0.1:1/", True)["state"] == "not answering"
     assert api.view(None, False)["installed"] is False
+
+
+def test_an_offline_bake_says_disco_is_not_in_these_images_and_is_ready_without_it():
+    """`invoke status` of a cluster baked offline: one line saying so, READY without Disco."""
+    from imagebake.report import render_status
+
+    offline = report(api.view(None, installed=False, source="offline"))
+    assert offline["ready"]
+    assert "  Disco: not in these images (offline bake)" in render_status(offline).splitlines()
+    none = render_status(report(api.view(None, installed=False, source="none")))
+    assert "Disco: not in these images (baked with disco_source=none)" in none
+
+
+def test_the_offline_label_means_no_disco(monkeypatch):
+    from imagebake.targets.docker import cluster
+
+    for source, installed in (("offline", False), ("none", False), ("vendored@0.5.4", True)):
+        assert cluster.disco_installed({"name": "t", "disco_source": source}) is installed

@@ -182,7 +182,7 @@ def disco_installed(record: dict) -> bool:
         return subprocess.run(["docker", "exec", container_name(record["name"], "master"),
                                "test", "-x", "/usr/bin/disco"], capture_output=True,
                               timeout=30).returncode == 0
-    return source != "none"
+    return source not in disco_api.NO_DISCO
 
 
 def status(record: dict, per_node: bool = True) -> dict:
@@ -200,7 +200,8 @@ def status(record: dict, per_node: bool = True) -> dict:
         agent_status=(lambda h: _agent_status(container_name(name, h))) if per_node else None,
         node_fields=lambda h: {"container": container_name(name, h)},
         master_fields={"container": mname, "web_ui": url},
-        disco=disco_api.view(url, disco_installed(record)) if running else None,
+        disco=(disco_api.view(url, disco_installed(record), disco_source(record)) if running
+               else None),
     )
 
 
@@ -415,8 +416,8 @@ class DockerTarget(Target):
         if not url:
             raise ImagebakeError(f"the master of {record['name']!r} is not running")
         if not disco_installed(record):
-            raise ImagebakeError(f"no Disco in the images of {record['name']!r} (baked with "
-                                 "disco_source=none): there is no web UI")
+            raise ImagebakeError(f"cluster {record['name']!r}: Disco "
+                                 f"{disco_api.absent(disco_source(record))}: there is no web UI")
         code, _ = disco_api.get(url, "/")
         if code != 200:
             raise ImagebakeError(f"Disco's web UI at {url} answers {code or 'nothing'} "
