@@ -43,8 +43,11 @@ UNIT_BAKE = ("tests/unit/test_bake_skip.py", "tests/unit/test_bake.py")
 AWS_BAKE = ("tests/aws/test_bake_existing.py",)
 HASHING = ("tests/unit/test_hashing.py", "tests/unit/test_bake_skip.py")
 CLEANUP = ("tests/cluster/test_cleanup_script.py",)
-AGENT = ("tests/unit/test_agent_protocol.py", "tests/unit/test_agent_cluster.py",
-         "tests/unit/test_agent_security.py")
+AGENT = ("tests/unit/agent/test_protocol.py", "tests/unit/agent/test_master.py",
+         "tests/unit/agent/test_node.py")
+AGENT_MASTER = "tests/unit/agent/test_master.py::"
+STOP_ORDER = ("tests/unit/agent/test_loop.py::"
+              "test_forged_or_unsigned_stop_order_and_deadline_are_refused",)
 READINESS = ("tests/aws/test_aws_readiness.py",)
 LAUNCH = ("tests/aws/test_aws_launch.py",)
 DESTROY = ("tests/aws/test_aws_destroy.py", "tests/aws/test_aws_launch.py::"
@@ -125,6 +128,18 @@ MUTANTS = [
            'welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")',
            'welcome = ' + TRUST.format(body="body")
            + 'spec["token"], body, spec["cluster"], ctx.now(), "welcome")', AGENT),
+    Mutant("node-obeys-unsigned-stop-order",
+           "a node obeys a stop order or a moved deadline only in a validly signed reply",
+           "imagebake/agent/node.py",
+           'welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")',
+           'welcome = ' + TRUST.format(body="body")
+           + 'spec["token"], body, spec["cluster"], ctx.now(), "welcome")', STOP_ORDER),
+    Mutant("master-trusts-unsigned-extend", "the master refuses an extend without a valid MAC",
+           "imagebake/agent/master.py", OPEN_SIGNED, trust_only("extend"),
+           (AGENT_MASTER + "test_forged_extend_is_refused_and_nothing_moves",)),
+    Mutant("master-trusts-unsigned-leave", "the master refuses a leave without a valid MAC",
+           "imagebake/agent/master.py", OPEN_SIGNED, trust_only("leave"),
+           (AGENT_MASTER + "test_forged_or_bad_leave_is_refused_and_nothing_changes",)),
     Mutant("launcher-trusts-unsigned-status",
            "the launcher refuses a status reply without a valid MAC",
            "imagebake/targets/aws/readiness.py",

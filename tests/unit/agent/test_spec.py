@@ -1,8 +1,15 @@
+"""spec.py: a spec is made with fresh secrets, validated whole (one-line SpecError) and
+read back unchanged."""
+
 import json
 
 import pytest
 
+from imagebake.agent import spec
 from imagebake.agent import spec as S
+from imagebake.agent.spec import SpecError, dumps, loads, make_spec
+
+from .helpers import COOKIE, TOKEN
 
 
 def test_make_spec_defaults_and_roundtrip():
@@ -103,3 +110,29 @@ def test_spec_size_limit():
                        hostname="n" * 63, workers=64, master_workers=64, expected_nodes=999,
                        ttl_deadline=4102444800)
     assert len(S.dumps(spec)) < 1024
+
+
+@pytest.mark.parametrize("field,value", [
+    ("cluster", "evil\n"), ("hostname", "evil\n"), ("token", "ab" * 32 + "\n"),
+    ("cookie", COOKIE + "\n"),
+])
+def test_spec_refuses_a_trailing_newline(field, value):
+    good = spec.make_spec("demo", "node", master_address="10.0.0.5", token=TOKEN,
+                          cookie=COOKIE, hostname="node01")
+    spec.validate_spec(good)
+    with pytest.raises(spec.SpecError):
+        spec.validate_spec(dict(good, **{field: value}))
+    with pytest.raises(spec.SpecError):
+        spec.validate_spec(dict(good, master=dict(good["master"], address="10.0.0.5\n")))
+    with pytest.raises(spec.SpecError):
+        spec.validate_spec(dict(good, master=dict(good["master"], name="master\n")))
+
+
+def test_spec_idle_stop_is_optional_and_positive():
+    plain = make_spec("demo", "master")
+    assert "idle_stop" not in plain and "idle_stop" not in dumps(plain)  # old agents read it
+    assert loads(dumps(make_spec("demo", "master", idle_stop=1800)))["idle_stop"] == 1800
+    for bad in (0, -60, "30m", True, 1.5, None):
+        with pytest.raises(SpecError, match="idle_stop"):
+            make_spec("demo", "master", idle_stop=bad) if bad is not None else loads(
+                dumps(plain)[:-1] + ',"idle_stop":null}')

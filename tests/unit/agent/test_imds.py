@@ -1,23 +1,171 @@
-"""The agent against the qemu target's emulated EC2 metadata service on 127.0.0.1
-(imagebake/targets/qemu/imds.py): IMDSv2 and HttpTokens, per-instance answers, and the
-faults: the service down at boot, user data that is not a spec."""
+"""imds.py: IMDSv2 with a v1 fallback (a fake service and the qemu target's emulator), the
+root-only metadata fence, and one-line faults when the service is down or its user data
+is not a spec."""
 
+import json
 import logging
 import os
 import socket
+import threading
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from conftest import snapshot
 
 from imagebake.agent import imds, source
 from imagebake.agent.loop import Agent
+from imagebake.agent.runner import Result
 from imagebake.agent.spec import dumps, make_spec
 from imagebake.targets.qemu import imds as emulator
 
-SPEC = make_spec("demo", "node", master_address="10.0.0.5")
-SPEC_TEXT = dumps(SPEC)
+from .helpers import snapshot
+
+NODE01_SPEC = make_spec("demo", "node", master_address="10.0.0.5", hostname="node01")
+
+
+def _lower(headers):
+    return dict((k.lower(), v) for k, v in headers.items())
+
+
+class FakeIMDS:
+    def __init__(self, mode="v2", user_data=None):
+        self.mode = mode  # v2 | v1 (token endpoint 404/405) | v2-only (GET needs token)
+        self.user_data = user_data
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, body=b""):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_PUT(self):  # noqa: N802
+                outer.requests.append(("PUT", self.path, _lower(self.headers)))
+                if self.path != imds.TOKEN_PATH:
+                    return self._send(404)
+                if outer.mode == "v1":
+                    return self._send(405)
+                if "X-aws-ec2-metadata-token-ttl-seconds" not in self.headers:
+                    return self._send(400)
+                self._send(200, b"TOKEN123")
+
+            def do_GET(self):  # noqa: N802
+                outer.requests.append(("GET", self.path, _lower(self.headers)))
+                if outer.mode == "v2" and self.headers.get(
+                        "X-aws-ec2-metadata-token") != "TOKEN123":
+                    return self._send(401)
+                if self.path != imds.USER_DATA_PATH or outer.user_data is None:
+                    return self._send(404)
+                self._send(200, outer.user_data)
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        thread.daemon = True
+        thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_imds():
+    servers = []
+
+    def make(**kw):
+        server = FakeIMDS(**kw)
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_imds_v2_token_dance(fake_imds):
+    server = fake_imds(mode="v2", user_data=dumps(NODE01_SPEC).encode())
+    data, version = imds.get_user_data(server.url, timeout=2)
+    assert version == "v2" and json.loads(data.decode()) == NODE01_SPEC
+    put, get = server.requests
+    assert put[0] == "PUT" and put[2]["x-aws-ec2-metadata-token-ttl-seconds"] == "21600"
+    assert get[0] == "GET" and get[2]["x-aws-ec2-metadata-token"] == "TOKEN123"
+
+
+def test_imds_v1_fallback_when_token_endpoint_is_missing(fake_imds):
+    server = fake_imds(mode="v1", user_data=b"hello")
+    assert imds.get_user_data(server.url, timeout=2) == (b"hello", "v1")
+    assert "x-aws-ec2-metadata-token" not in server.requests[-1][2]
+
+
+def test_imds_user_data_404(fake_imds):
+    server = fake_imds(mode="v2", user_data=None)
+    assert imds.get_user_data(server.url, timeout=2) == (None, "v2")
+
+
+def test_imds_connection_refused_is_v1_then_no_imds():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens: refused for the token and for the GET
+    assert imds.get_token(f"http://127.0.0.1:{port}", 1) is None
+    with pytest.raises(imds.NoIMDS):
+        imds.get_user_data(f"http://127.0.0.1:{port}", timeout=1)
+
+
+def test_spec_from_imds_v1_installs_the_root_only_reject_rule(agent_ctx, fake_imds):
+    """The exact rule: non-root traffic to the metadata address is rejected. That it stops a
+    real user is proven on booted VMs: tests/vm/test_vm_cluster.py
+    test_disco_cannot_read_the_user_data_through_imds_or_cloud_init."""
+    server = fake_imds(mode="v1", user_data=dumps(NODE01_SPEC).encode())
+    ctx = agent_ctx(imds_url=server.url)
+    ctx.runner.results["iptables"] = Result(1, "")  # -C: rule absent
+    spec, origin, notes = source.find_spec(ctx)
+    assert spec == NODE01_SPEC and origin == "imds-v1"
+    assert notes == {"imds": "v1", "imds_fence": "failed: "}
+    assert ctx.runner.calls[0][:2] == ["iptables", "-C"]
+    assert ctx.runner.calls[1][:2] == ["iptables", "-A"]
+    assert ctx.runner.calls[1][2:] == ["OUTPUT", "-d", "169.254.169.254", "-m", "owner", "!",
+                                       "--uid-owner", "0", "-j", "REJECT"]
+
+
+def test_fence_is_idempotent_and_skipped_without_iptables(agent_ctx):
+    ctx = agent_ctx()
+    assert imds.fence_metadata(ctx) == "present"  # -C succeeds
+    assert len(ctx.runner.calls) == 1
+    ctx.runner.missing.add("iptables")
+    assert imds.fence_metadata(ctx) == "skipped: iptables absent"
+
+
+NODE_SPEC = make_spec("demo", "node", master_address="10.0.0.5")
+
+
+def _get(url, path, token=None):
+    headers = {emulator.TOKEN_HEADER: token} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + path, headers=headers),
+                                    timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def _token(url, ttl="60"):
+    req = urllib.request.Request(url + "/latest/api/token", data=b"", method="PUT",
+                                 headers={emulator.TTL_HEADER: ttl} if ttl else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+SPEC_TEXT = dumps(NODE_SPEC)
 
 
 def _instance(user_data, http_tokens="required", address="127.0.0.1"):
@@ -44,26 +192,6 @@ def emulated():
         server.server_close()
 
 
-def _get(url, path, token=None):
-    headers = {emulator.TOKEN_HEADER: token} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url + path, headers=headers),
-                                    timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-
-
-def _token(url, ttl="60"):
-    req = urllib.request.Request(url + "/latest/api/token", data=b"", method="PUT",
-                                 headers={emulator.TTL_HEADER: ttl} if ttl else {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-
-
 def test_agent_emulated_imds_required_refuses_v1_and_accepts_a_token(emulated):
     url = emulated(http_tokens="required")
     assert _get(url, "/latest/user-data")[0] == 401
@@ -71,7 +199,7 @@ def test_agent_emulated_imds_required_refuses_v1_and_accepts_a_token(emulated):
     assert _token(url, ttl="0")[0] == 400 and _token(url, ttl="21601")[0] == 400
     code, token = _token(url)
     assert code == 200 and token
-    assert _get(url, "/latest/user-data", token) == (200, dumps(SPEC))
+    assert _get(url, "/latest/user-data", token) == (200, dumps(NODE_SPEC))
     assert _get(url, "/latest/user-data", "forged")[0] == 401
     assert _get(url, "/2021-03-23/meta-data/local-ipv4", token) == (200, "127.0.0.1")
     assert _get(url, "/latest/meta-data/placement/availability-zone", token) == (
@@ -82,7 +210,7 @@ def test_agent_emulated_imds_required_refuses_v1_and_accepts_a_token(emulated):
     assert _get(url, "/latest/meta-data/public-ipv4", token)[0] == 404  # none given
     assert "instance-id" in _get(url, "/latest/meta-data/", token)[1].splitlines()
     # the agent's own client does the IMDSv2 dance
-    assert imds.get_user_data(url) == (dumps(SPEC).encode(), "v2")
+    assert imds.get_user_data(url) == (dumps(NODE_SPEC).encode(), "v2")
     assert imds.get_metadata(url, imds.LOCAL_IPV4_PATH) == "127.0.0.1"
 
 
@@ -121,7 +249,17 @@ def test_agent_dhcp_offer_gives_the_fixed_address_and_the_metadata_route_only():
     assert emulator.dhcp_reply(bytes(packet), {}, "10.77.0.1", 24) is None  # unknown MAC
 
 
-# -- faults ---------------------------------------------------------------------------
+def _closed_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def _lines(log):
+    return [r for r in log.records if r.levelno >= logging.WARNING]
+
 
 class _Records(logging.Handler):
     def __init__(self):
@@ -130,10 +268,6 @@ class _Records(logging.Handler):
 
     def emit(self, record):
         self.records.append(record)
-
-
-def _lines(log):
-    return [r for r in log.records if r.levelno >= logging.WARNING]
 
 
 @pytest.fixture
@@ -146,14 +280,6 @@ def agent_log():
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(level)
-
-
-def _closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def test_agent_metadata_service_down_retries_with_backoff_then_one_line_exit_2(
@@ -200,7 +326,7 @@ def test_agent_metadata_service_back_during_backoff_is_used(agent_ctx, emulated)
         spec, origin, _ = source.find_spec(ctx)
     finally:
         imds.get_user_data = imds_get
-    assert spec == SPEC and origin == "imds-v2" and calls == [1, 2]
+    assert spec == NODE_SPEC and origin == "imds-v2" and calls == [1, 2]
 
 
 @pytest.mark.parametrize("user_data", ["#cloud-config\npackages: [vim]\n", "{not json",

@@ -1,0 +1,590 @@
+"""master.py: the master serves only signed requests, records a node only at the address
+its join came from, writes every file in one batch, bounds its connections, and carries
+out extend and leave."""
+
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+
+import pytest
+
+from imagebake.agent import node as N
+from imagebake.agent import protocol, spec, ttl
+from imagebake.agent import protocol as P
+from imagebake.agent.loop import Agent
+from imagebake.agent.master import JoinServer, Master
+
+from .helpers import (
+    COOKIE,
+    TOKEN,
+    Clock,
+    Cluster,
+    fake_key,
+    needs_keygen,
+    read,
+    snapshot,
+    write_spec,
+)
+
+
+@needs_keygen
+def test_wrong_token_is_refused_and_nothing_written(cluster):
+    cluster.start_master()
+    cluster.add_node(1)
+    before = snapshot(cluster.mctx.root)
+    spec = dict(cluster.node_spec, token="cd" * 32)
+    ident = N.Identity("node09", ["127.0.0.19"], 2, fake_key(9) + " disco@node09", fake_key(9))
+    with pytest.raises(N.JoinError, match="403"):
+        N.join_once(cluster.mctx, spec, ident)
+    assert snapshot(cluster.mctx.root) == before
+    assert "node09" not in cluster.master.master.nodes
+
+
+@needs_keygen
+def test_replayed_request_is_refused(cluster):
+    cluster.start_master()
+    msg = P.make_join("demo", cluster.mctx.now(), "node07", ["127.0.0.17"], 1,
+                      fake_key(7), fake_key(8))
+    body = P.seal(TOKEN, msg)
+    url = f"http://127.0.0.1:{cluster.port}/v1/join"
+    assert N._post(url, body, 5, "127.0.0.17")[0] == 200  # sent from the address it lists
+    before = snapshot(cluster.mctx.root)
+    status, reply = N._post(url, body, 5, "127.0.0.17")
+    assert status == 403 and b"replayed" in reply
+    assert snapshot(cluster.mctx.root) == before
+
+
+@needs_keygen
+def test_node_cannot_claim_the_master_name_or_address(cluster):
+    cluster.start_master()
+    before = snapshot(cluster.mctx.root)
+    for name, address in (("master", "127.0.0.30"), ("node30", "127.0.0.1")):
+        ident = N.Identity(name, [address], 1, fake_key(3), fake_key(4))
+        with pytest.raises(N.JoinError, match="403"):
+            N.join_once(cluster.mctx, cluster.node_spec, ident)
+    assert snapshot(cluster.mctx.root) == before
+
+
+@needs_keygen
+def test_rejoin_is_a_no_op_and_changed_keys_replace(cluster):
+    cluster.start_master()
+    agent = cluster.add_node(1)
+    before = snapshot(cluster.mctx.root)
+    node_before = snapshot(agent.ctx.root)
+    assert agent.heartbeat()
+    assert snapshot(cluster.mctx.root) == before
+    node_after = snapshot(agent.ctx.root)
+    node_after.pop("var/lib/imagebake/state.json")
+    node_before.pop("var/lib/imagebake/state.json")
+    assert node_after == node_before
+    # same name, new keys: the master replaces that node's entries
+    ident = N.Identity("node01", ["127.0.0.11"], 2, fake_key(5) + " disco@node01", fake_key(6))
+    N.join_once(cluster.mctx, cluster.node_spec, ident)
+    known = read(cluster.mctx, "/home/disco/.ssh/known_hosts")
+    assert fake_key(6) in known and agent.host_pubkey.split(" ")[1] not in known
+    assert known.count("node01,") == 1
+
+
+@needs_keygen
+def test_restarted_master_keeps_its_members(cluster, agent_ctx):
+    cluster.start_master()
+    cluster.add_node(1)
+    cluster.add_node(2)
+    cluster.master.stop()
+    before = snapshot(cluster.mctx.root)
+    again = Agent(cluster.mctx, bind_address="127.0.0.1", addresses=["127.0.0.1"])
+    assert again.setup()
+    try:
+        assert sorted(again.master.nodes) == ["node01", "node02"]
+        after = snapshot(cluster.mctx.root)
+        for path in ("etc/imagebake/hosts", "home/disco/.ssh/known_hosts",
+                     "usr/var/disco/disco_8989.config", "var/lib/imagebake/nodes.json"):
+            assert after[path] == before[path]
+    finally:
+        again.stop()
+
+
+@needs_keygen
+def test_sixteen_concurrent_joins(cluster):
+    """Sixteen joins at once all get a welcome and all land in Disco's config (how long they
+    take is a benchmark's business: `invoke bench --what cluster`, not an assertion here)."""
+    cluster.start_master()
+    results = {}
+
+    def one(i):
+        ident = N.Identity(f"w{i:02d}", [f"127.0.1.{i}"], 2,
+                           fake_key(i) + f" disco@w{i:02d}", fake_key(100 + i))
+        try:
+            results[i] = N.join_once(cluster.mctx, cluster.node_spec, ident)
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(1, 17)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(isinstance(r, dict) and r["type"] == "welcome" for r in results.values()), results
+    assert len(results) == 16
+    config = json.loads(read(cluster.mctx, "/usr/var/disco/disco_8989.config"))
+    assert [h[0] for h in config["hosts"]] == [f"w{i:02d}" for i in range(1, 17)]
+
+
+@needs_keygen
+def test_status_endpoint_needs_a_signed_request(cluster):
+    cluster.start_master()
+    cluster.add_node(1)
+    url = f"http://127.0.0.1:{cluster.port}/v1/status"
+    with pytest.raises(HTTPError) as info:
+        urlopen(url, timeout=5)
+    assert info.value.code == 405
+    req = P.make_status_request("demo", cluster.mctx.now())
+    body = urlopen(Request(url, data=P.seal(TOKEN, req), method="POST"), timeout=5).read()
+    reply = P.open_envelope(TOKEN, body, "demo", cluster.mctx.now(), "status_reply")
+    assert reply["in_reply_to"] == req["nonce"]
+    assert reply["joined"] == 1 and reply["ready"] is False and reply["expected_nodes"] == 3
+    assert reply["host_pubkey"] == cluster.master.host_pubkey
+    assert reply["nodes"][0]["host_pubkey"] == cluster.nodes[0].host_pubkey
+    assert reply["nodes"][0]["addresses"] == ["127.0.0.11"]
+    with pytest.raises(HTTPError) as info:
+        urlopen(Request(url, data=P.seal("ee" * 32, req), method="POST"), timeout=5)
+    assert info.value.code == 403
+
+
+@needs_keygen
+def test_master_with_workers_is_listed_and_authorizes_itself(agent_ctx):
+    c = Cluster(agent_ctx, expected=1, master_workers=2, workers=3)
+    try:
+        master = c.start_master()
+        c.add_node(1)
+        config = json.loads(read(c.mctx, "/usr/var/disco/disco_8989.config"))
+        assert config["hosts"] == [["master", "2"], ["node01", "3"]]
+        authorized = read(c.mctx, "/home/disco/.ssh/authorized_keys")
+        assert master.disco_pubkey in authorized
+        assert "DDFS_TAG_REPLICAS = 2" in read(c.mctx, "/etc/disco/settings.py")
+    finally:
+        c.master.stop()
+
+
+class FakeDisco:
+    """Disco's /disco/ctrl/save_config_table on 127.0.0.1, recording the bodies."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        outer = self
+        self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers["Content-Length"])
+                outer.bodies.append((self.path, json.loads(self.rfile.read(length))))
+                body = b'"table saved!"'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        thread.daemon = True
+        thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@needs_keygen
+def test_running_disco_gets_table_changes_through_its_api(agent_ctx):
+    from imagebake.agent.runner import Result
+    disco = FakeDisco()
+    c = Cluster(agent_ctx, expected=2)
+    try:
+        spec = dict(c.master_spec, disco_port=disco.port)
+        os.remove(c.mctx.path("/run/imagebake/spec.json"))
+        os.rmdir(c.mctx.path("/run/imagebake"))
+        write_spec(c.mctx, spec)
+        exe = c.mctx.path("/usr/bin/disco")
+        os.makedirs(os.path.dirname(exe))
+        with open(exe, "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(exe, 0o755)
+        c.mctx.runner.results["/usr/bin/disco"] = Result(0, "Master master:8989 running")
+        c.start_master()
+        assert disco.bodies == [("/disco/ctrl/save_config_table", [])]
+        c.node_spec = dict(c.node_spec, disco_port=disco.port)
+        agent = c.add_node(1)
+        assert disco.bodies[-1] == ("/disco/ctrl/save_config_table",
+                                    [["node01", str(os.cpu_count())]])
+        count = len(disco.bodies)
+        agent.heartbeat()  # no change: no API call
+        assert len(disco.bodies) == count
+        assert c.master.master.disco.startswith("running")
+    finally:
+        c.master.stop()
+        disco.close()
+
+
+@needs_keygen
+def test_stopped_disco_is_started_once(agent_ctx):
+    c = Cluster(agent_ctx, expected=0)
+    try:
+        exe = c.mctx.path("/usr/local/bin/disco")
+        os.makedirs(os.path.dirname(exe))
+        with open(exe, "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(exe, 0o755)
+        c.start_master()
+        assert ["/usr/local/bin/disco", "start"] in c.mctx.runner.calls
+        assert os.path.exists(c.mctx.path("/usr/var/disco/disco_8989.config"))
+        assert c.master.master.disco == "running (started)"
+    finally:
+        c.master.stop()
+
+
+def _join_body(now, hostname="node01", addresses=("10.0.0.11",), key=1):
+    return protocol.seal(TOKEN, protocol.make_join("demo", now, hostname, list(addresses), 2,
+                                                   fake_key(key) + " disco@x",
+                                                   fake_key(key + 1)))
+
+
+def _bare_master(ctx, addresses=("10.0.0.1",)):
+    the_spec = spec.make_spec("demo", "master", master_address=None, hostname="master",
+                              token=TOKEN, cookie=COOKIE, expected_nodes=1)
+    return Master(ctx, the_spec, "master", list(addresses), fake_key(90) + " disco@master",
+                  fake_key(91))
+
+
+def test_replay_after_master_restart_is_refused(agent_ctx):
+    clock = Clock(1000)
+    ctx = agent_ctx(clock=clock)
+    body = _join_body(1000)
+    assert _bare_master(ctx).handle_join(body, "10.0.0.11")[0] == 200
+    clock.now = 1030  # the master restarts: a new process, an empty cache
+    code, text = _bare_master(ctx).handle_join(body, "10.0.0.11")
+    assert code == 403, text
+
+
+@pytest.mark.parametrize("peer", ["169.254.169.254", "0.0.0.0", "255.255.255.255",
+                                  "127.0.0.5", "224.0.0.1"])
+def test_unusable_peer_addresses_are_refused(agent_ctx, peer):
+    ctx = agent_ctx()
+    m = _bare_master(ctx)
+    code, text = m.handle_join(_join_body(ctx.now(), addresses=(peer,)), peer)
+    assert code == 403, text
+    assert m.nodes == {}
+
+
+def test_only_the_peer_address_is_recorded(agent_ctx):
+    ctx = agent_ctx()
+    m = _bare_master(ctx)
+    body = _join_body(ctx.now(), addresses=("10.0.0.11", "10.0.0.1", "10.0.0.12",
+                                            "169.254.169.254"))
+    code, text = m.handle_join(body, "10.0.0.11")
+    assert code == 200, text
+    assert m.nodes["node01"]["address"] == "10.0.0.11"
+    assert m.nodes["node01"]["addresses"] == ["10.0.0.11"]
+    reply = m.summary()["nodes"][0]
+    assert reply["addresses"] == ["10.0.0.11"]
+
+
+def test_a_token_holder_cannot_take_another_nodes_address(agent_ctx):
+    ctx = agent_ctx()
+    m = _bare_master(ctx)
+    assert m.handle_join(_join_body(ctx.now()), "10.0.0.11")[0] == 200
+    evil = _join_body(ctx.now(), hostname="evil", addresses=("10.0.0.11",), key=5)
+    code, _ = m.handle_join(evil, "10.0.0.66")
+    assert code == 403
+    assert sorted(m.nodes) == ["node01"] and m.nodes["node01"]["address"] == "10.0.0.11"
+
+
+def _slow_client(port, stop, opened, closed, hold):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    opened.append(sock)
+    try:
+        sock.sendall(b"POST /v1/join HTTP/1.0\r\n")
+        while not stop.is_set():
+            sock.sendall(b"X")
+            if stop.wait(hold):
+                break
+    except OSError:
+        pass
+    try:
+        sock.settimeout(0.2)
+        while sock.recv(1024):
+            pass
+    except OSError:
+        pass
+    closed.append(time.time())
+    sock.close()
+
+
+def test_whole_request_deadline(agent_ctx):
+    ctx = agent_ctx()
+    m = _bare_master(ctx, ["127.0.0.1"])
+    server = JoinServer(m, "127.0.0.1", 0)
+    server.request_deadline = 1.5
+    server.start()
+    stop = threading.Event()
+    opened, closed = [], []
+    start = time.time()
+    thread = threading.Thread(target=_slow_client,
+                              args=(server.port, stop, opened, closed, 0.3))
+    thread.daemon = True
+    thread.start()
+    try:
+        deadline = time.time() + 8
+        while not closed and time.time() < deadline:
+            time.sleep(0.1)
+        assert closed, "a byte every 0.3 s kept the request open for 8 s"
+        assert closed[0] - start < 4
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def _signed_join(port, i):
+    body = _join_body(int(time.time()), hostname=f"n{i:02d}",
+                      addresses=(f"127.0.0.{20 + i}",), key=i)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(f"127.0.0.{20 + i}", 0))
+    conn.request("POST", "/v1/join", body=body)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def test_joins_complete_under_a_slow_connection_flood(agent_ctx):
+    ctx = agent_ctx(clock=time.time)
+    ctx.allow_loopback = True
+    m = _bare_master(ctx, ["127.0.0.1"])
+    m.allow_loopback = True
+    server = JoinServer(m, "127.0.0.1", 0)
+    server.start()
+    stop = threading.Event()
+    opened, closed = [], []
+    threads_before = threading.active_count()
+    flood = [threading.Thread(target=_slow_client,
+                              args=(server.port, stop, opened, closed, 0.5))
+             for _ in range(150)]
+    try:
+        for t in flood:
+            t.daemon = True
+            t.start()
+        time.sleep(1.0)
+        server_threads = threading.active_count() - threads_before - len(flood)
+        results = []
+        for i in range(1, 9):
+            start = time.time()
+            status, body = _signed_join(server.port, i)
+            results.append((status, time.time() - start))
+        assert all(status == 200 for status, _ in results), results
+        assert max(took for _, took in results) < 3, results
+        assert server_threads <= 40, server_threads
+        assert len(closed) >= 100, "the per-peer cap did not turn the flood away"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+@needs_keygen
+def test_master_key_is_authorized_with_restrictions(agent_ctx):
+    c = Cluster(agent_ctx, expected=1)
+    try:
+        c.start_master()
+        agent = c.add_node(1)
+        with open(agent.ctx.disco_path(".ssh", "authorized_keys")) as handle:
+            lines = [line for line in handle.read().splitlines()
+                     if c.master.disco_pubkey.split()[1] in line]
+        assert len(lines) == 1
+        options = lines[0].split(" ssh-ed25519 ")[0].split(",")
+        assert 'from="127.0.0.1"' in options
+        for opt in ("no-port-forwarding", "no-agent-forwarding", "no-X11-forwarding"):
+            assert opt in options
+    finally:
+        c.master.stop()
+
+
+@needs_keygen
+def test_status_replay_is_refused(agent_ctx):
+    c = Cluster(agent_ctx, expected=1)
+    try:
+        c.start_master()
+        url = f"http://127.0.0.1:{c.port}/v1/status"
+        body = protocol.seal(TOKEN, protocol.make_status_request("demo", c.mctx.now()))
+        urlopen(Request(url, data=body, method="POST"), timeout=5).read()
+        with pytest.raises(HTTPError) as info:
+            urlopen(Request(url, data=body, method="POST"), timeout=5)
+        assert info.value.code == 403 and b"replayed" in info.value.read()
+    finally:
+        c.master.stop()
+
+
+def _post_extend(port, body):
+    try:
+        response = urlopen(Request(f"http://127.0.0.1:{port}/v1/extend", data=body,
+                                   method="POST"), timeout=5)
+        return response.status, response.read()
+    except HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture
+def one_node_cluster(agent_ctx):
+    c = Cluster(agent_ctx, expected=1)
+    yield c
+    c.master.stop()
+
+
+@needs_keygen
+def test_extend_moves_the_deadline_and_nodes_follow_it(one_node_cluster):
+    master = one_node_cluster.start_master()
+    node = one_node_cluster.add_node(1)
+    now = one_node_cluster.mctx.now()
+    request = P.make_extend_request("demo", now, 7200)
+    code, body = _post_extend(one_node_cluster.port, P.seal(TOKEN, request))
+    assert code == 200, body
+    reply = P.open_envelope(TOKEN, body, "demo", now, "extend_reply")
+    assert reply["in_reply_to"] == request["nonce"]
+    assert reply["ttl_deadline"] == now + 7200 and reply["previous"] is None
+    assert ttl.deadline(one_node_cluster.mctx, master.spec) == now + 7200
+    assert master.master.summary()["lifetime"]["ttl_deadline"] == now + 7200
+    assert node.heartbeat() is True  # the next heartbeat reply carries it
+    assert ttl.deadline(node.ctx, node.spec) == now + 7200
+    code, _ = _post_extend(one_node_cluster.port, P.seal(TOKEN, request))
+    assert code == 403  # a replay
+
+
+@needs_keygen
+@pytest.mark.parametrize("how", ["wrong-token", "unsigned", "tampered"])
+def test_forged_extend_is_refused_and_nothing_moves(one_node_cluster, how):
+    master = one_node_cluster.start_master()
+    request = P.make_extend_request("demo", one_node_cluster.mctx.now(), 30 * 24 * 3600)
+    if how == "wrong-token":
+        body = P.seal("ee" * 32, request)
+    elif how == "unsigned":
+        body = json.dumps({"msg": request, "mac": "0" * 64}, sort_keys=True,
+                          separators=(",", ":")).encode()
+    else:  # signed for one hour, then changed to 30 days
+        body = P.seal(TOKEN, dict(request, ttl_seconds=3600)).replace(
+            b'"ttl_seconds":3600', b'"ttl_seconds":2592000')
+    code, text = _post_extend(one_node_cluster.port, body)
+    assert code == 403 and b"bad mac" in text
+    assert ttl.deadline(one_node_cluster.mctx, master.spec) is None
+    assert not os.path.exists(one_node_cluster.mctx.path(ttl.DEADLINE_FILE))
+
+
+@needs_keygen
+def test_extend_with_bad_seconds_or_while_stopping_is_refused(one_node_cluster):
+    master = one_node_cluster.start_master()
+    for seconds in (0, -5, 31 * 24 * 3600):
+        request = P.make_extend_request("demo", one_node_cluster.mctx.now(), 1)
+        request["ttl_seconds"] = seconds
+        code, text = _post_extend(one_node_cluster.port, P.seal(TOKEN, request))
+        assert code == 403 and b"ttl_seconds" in text
+    master.master.begin_stop("idle stop: no Disco job for 60 s", one_node_cluster.mctx.now())
+    code, text = _post_extend(one_node_cluster.port, P.seal(TOKEN, P.make_extend_request(
+        "demo", one_node_cluster.mctx.now(), 3600)))
+    assert code == 409 and b"stopping" in text
+    assert ttl.deadline(one_node_cluster.mctx, master.spec) is None
+
+
+@needs_keygen
+def test_stopping_master_sends_the_signed_stop_order_in_heartbeats(one_node_cluster):
+    calls = []
+    master = one_node_cluster.start_master()
+    node = one_node_cluster.add_node(1)
+    node.ctx.power_off = lambda c: calls.append("off")
+    master.master.begin_stop("idle stop: no Disco job for 60 s", one_node_cluster.mctx.now())
+    assert node.heartbeat() is True and calls == ["off"]
+    assert master.master.told == {"node01"}
+
+
+def _post_leave(port, body):
+    try:
+        response = urlopen(Request(f"http://127.0.0.1:{port}/v1/leave", data=body,
+                                   method="POST"), timeout=5)
+        return response.status, response.read()
+    except HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@needs_keygen
+def test_leave_removes_the_node_everywhere_and_its_heartbeat_stays_out(cluster):
+    master = cluster.start_master()
+    nodes = [cluster.add_node(i) for i in (1, 2, 3)]
+    mctx = cluster.mctx
+    assert master.master.summary()["ddfs_replicas"] == 3
+    request = P.make_leave_request("demo", mctx.now(), ["node03", "node09"])
+    code, body = _post_leave(cluster.port, P.seal(TOKEN, request))
+    assert code == 200, body
+    reply = P.open_envelope(TOKEN, body, "demo", mctx.now(), "leave_reply")
+    assert reply["in_reply_to"] == request["nonce"]
+    assert reply["removed"] == ["node03"] and reply["unknown"] == ["node09"]
+    assert [h[0] for h in reply["hosts"]] == ["master", "node01", "node02"]
+
+    registry = json.loads(read(mctx, "/var/lib/imagebake/nodes.json"))
+    assert [n["hostname"] for n in registry["nodes"]] == ["node01", "node02"]
+    assert "node03" in registry["left"]
+    config = json.loads(read(mctx, "/usr/var/disco/disco_8989.config"))
+    assert [h for h, _ in config["hosts"]] == ["node01", "node02"]
+    assert "node03" not in read(mctx, "/etc/imagebake/hosts")
+    known = read(mctx, "/home/disco/.ssh/known_hosts")
+    assert "node03" not in known and nodes[2].host_pubkey.split(" ")[1] not in known
+    assert "DDFS_BLOB_REPLICAS = 3" in read(mctx, "/etc/disco/settings.py")
+
+    # the removed machine keeps heartbeating until it is terminated: refused
+    assert nodes[2].heartbeat() is False
+    assert "node03" not in master.master.nodes
+    assert "node03" not in read(mctx, "/etc/imagebake/hosts")
+    assert nodes[0].heartbeat() is True  # the others stay members
+    code, _ = _post_leave(cluster.port, P.seal(TOKEN, request))
+    assert code == 403  # a replay
+
+
+WATCHED = ("/var/lib/imagebake/nodes.json", "/home/disco/.ssh/known_hosts",
+           "/etc/imagebake/hosts", "/usr/var/disco/disco_8989.config")
+
+
+def _files(ctx):
+    return {p: read(ctx, p) for p in WATCHED}
+
+
+@needs_keygen
+@pytest.mark.parametrize("how", ["wrong-token", "unsigned", "tampered", "master",
+                                 "other-cluster", "bad-names"])
+def test_forged_or_bad_leave_is_refused_and_nothing_changes(cluster, how):
+    master = cluster.start_master()
+    for i in (1, 2, 3):
+        cluster.add_node(i)
+    before = _files(cluster.mctx)
+    request = P.make_leave_request("demo", cluster.mctx.now(), ["node02"])
+    if how == "wrong-token":
+        body, says = P.seal("ee" * 32, request), b"bad mac"
+    elif how == "unsigned":
+        body = json.dumps({"msg": request, "mac": "0" * 64}, sort_keys=True,
+                          separators=(",", ":")).encode()
+        says = b"bad mac"
+    elif how == "tampered":  # signed for node02, changed to node01 afterwards
+        body = P.seal(TOKEN, request).replace(b'"node02"', b'"node01"')
+        says = b"bad mac"
+    elif how == "master":
+        body, says = P.seal(TOKEN, dict(request, hostnames=["master"])), b"master cannot leave"
+    elif how == "other-cluster":
+        body, says = P.seal(TOKEN, dict(request, cluster="other")), b"cluster"
+    else:
+        body, says = P.seal(TOKEN, dict(request, hostnames=["node02", "x y"])), b"hostnames"
+    code, text = _post_leave(cluster.port, body)
+    assert code == 403 and says in text, text
+    assert _files(cluster.mctx) == before
+    assert sorted(master.master.nodes) == ["node01", "node02", "node03"]
