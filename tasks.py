@@ -114,6 +114,8 @@ def verify(c, target="docker", ami=None, host=None):
         "idle_stop": "the master stops (aws: terminates) the whole cluster after this long "
                      "with no Disco job, e.g. 30m (1m to 30d; enforced on the cluster)",
         "allow_cidr": "aws: CIDR allowed to reach SSH and the web UI (default: your address/32)",
+        "allow_world": "aws: allow an --allow-cidr wider than /8, e.g. 0.0.0.0/0 (every "
+                       "address); refused without it",
         "key_name": "aws: your EC2 key pair for SSH",
         "placement_group": "aws: create a cluster placement group",
         "keep_on_failure": "aws: keep what was started when launch fails",
@@ -142,6 +144,7 @@ def launch(
     ttl=None,
     idle_stop=None,
     allow_cidr=None,
+    allow_world=False,
     key_name=None,
     placement_group=False,
     keep_on_failure=False,
@@ -331,7 +334,8 @@ def copy(c, src=None, dest=None, name=None, on="all", timeout=None, target=None)
 
 @task(help={"name": "cluster name", "target": TARGET_HELP,
             "cidr": "aws: the range to let in, e.g. 203.0.113.7/32 (default: your address/32)",
-            "allow_world": "aws: allow --cidr 0.0.0.0/0 (every address); refused without it"})
+            "allow_world": "aws: allow a --cidr wider than /8, e.g. 0.0.0.0/0 (every "
+                           "address); refused without it"})
 @_cli
 def authorize_ip(c, name=None, cidr=None, allow_world=False, target=None):
     """Let your current address (or --cidr) reach SSH and the agent port instead of the

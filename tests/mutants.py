@@ -194,6 +194,9 @@ MUTANTS = [
     Mutant("cluster-name-allows-trailing-newline", "a cluster name is matched whole",
            "imagebake/state.py", "NAME_RE.fullmatch(name)",
            're.match(NAME_RE.pattern + "$", name)', LAUNCHER_INPUTS),
+    Mutant("half-the-world-needs-no-flag", "a CIDR wider than /8 needs --allow-world",
+           "imagebake/targets/aws/inputs.py", "wide = network.prefixlen < WORLD_PREFIX",
+           "wide = network.prefixlen == 0", LAUNCHER_INPUTS),
 ]
 
 

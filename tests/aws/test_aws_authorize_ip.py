@@ -97,6 +97,8 @@ BAD = {
     "host-bits": (["--cidr", "10.1.2.3/8"], "host bits"),
     "world-without-flag": (["--cidr", "0.0.0.0/0"], "--allow-world"),
     "world-v6-without-flag": (["--cidr", "::/0"], "--allow-world"),
+    "half-world-without-flag": (["--cidr", "0.0.0.0/1"], "--allow-world"),
+    "wider-than-8-without-flag": (["--cidr", "8.0.0.0/7"], "--allow-world"),
     "implicit-world": (["--cidr", "1.2.3.4/0"], "every address"),
     "allow-world-alone": (["--allow-world"], "--cidr 0.0.0.0/0"),
 }

@@ -88,7 +88,7 @@ def test_default_cidr_is_the_callers_address(amis, ec2):
 
 
 def test_explicit_open_world_is_honoured(amis, ec2):
-    record = launch(allow_cidr="0.0.0.0/0")
+    record = launch(allow_cidr="0.0.0.0/0", allow_world=True)
     group = ec2.describe_security_groups(GroupIds=[record["security_group"]])["SecurityGroups"][0]
     cidrs = {r["CidrIp"] for p in group["IpPermissions"] for r in p.get("IpRanges", [])}
     assert cidrs == {"0.0.0.0/0"}

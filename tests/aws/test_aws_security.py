@@ -58,7 +58,7 @@ def test_disco_job_api_is_open_to_members_only(amis, ec2):
 
 
 def test_an_open_world_cidr_still_does_not_reach_disco(amis, ec2):
-    record = launch(allow_cidr="0.0.0.0/0")
+    record = launch(allow_cidr="0.0.0.0/0", allow_world=True)
     for rule in group_rules(ec2, record["security_group"]):
         if rule.get("IpRanges"):
             assert not covers(rule, 8989), rule

@@ -55,3 +55,35 @@ def test_no_launcher_pattern_is_anchored_with_a_dollar():
                     and "re.M" not in line:  # multi-line search: `$` is each line's end
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+# --- N8: one world-open rule for `launch --allow-cidr` and `authorize-ip --cidr` ---------
+
+WORLD_WIDE = ["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "64.0.0.0/2", "0.0.0.0/7", "::/0",
+              "2000::/3", "::/1"]
+NARROW = ["10.0.0.0/8", "203.0.113.0/24", "203.0.113.7/32", "2001:db8::/32"]
+CHECKS = {
+    "launch": lambda cidr, world: inputs.allow_cidr(cidr, allow_world=world),
+    "authorize-ip": lambda cidr, world: inputs.authorize_cidr(cidr, world),
+}
+
+
+@pytest.mark.parametrize("command", sorted(CHECKS))
+@pytest.mark.parametrize("cidr", WORLD_WIDE)
+def test_a_range_wider_than_a_slash_8_needs_allow_world(command, cidr):
+    with pytest.raises(ImagebakeError, match="--allow-world"):
+        CHECKS[command](cidr, False)
+    assert CHECKS[command](cidr, True) == cidr
+
+
+@pytest.mark.parametrize("command", sorted(CHECKS))
+@pytest.mark.parametrize("cidr", NARROW)
+def test_a_slash_8_or_narrower_needs_no_flag(command, cidr):
+    assert CHECKS[command](cidr, False) == cidr
+
+
+@pytest.mark.parametrize("command", sorted(CHECKS))
+def test_allow_world_without_a_wide_range_is_refused(command):
+    """The flag says what it allows: given with a narrow range it is a mistake."""
+    with pytest.raises(ImagebakeError, match="--allow-world"):
+        CHECKS[command]("203.0.113.7/32", True)

@@ -33,8 +33,8 @@ READY_TIMEOUT_BASE = 900.0
 READY_TIMEOUT_PER_NODE = 5.0
 AWS_ERRORS = preflight.AWS_ERRORS
 LAUNCH_OPTIONS = ("region", "profile", "instance_type", "master_instance_type", "subnet",
-                  "spot", "spot_master", "ttl", "allow_cidr", "key_name", "placement_group",
-                  "keep_on_failure", "master_ami", "node_ami", "idle_stop")
+                  "spot", "spot_master", "ttl", "allow_cidr", "allow_world", "key_name",
+                  "placement_group", "keep_on_failure", "master_ami", "node_ami", "idle_stop")
 
 
 @dataclass
@@ -89,7 +89,7 @@ class AwsTarget(Target):
         workers = inputs.workers(workers_per_node)
         ttl_s = inputs.ttl_seconds(o["ttl"])
         idle_s = lifetime.idle_stop_seconds(o["idle_stop"])
-        cidr = inputs.allow_cidr(o["allow_cidr"]) if o["allow_cidr"] is not None else None
+        cidr = inputs.checked_cidr(o["allow_cidr"], bool(o["allow_world"]), "--allow-cidr")
         node_type = inputs.instance_type(o["instance_type"] or DEFAULT_INSTANCE_TYPE,
                                          "--instance-type")
         master_type = inputs.instance_type(o["master_instance_type"] or node_type,

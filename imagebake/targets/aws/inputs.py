@@ -43,8 +43,13 @@ def ttl_seconds(value: str | None) -> int | None:
     return seconds
 
 
-def allow_cidr(value: str, flag: str = "--allow-cidr") -> str:
-    """A CIDR, strictly (no host bits); 0.0.0.0/0 and ::/0 only when written as such."""
+WORLD_PREFIX = 8  # a range wider than a /8 (more than 16.7 million addresses) is "the world"
+
+
+def allow_cidr(value: str, flag: str = "--allow-cidr", allow_world: bool = False) -> str:
+    """A CIDR, strictly (no host bits). One rule for `launch --allow-cidr` and
+    `authorize-ip --cidr`: a range wider than /8 (0.0.0.0/0, 0.0.0.0/1, ::/0 ...) only
+    together with --allow-world, and --allow-world only with such a range."""
     text = str(value).strip()
     try:
         network = ipaddress.ip_network(text, strict=True)
@@ -60,26 +65,36 @@ def allow_cidr(value: str, flag: str = "--allow-cidr") -> str:
                 f"write {loose} if you really mean that, else your address/32") from None
         raise ImagebakeError(
             f"{flag} {value!r} has host bits set: did you mean {loose}?") from None
+    wide = network.prefixlen < WORLD_PREFIX
+    if wide and not allow_world:
+        raise ImagebakeError(
+            f"{flag} {network} opens SSH and the agent port to a range wider than "
+            f"/{WORLD_PREFIX}: add --allow-world if you really mean that, else pass your "
+            "address/32")
+    if allow_world and not wide:
+        raise ImagebakeError(f"--allow-world goes only with a range wider than "
+                             f"/{WORLD_PREFIX} (e.g. 0.0.0.0/0); {network} needs no flag")
     if "/" not in text:
         # a bare address: the caller means that one host
         return f"{network.network_address}/{network.max_prefixlen}"
     return str(network)
 
 
-def authorize_cidr(value: str | None, allow_world: bool) -> str | None:
-    """`authorize-ip --cidr`: a strict CIDR (None: the caller's address, found later);
-    the whole internet (0.0.0.0/0, ::/0) only together with --allow-world."""
+def checked_cidr(value: str | None, allow_world: bool, flag: str) -> str | None:
+    """The range FLAG names, checked by allow_cidr's rule (None: the caller's address,
+    found later; --allow-world alone is refused)."""
     if value is None:
         if allow_world:
-            raise ImagebakeError("--allow-world goes with --cidr 0.0.0.0/0 (or ::/0); "
-                                 "without --cidr your own address is allowed")
+            raise ImagebakeError(f"--allow-world goes with {flag} 0.0.0.0/0 (or another "
+                                 f"range wider than /{WORLD_PREFIX}); without {flag} your "
+                                 "own address is allowed")
         return None
-    cidr = allow_cidr(value, "--cidr")
-    if ipaddress.ip_network(cidr).prefixlen == 0 and not allow_world:
-        raise ImagebakeError(
-            f"--cidr {cidr} opens SSH and the agent port to every address: "
-            "add --allow-world if you really mean that, else pass your address/32")
-    return cidr
+    return allow_cidr(value, flag, allow_world)
+
+
+def authorize_cidr(value: str | None, allow_world: bool) -> str | None:
+    """`authorize-ip --cidr`: the same rule as `launch --allow-cidr`."""
+    return checked_cidr(value, allow_world, "--cidr")
 
 
 def instance_type(value: str, flag: str) -> str:
