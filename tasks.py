@@ -290,11 +290,8 @@ SSH_FLAGS = {"--name", "-n", "--node", "-o", "--target", "-t", "--command", "-c"
 @_cli
 def ssh(c, name=None, node=None, command=None, target=None):
     """Open a shell (or run a command) on the master or a node: invoke ssh [NODE [COMMAND]]."""
-    import shlex
-
     record = _record(name, target)
-    argv = _target(record["target"]).ssh_argv(record, node,
-                                               shlex.split(command) if command else None)
+    argv = _target(record["target"]).login_argv(record, node, command)
     os.execvp(argv[0], argv)
 
 

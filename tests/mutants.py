@@ -197,6 +197,10 @@ MUTANTS = [
     Mutant("half-the-world-needs-no-flag", "a CIDR wider than /8 needs --allow-world",
            "imagebake/targets/aws/inputs.py", "wide = network.prefixlen < WORLD_PREFIX",
            "wide = network.prefixlen == 0", LAUNCHER_INPUTS),
+    Mutant("ssh-splits-the-command-line", "invoke ssh keeps the user's quoting",
+           "imagebake/targets/base.py", "shell_words(line) if line else None",
+           "shlex.split(line) if line else None",
+           ("tests/unit/test_fleet.py::test_cli_ssh_runs_the_command_line_as_written",)),
 ]
 
 

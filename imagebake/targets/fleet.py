@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
 from ..errors import ImagebakeError
+from .base import shell_words
 
 MAX_PARALLEL = 16  # members reached at once
 DEFAULT_TIMEOUT = 3600.0  # seconds one member may take
@@ -210,10 +211,7 @@ def _fan_out(target: Any, record: dict, nodes: list[str], verb: str,
              open_stdin: Callable[[], Any] | None = None) -> Outcome:
     if not nodes:
         raise ImagebakeError("no node chosen")
-    # sh -c 'LINE': the same shell line whether the target joins the words for
-    # `su -c` (docker) or the remote login shell splits them again (ssh)
-    argvs = {n: target.batch_argv(record, n, ["sh", "-c", shlex.quote(remote)])
-             for n in nodes}
+    argvs = {n: target.batch_argv(record, n, shell_words(remote)) for n in nodes}
     printer = _Printer(nodes, out)
 
     def work(node: str) -> Result:

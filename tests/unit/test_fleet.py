@@ -367,3 +367,17 @@ def test_cli_bad_input_is_one_line_exit_2_and_changes_nothing(cli, args, needle)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert proc.docker_calls == [] and not cli.root.exists()
+
+
+# ------------------------------------------------------------------ invoke ssh COMMAND
+@pytest.mark.parametrize("line,printed", [
+    ("echo 'a;id;b'", "a;id;b"),
+    ('printf "%s|" "x y" z', "x y|z|"),
+    ("echo $((6*7)) && echo ok", "42\nok"),
+])
+def test_cli_ssh_runs_the_command_line_as_written(cli, line, printed):
+    """The user's quoting survives: the line reaches the member's shell whole (quoted once
+    on the way out), so the quoted `a;id;b` is one word and `id` never runs."""
+    proc = cli("ssh", "--name", "demo", "node01", line)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip("\n") == printed, proc.stdout
