@@ -10,18 +10,10 @@ A cluster is a record (imagebake.state): a dict with at least name, target and n
 
 from __future__ import annotations
 
-import shlex
 from typing import Any, BinaryIO
 
 from .. import state
 from ..errors import ImagebakeError
-
-
-def shell_words(line: str) -> list[str]:
-    """Command words that run the shell LINE as written, whether a target joins them for
-    `su -c` (docker) or the remote login shell splits them again (ssh): LINE is quoted
-    once, here, and read once, by the member's shell."""
-    return ["sh", "-c", shlex.quote(line)]
 
 
 class Target:
@@ -106,6 +98,8 @@ class Target:
                    line: str | None = None) -> list[str]:
         """`invoke ssh`: an interactive login, or the shell LINE exactly as the user wrote
         it (never split and re-joined: a quoted `a;id;b` stays one word)."""
+        from .fleet import shell_words
+
         return self.ssh_argv(record, node, shell_words(line) if line else None)
 
     def batch_argv(self, record: dict, node: str | None, command: list[str]) -> list[str]:

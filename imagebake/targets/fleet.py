@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
 from ..errors import ImagebakeError
-from .base import shell_words
 
 MAX_PARALLEL = 16  # members reached at once
 DEFAULT_TIMEOUT = 3600.0  # seconds one member may take
@@ -145,6 +144,13 @@ def check_dest(dest: str | None) -> str:
     if "\0" in dest or "\n" in dest:
         raise ImagebakeError(f"invalid destination path {dest!r}")
     return dest
+
+
+def shell_words(line: str) -> list[str]:
+    """Command words that run the shell LINE as written, whether a target joins them for
+    `su -c` (docker) or the remote login shell splits them again (ssh): LINE is quoted
+    once, here, and read once, by the member's shell (`invoke ssh`, run and copy)."""
+    return ["sh", "-c", shlex.quote(line)]
 
 
 def copy_script(dest: str, basename: str, mode: int) -> str:
