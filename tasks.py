@@ -385,6 +385,34 @@ def smoke(c, name=None):
         raise Exit(code=1)
 
 
+@task(help={"name": "cluster name",
+            "module": "comma-separated modules of Disco's tests/ (default: all of them)",
+            "timeout": "seconds per module before it counts as failed (default 300)",
+            "json": "print the results as JSON instead of the table"})
+@_cli
+def disco_selftest(c, name=None, module=None, timeout=None, json=False):
+    """Run Disco's own test suite on the cluster: one line per module, then the table."""
+    import json as json_mod
+    import sys
+
+    from imagebake.disco import selftest as mod
+
+    record = _record(name)
+    limit = mod.parse_timeout(timeout)
+
+    def progress(result):
+        print(f"{result.module}: {result.status} in {result.seconds:.1f}s", file=sys.stderr,
+              flush=True)
+
+    results = mod.selftest(record, module.split(",") if module else None, limit, progress)
+    if json:
+        print(json_mod.dumps([vars(r) for r in results], indent=1))
+    else:
+        print(mod.table(results))
+    if not all(r.ok for r in results):
+        raise Exit(code=1)
+
+
 @task(help={"only": "comma-separated mutant names (default: all of them)",
             "list": "list the mutants and the claim each breaks",
             "committed": "mutate the last commit instead of the working tree"})
