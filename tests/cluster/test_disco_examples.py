@@ -6,8 +6,8 @@ module scanner; the slaves do not have it) and a chained job reading another's r
 Each job's stderr must be empty: no warning from the job pack or from Disco's code reaches
 a user's output. Disco 0.5.4 on Python 3 hands a map function each input line as bytes (its
 own tests call bytes_to_str in their maps), so the tutorial's words are bytes keys and print
-as b'word': the counts are exact, the keys are compared decoded. The scripts are in tests/cluster/disco_examples/. Skipped when the baked
-images carry no Disco."""
+as b'word': the counts are exact, the keys are compared decoded. The scripts are in
+tests/cluster/disco_examples/. Skipped when the baked images carry no Disco."""
 
 from __future__ import annotations
 
