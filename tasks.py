@@ -413,6 +413,39 @@ def disco_selftest(c, name=None, module=None, timeout=None, json=False):
         raise Exit(code=1)
 
 
+@task(help={
+    "target": "aws (the only one: the local targets are covered by `invoke test`)",
+    "yes": "spend: without it the cost ceiling is printed and nothing is done",
+    "keep_amis": "keep the AMIs the run bakes (default: removed at the end; reused AMIs "
+                 "always stay)",
+    "name": "cluster name (default acceptance)",
+    "region": "aws region (default: your AWS config's)",
+    "instance_type": "slave instance type (default t2.medium)",
+    "master_instance_type": "master instance type (default: as slaves)",
+    "report": "where to write the JSON report (default build/acceptance-<time>.json)",
+})
+@_cli
+def acceptance(c, target=None, yes=False, keep_amis=False, name=None, region=None,
+               instance_type=None, master_instance_type=None, report=None):
+    """Prove the AWS path on your account (never run by CI, never run by us): bake, launch
+    2 spot slaves, status, ddfs-load + smoke, shrink, destroy, sweep; a JSON report."""
+    from imagebake.clients import aws
+    from imagebake.targets.aws import acceptance as mod
+
+    plan = mod.check(target, name, instance_type, master_instance_type, keep_amis, report,
+                     region)
+    plan = mod.price(plan, aws.make_session(region, None))
+    print(mod.ceiling(plan))
+    if not yes:
+        raise ImagebakeError("nothing done: pass --yes to spend what is above")
+    result = mod.run(plan)
+    print(f"report: {plan.report_path}")
+    if not result["ok"]:
+        print(f"acceptance FAILED: {result['failed']}", file=sys.stderr)
+        raise Exit(code=1)
+    print("acceptance passed: nothing left (" + ", ".join(result["left"]) + " swept)")
+
+
 @task(help={"only": "comma-separated mutant names (default: all of them)",
             "list": "list the mutants and the claim each breaks",
             "committed": "mutate the last commit instead of the working tree"})

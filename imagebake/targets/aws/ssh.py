@@ -21,7 +21,10 @@ def base_argv(record: dict) -> list[str]:
         raise ImagebakeError(
             f"the master's host key is not known yet: wait until "
             f"`invoke status --name {record['name']}` says READY, then retry")
-    return ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={path}"]
+    argv = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={path}"]
+    if record.get("identity_file"):  # a key made for this cluster (`invoke acceptance`)
+        argv += ["-i", record["identity_file"], "-o", "IdentitiesOnly=yes"]
+    return argv
 
 
 def master_target(record: dict) -> str:
