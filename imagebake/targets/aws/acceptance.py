@@ -1,19 +1,19 @@
-"""`invoke acceptance --target aws`: the whole path on a real AWS account, one command
-that cannot leak money. It prints its cost ceiling and refuses without --yes; then bakes
-(or reuses the AMIs of the same inputs), makes a key pair, launches a master on demand and
-2 spot slaves with a 1 h TTL enforced on the cluster, checks status, runs the smoke job
+"""`invoke acceptance --target aws`: the whole path on a real AWS account, one command that
+cannot leak money. It prints its cost ceiling and refuses without --yes; then bakes (or
+reuses the AMIs of the same inputs), makes a key pair, launches a master on demand and 2
+spot slaves with a 1 h TTL enforced on the cluster, checks status, runs the smoke job
 (ddfs-load of a generated 2-gram sample, the job, its answer checked), grows one spot
-slave and shrinks one slave, drained (DDFS keeps min(3, slaves at launch) = 2 replicas, and
-shrink never goes below them: 2 slaves could not lose one), destroys, removes the key
-pair and (unless --keep-amis) the AMIs it baked, and sweeps by the owner and cluster
-tags for anything left: instances, volumes, security groups, key pairs, spot requests (and the AMIs it removed). Cleanup runs
-whatever failed before it. A JSON report keeps the timings, the EC2 calls and a cost
-estimate.
+slave and shrinks one slave, drained (DDFS keeps min(3, slaves at launch) = 2 replicas,
+and shrink never goes below them: 2 slaves could not lose one), destroys, removes the
+key pair and (unless --keep-amis) the AMIs it baked, and sweeps by the owner and cluster
+tags for anything left: instances, volumes, security groups, key pairs, spot requests
+(and the AMIs it removed). Cleanup runs whatever failed before it. A JSON report keeps
+the timings, the EC2 calls and a cost estimate.
 
 Nobody on this project has an AWS account: the flow and the sweep are tested against
 moto's server (tests/aws/test_aws_acceptance.py) with the steps that need a real cluster
-(bake, agent readiness, Disco, the drain) handed in as `Steps`; it has not been run on AWS.
-"""
+(bake, agent readiness, Disco, the drain) handed in as `Steps`; it has not been run on
+AWS."""
 
 from __future__ import annotations
 
