@@ -136,6 +136,9 @@ def write_settings(ctx, spec, master_hostname, joined):
     return write_atomic(path, text, mode=0o644)
 
 
+MAX_REPLY = 64 * 1024  # Disco answers save_config_table with a short status line
+
+
 def save_config_table(rows, port, host="127.0.0.1", timeout=10):
     """POST the hosts table to the running master; return (ok, text)."""
     from urllib.error import URLError
@@ -146,8 +149,11 @@ def save_config_table(rows, port, host="127.0.0.1", timeout=10):
     try:
         response = urlopen(request, timeout=timeout)
         try:
-            return True, response.read().decode("utf-8", "replace")
+            reply = response.read(MAX_REPLY + 1)
         finally:
             response.close()
     except (URLError, OSError, ValueError) as exc:
         return False, str(exc)
+    if len(reply) > MAX_REPLY:
+        return False, "Disco's reply is over %d bytes: not read further, refused" % MAX_REPLY
+    return True, reply.decode("utf-8", "replace")

@@ -15,6 +15,7 @@ files with a single link.
 import binascii
 import errno
 import json
+import logging
 import os
 import stat
 
@@ -23,6 +24,11 @@ O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _DIR_FLAGS = os.O_RDONLY | O_DIRECTORY | O_CLOEXEC
+# Every read is capped (size from fstat first, then counted): a file another user planted
+# (an 8 GiB sparse known_hosts) is refused with a log line, never read into memory.
+# Nothing the agent reads comes near it (specs < 8 KiB, known_hosts of 64 nodes ~ 10 KiB).
+MAX_READ = 1 << 20
+LOG = logging.getLogger("imagebake_agent")
 
 
 class UnsafePath(OSError):
@@ -30,6 +36,14 @@ class UnsafePath(OSError):
 
     def __init__(self, path, why):
         OSError.__init__(self, errno.EPERM, "refusing %s: %s" % (path, why))
+
+
+class FileTooLarge(OSError):
+    """A file over MAX_READ: refused, not read."""
+
+    def __init__(self, path, size):
+        OSError.__init__(self, errno.EFBIG, "refusing to read %s: %d bytes, over the %d "
+                         "byte cap" % (path, size, MAX_READ))
 
 
 def trusted_dir(st):
@@ -101,13 +115,23 @@ def _open_existing(dir_fd, name):
     return fd, st
 
 
-def _read_fd(fd):
+def _read_fd(fd, path):
+    """The whole file, at most MAX_READ bytes (FileTooLarge, logged, beyond): the size
+    is taken from fstat before reading and the bytes counted while reading (a file that
+    grows meanwhile is refused too)."""
+    size = os.fstat(fd).st_size
+    total = 0
     chunks = []
-    while True:
-        chunk = os.read(fd, 1 << 16)
+    while size <= MAX_READ:
+        chunk = os.read(fd, min(1 << 16, MAX_READ + 1 - total))
         if not chunk:
             return b"".join(chunks)
+        total += len(chunk)
         chunks.append(chunk)
+        size = max(size, total)
+    exc = FileTooLarge(path, size)
+    LOG.warning("%s", exc.strerror)
+    raise exc
 
 
 def _open_parent(path):
@@ -144,7 +168,7 @@ def read_bytes(path, default=None):
                 return default
             fd = found[0]
         try:
-            return _read_fd(fd)
+            return _read_fd(fd, path)
         finally:
             os.close(fd)
     finally:
@@ -177,7 +201,12 @@ def write_atomic(path, text, mode=0o644, dir_mode=0o755, owner=None):
         if found is not None:
             fd, st = found
             try:
-                if _read_fd(fd) == data:
+                try:
+                    same = _read_fd(fd, path) == data
+                except FileTooLarge:
+                    LOG.warning("%s: not read, replaced", path)
+                    same = False
+                if same:
                     if stat.S_IMODE(st.st_mode) != mode:
                         os.fchmod(fd, mode)
                     if owner is not None and (st.st_uid, st.st_gid) != tuple(owner):
@@ -235,7 +264,7 @@ def write_in_place(path, text):
             raise UnsafePath(path, "in a directory another user can write")
         fd = os.open(os.path.basename(path), os.O_RDWR | O_NOFOLLOW | O_CLOEXEC, dir_fd=dfd)
         try:
-            if _read_fd(fd) == data:
+            if _read_fd(fd, path) == data:
                 return False
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)

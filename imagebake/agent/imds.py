@@ -25,12 +25,19 @@ def _refused(exc):
             or getattr(reason, "errno", None) == errno.ECONNREFUSED)
 
 
+MAX_ANSWER = 64 * 1024  # EC2 user data is at most 16 KiB
+
+
 def _open(request, timeout):
+    """The answer's bytes, at most MAX_ANSWER (a longer answer is refused: NoIMDS)."""
     response = urlopen(request, timeout=timeout)
     try:
-        return response.read()
+        data = response.read(MAX_ANSWER + 1)
     finally:
         response.close()
+    if len(data) > MAX_ANSWER:
+        raise NoIMDS("the metadata service answered over %d bytes: refused" % MAX_ANSWER)
+    return data
 
 
 def get_token(base, timeout):

@@ -3,6 +3,8 @@ with node agents in temporary roots on 127.0.0.0/8."""
 
 
 import base64
+import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -65,6 +67,20 @@ class Clock:
 
     def __call__(self):
         return self.now
+
+
+@contextlib.contextmanager
+def agent_log():
+    """The agent's log lines (its logger does not propagate once set up) as a list."""
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("imagebake_agent")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
 
 
 def contexts(tmp_path):

@@ -73,3 +73,34 @@ def test_disco_absent_and_present(agent_ctx):
         handle.write("#!/bin/sh\n")
     os.chmod(exe, 0o755)
     assert D.disco_installed(ctx) == "/usr/local/bin/disco"
+
+
+def test_disco_s_reply_to_save_config_table_is_read_only_up_to_a_cap():
+    """Disco's answer is read with a limit: an endless or huge reply is refused with a
+    reason, never read whole (issue 21 N3)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Huge(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(256):  # 16 MiB, far over the cap
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Huge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ok, text = D.save_config_table([["node01", "1"]], server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not ok and "over" in text and len(text) < 300

@@ -5,13 +5,15 @@ import json
 import os
 import pwd
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from imagebake.agent import context as C
-from imagebake.agent import disco_config, keys, spec, sshfiles
+from imagebake.agent import disco_config, fsutil, keys, spec, sshfiles
 
-from .helpers import COOKIE, NOBODY, ROOT, fake_key, needs_keygen
+from .helpers import COOKIE, NOBODY, ROOT, agent_log, fake_key, needs_keygen
 
 
 def owned_dir(path, uid=NOBODY, mode=0o755):
@@ -175,3 +177,53 @@ def test_reading_through_a_symlink_leaks_nothing(agent_ctx, disco_is_nobody):
     sshfiles.write_known_hosts(ctx, ["master " + fake_key(2)])
     with open(os.path.join(home, ".ssh", "known_hosts")) as handle:
         assert "secret-hash" not in handle.read()
+
+
+# Every read by the root agent is capped, the size taken from fstat before reading: a job
+# running as disco that plants an 8 GiB sparse file where the agent reads (known_hosts,
+# authorized_keys, Disco's config) cannot make it die of MemoryError (issue 21 N3).
+
+_UNDER_1_GIB = r"""
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from imagebake.agent import fsutil
+path = sys.argv[1]
+try:
+    data = fsutil.read_bytes(path)
+except MemoryError:
+    print("MemoryError")
+except OSError as exc:
+    print("refused:", exc)
+else:
+    print("read", len(data))
+"""
+
+
+def test_an_8_gib_sparse_file_is_refused_not_read_under_a_1_gib_limit(tmp_path):
+    path = tmp_path / "known_hosts"
+    with open(path, "wb") as handle:
+        handle.truncate(8 << 30)  # sparse: no disk used
+    proc = subprocess.run([sys.executable, "-c", _UNDER_1_GIB, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("refused:"), proc.stdout + proc.stderr
+    assert "8589934592 bytes" in proc.stdout and str(path) in proc.stdout
+
+
+def test_an_oversized_file_is_refused_with_a_log_line(tmp_path):
+    path = tmp_path / "settings.py"
+    path.write_bytes(b"#" * (fsutil.MAX_READ + 1))
+    with agent_log() as lines, pytest.raises(fsutil.FileTooLarge):
+        fsutil.read_text(str(path))
+    assert [line for line in lines if f"over the {fsutil.MAX_READ} byte cap" in line]
+    path.write_bytes(b"#" * fsutil.MAX_READ)
+    assert len(fsutil.read_bytes(str(path))) == fsutil.MAX_READ
+
+
+def test_an_oversized_file_in_the_way_of_a_write_is_replaced_unread(tmp_path):
+    path = tmp_path / "disco_8989.config"
+    with open(path, "wb") as handle:
+        handle.truncate(8 << 30)
+    with agent_log() as lines:
+        assert fsutil.write_atomic(str(path), "[]\n")
+    assert path.read_bytes() == b"[]\n"
+    assert [line for line in lines if "not read" in line]

@@ -103,6 +103,15 @@ def test_imds_v1_fallback_when_token_endpoint_is_missing(fake_imds):
     assert "x-aws-ec2-metadata-token" not in server.requests[-1][2]
 
 
+def test_imds_answers_are_read_only_up_to_a_cap(fake_imds):
+    """The agent (root) reads at most MAX_ANSWER bytes of a metadata answer (issue 21 N3)."""
+    server = fake_imds(mode="v2", user_data=b"x" * imds.MAX_ANSWER)
+    assert len(imds.get_user_data(server.url, timeout=2)[0]) == imds.MAX_ANSWER
+    server = fake_imds(mode="v2", user_data=b"x" * (imds.MAX_ANSWER + 1))
+    with pytest.raises(imds.NoIMDS, match="over"):
+        imds.get_user_data(server.url, timeout=2)
+
+
 def test_imds_user_data_404(fake_imds):
     server = fake_imds(mode="v2", user_data=None)
     assert imds.get_user_data(server.url, timeout=2) == (None, "v2")

@@ -3,7 +3,10 @@ block, and are rewritten only when they change."""
 
 import os
 
-from imagebake.agent import sshfiles
+from imagebake.agent import fsutil, sshfiles
+from imagebake.agent.keys import disco_ssh_dir
+
+from .helpers import agent_log
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAA"
 
@@ -58,3 +61,19 @@ def test_write_ssh_files_twice_same_bytes(agent_ctx):
 def test_known_hosts_line_drops_comment():
     line = sshfiles.known_hosts_line(["node01", "10.0.0.11"], KEY_A + " root@node01")
     assert line == "node01,10.0.0.11 " + KEY_A
+
+
+def test_an_oversized_known_hosts_is_rewritten_with_the_managed_block_only(agent_ctx):
+    """A planted huge known_hosts does not stop joins: the agent does not read it and
+    writes the managed block alone (issue 21 N3)."""
+    ctx = agent_ctx()
+    path = os.path.join(disco_ssh_dir(ctx), "known_hosts")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(b"planted " * (fsutil.MAX_READ // 8 + 1))
+    line = sshfiles.known_hosts_line(["node01", "10.0.0.11"], KEY_A)
+    with agent_log() as lines:
+        assert sshfiles.write_known_hosts(ctx, [line])
+    with open(path) as handle:
+        assert handle.read() == sshfiles.merge_block(None, [line])
+    assert [text for text in lines if "not read" in text]
