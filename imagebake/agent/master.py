@@ -529,10 +529,14 @@ class JoinServer(HTTPServer):
             self.shutdown_request(request)
 
     def _watchdog(self):
+        """Shut every request past its deadline, and free its slot at once: a handler
+        that still waits (on master.lock behind a slow apply) no longer holds it."""
         while not self._closing.wait(0.2):
             now = time.time()
             with self._guard:
                 late = [sock for sock, (_, deadline) in self._active.items() if deadline < now]
+                for sock in late:
+                    del self._active[sock]
             for sock in late:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)

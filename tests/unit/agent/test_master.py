@@ -363,6 +363,53 @@ def _signed_join(port, i):
     return response.status, response.read()
 
 
+def _probe(port):
+    """An unsigned status request: 403 when a slot is free; None when turned away."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("POST", "/v1/status", body=b"{}")
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def test_a_request_stuck_behind_the_lock_frees_its_slot_at_the_deadline(agent_ctx):
+    """The watchdog shuts a request still running at its deadline and frees its slot even
+    while its handler waits on master.lock (a slow apply): the server keeps answering
+    (issue 21, M3 residual)."""
+    ctx = agent_ctx(clock=time.time)
+    ctx.allow_loopback = True
+    m = _bare_master(ctx, ["127.0.0.1"])
+    m.allow_loopback = True
+    server = JoinServer(m, "127.0.0.1", 0)
+    server.request_deadline = 1.0
+    server.max_workers = 1
+    server.start()
+    answers = []
+    try:
+        with m.lock:  # a slow apply holds the lock
+            def join():
+                try:
+                    answers.append(_signed_join(server.port, 1))
+                except (OSError, http.client.HTTPException) as exc:
+                    answers.append(exc)  # shut by the watchdog
+            stuck = threading.Thread(target=join)
+            stuck.daemon = True
+            stuck.start()
+            time.sleep(0.3)
+            assert _probe(server.port) is None  # the one slot is taken
+            codes = []
+            until = time.time() + 8
+            while time.time() < until and 403 not in codes:
+                time.sleep(0.3)
+                codes.append(_probe(server.port))
+            assert 403 in codes, f"the slot stayed taken while the lock was held: {codes}"
+        stuck.join(10)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_joins_complete_under_a_slow_connection_flood(agent_ctx):
     ctx = agent_ctx(clock=time.time)
     ctx.allow_loopback = True
