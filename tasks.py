@@ -308,7 +308,8 @@ def _fleet_done(outcome) -> None:
             "timeout": "seconds each node may take (default 3600)"})
 @_cli
 def run(c, name=None, on="all", timeout=None, target=None):
-    """Run a shell command on many nodes at once: invoke run --name X [--on ...] -- CMD."""
+    """Run a shell command on many nodes at once, as disco on every target (not root):
+    invoke run --name X [--on ...] -- CMD."""
     record = _record(name, target)
     _fleet_done(_target(record["target"]).run(record, on, c.remainder, timeout))
 
@@ -324,7 +325,8 @@ COPY_FLAGS = {"--name", "-n", "--on", "-o", "--timeout", "-t", "--target", "-a",
             "timeout": "seconds each node may take (default 3600)"})
 @_cli
 def copy(c, src=None, dest=None, name=None, on="all", timeout=None, target=None):
-    """Copy a file to many nodes at once: invoke copy --name X SRC DEST [--on ...]."""
+    """Copy a file to many nodes at once, as disco (mode kept, set-id bits dropped):
+    invoke copy --name X SRC DEST [--on ...]."""
     record = _record(name, target)
     _fleet_done(_target(record["target"]).copy(record, on, src, dest, timeout))
 

@@ -2,8 +2,8 @@
 
 Written once over the interface every target already has: Target.batch_argv (its
 ssh_argv without a terminal) reaches one member over the target's own pinned
-connection (docker exec, ssh with the cluster's known_hosts), as the user a login
-there gets (disco on docker and qemu, ubuntu on EC2). Each member is one
+connection (docker exec, ssh with the cluster's known_hosts), as disco on every
+target (EC2's login user ubuntu switches with sudo, as qemu's does). Each member is one
 subprocess; a bounded thread pool runs them side by side.
 
     nodes = fleet.select(target, record, "slaves")
@@ -241,9 +241,9 @@ def run(target: Any, record: dict, nodes: list[str], command: str,
 def copy(target: Any, record: dict, nodes: list[str], src: str, dest: str,
          timeout: Any = None, out: TextIO | None = None) -> Outcome:
     """The local file SRC to DEST on every node in NODES at once (streamed over each
-    member's connection, mode kept, replaced atomically)."""
+    member's connection, permission bits kept but no set-id bits, replaced atomically)."""
     src, dest, seconds = check_source(src), check_dest(dest), check_timeout(timeout)
-    mode = stat.S_IMODE(os.stat(src).st_mode)
+    mode = stat.S_IMODE(os.stat(src).st_mode) & 0o777  # never setuid, setgid or sticky
     script = copy_script(dest, os.path.basename(src), mode)
     return _fan_out(target, record, nodes, "copy", script, seconds, out,
                     open_stdin=lambda: open(src, "rb"))

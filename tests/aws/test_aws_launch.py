@@ -319,6 +319,18 @@ def test_status_and_ssh_after_ready(amis):
     assert node_argv[-1] == f"ubuntu@{record['nodes'][0]['private_ip']}"
 
 
+def test_run_and_copy_act_as_disco_as_on_the_local_targets(amis):
+    """`invoke run`/`copy` reach a member as the login user ubuntu, who has sudo; the
+    command itself runs as disco (unprivileged), as on docker and qemu."""
+    from imagebake.targets import fleet
+    from tests.unit.test_fleet import remote_user
+
+    launch(slaves=2, wait=True, readiness=ready_stub(None))
+    for node in (None, "1"):
+        argv = aws().batch_argv(state.load("c1"), node, fleet.shell_words("id -un"))
+        assert remote_user(argv, "ubuntu") == "disco", argv
+
+
 def test_status_not_ready_when_agent_unreachable(amis):
     record = launch(slaves=1)
     report = aws(readiness=lambda a, p, r: None).status(record)

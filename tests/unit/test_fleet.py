@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -381,3 +382,47 @@ def test_cli_ssh_runs_the_command_line_as_written(cli, line, printed):
     proc = cli("ssh", "--name", "demo", "node01", line)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip("\n") == printed, proc.stdout
+
+
+# ------------------------------------------------------------------ who runs it (N6)
+def remote_user(argv: list[str], login: str) -> str:
+    """Who runs the command of ARGV on the member: the user `su -`/`sudo -u` switches to,
+    else LOGIN (the user the connection logs in as). ssh argv: the words after the
+    destination, joined and split again as the remote login shell does."""
+    if argv[0] == "docker":
+        words = argv[argv.index("su"):]
+    else:
+        destination = max(i for i, a in enumerate(argv) if "@" in a and not a.startswith("-"))
+        words = shlex.split(" ".join(argv[destination + 1:]))
+    if words[:2] == ["su", "-"]:
+        return words[2]
+    if words and words[0] == "sudo":
+        flags = words[1:words.index("sh")]
+        for i, flag in enumerate(flags):
+            if flag in ("-u", "-iu", "-niu"):
+                return flags[i + 1]
+    return login
+
+
+def test_copy_drops_the_set_id_bits(target, tmp_path):
+    """A copied file keeps its permission bits but never setuid, setgid or sticky."""
+    src = tmp_path / "tool"
+    src.write_bytes(b"#!/bin/sh\n")
+    os.chmod(src, 0o6755)
+    assert stat.S_IMODE(src.stat().st_mode) == 0o6755
+    outcome, _ = copy(target, "node01", src, "tool")
+    assert outcome.ok
+    assert stat.S_IMODE((target.root / "node01" / "tool").stat().st_mode) == 0o755
+
+
+def test_docker_and_qemu_run_and_copy_as_disco(tmp_path):
+    from imagebake.targets.docker.cluster import DockerTarget
+    from imagebake.targets.qemu.cluster import QemuTarget
+
+    words = fleet.shell_words("id -un")
+    docker = DockerTarget().batch_argv(RECORD, "node01", words)
+    assert remote_user(docker, "root") == "disco"
+    record = {"name": "vm", "target": "qemu", "nodes": ["node01"], "dir": str(tmp_path),
+              "ports": {"ssh": 2222}, "login": "ubuntu", "vms": {"node01": {"ip": "10.0.0.2"}}}
+    qemu = QemuTarget().batch_argv(record, "node01", words)
+    assert remote_user(qemu, "ubuntu") == "disco"

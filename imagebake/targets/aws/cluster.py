@@ -361,6 +361,11 @@ class AwsTarget(Target):
     def _ssh_argv(self, record: dict, host: str, command: list[str]) -> list[str]:
         return ssh.argv(record, host, command)
 
+    def batch_argv(self, record: dict, node: str | None, command: list[str]) -> list[str]:
+        """run and copy: as disco, the unprivileged user they act as on every target (the
+        login user ubuntu has sudo; -n: never wait for a password)."""
+        return super().batch_argv(record, node, [*ssh.AS_DISCO, *command])
+
     def exec(self, record: dict, command: str, user: str = "root",
              stdin: BinaryIO | None = None) -> tuple[int, str]:
         return ssh.master_exec(record, command, user, stdin)

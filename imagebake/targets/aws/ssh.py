@@ -13,6 +13,7 @@ from . import network
 from .hostkeys import known_hosts_path
 
 SSH_USER = "ubuntu"
+AS_DISCO = ["sudo", "-n", "-iu", "disco"]  # run/copy act as disco, as on docker and qemu
 
 
 def base_argv(record: dict) -> list[str]:
