@@ -81,6 +81,17 @@ variable "instance_type" {
   }
 }
 
+variable "base" {
+  type        = string
+  description = "AWS base: trusty (Ubuntu 14.04, Python 2.7 Disco, IMDSv1) or debian-12 (Debian 12, OTP 25, Python 3.11 with our patches, IMDSv2 required). The wrapper resolves the source AMI, the login user and imdsv2_support from it."
+  default     = "trusty"
+
+  validation {
+    condition     = contains(["trusty", "debian-12"], var.base)
+    error_message = "The base must be trusty or debian-12."
+  }
+}
+
 variable "imdsv2_support" {
   type        = string
   description = "yes when the source AMI's cloud-init speaks IMDSv2 (session tokens): the AMIs are tagged imagebake:imdsv2=<this> and the launcher then sets HttpTokens=required. The default Ubuntu 14.04 base has cloud-init 0.7.5, which predates IMDSv2: no."

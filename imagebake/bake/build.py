@@ -87,10 +87,9 @@ def _prepare_aws(effective: dict[str, str]) -> Prepared:
     session = aws.make_session(effective.get("aws_region") or None, None)
     region = session.region_name
     effective["aws_region"] = region
-    if not effective.get("source_ami"):
-        from .source_ami import resolve_source_ami
+    from .source_ami import apply_base
 
-        effective["source_ami"] = resolve_source_ami(region, session)
+    apply_base(effective, region, session)  # --var base=: source AMI, login user, IMDSv2
     client = aws.ec2(session, region)
     return Prepared(find=lambda role, digest: existing.aws_image(client, region, role, digest),
                     region=region)

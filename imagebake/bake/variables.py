@@ -27,7 +27,7 @@ WRAPPER_VARS = ("content_hash", "manifest_path", "agent_dir", "qemu_accelerator"
 # Only these matter to a target's images (others would change the hash for nothing).
 TARGET_VARS = {
     "docker": ("disco_source", "disco_ref", "docker_base"),
-    "aws": ("disco_source", "disco_ref", "aws_region", "source_ami", "instance_type",
+    "aws": ("base", "disco_source", "disco_ref", "aws_region", "source_ami", "instance_type",
             "ssh_username", "subnet_id", "encrypt_boot", "ami_name_prefix",
             "imdsv2_support", "ami_regions", "ami_deprecate_after"),
     "qemu": ("disco_source", "disco_ref", "qemu_base", "qemu_memory", "qemu_cpus",

@@ -44,6 +44,15 @@ CANONICAL_IMAGES = [
            "xenial"),
     _image(4, "111111111111", "someone/else", _TRUSTY + "20991231", "2099-12-31",
            "not Canonical"),
+    # Debian's own images (the debian-12 base)
+    _image(5, "136693071363", "amazon/debian-12-old", "debian-12-amd64-20240102-1614",
+           "2024-01-02", "Debian 12 old"),
+    _image(6, "136693071363", "amazon/debian-12-new", "debian-12-amd64-20250610-2136",
+           "2025-06-10", "Debian 12 newest"),
+    _image(7, "136693071363", "amazon/debian-13", "debian-13-amd64-20250814-2204",
+           "2025-08-14", "Debian 13"),
+    _image(8, "111111111111", "someone/debian", "debian-12-amd64-20991231-0000",
+           "2099-12-31", "not Debian's"),
 ]
 (_AMIS_DIR / "amis.json").write_text(json.dumps(CANONICAL_IMAGES))
 os.environ.setdefault("MOTO_AMIS_PATH", str(_AMIS_DIR / "amis.json"))
