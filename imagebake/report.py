@@ -19,8 +19,10 @@ def render_status(report: dict) -> str:
         lines.append(f"  Disco: {disco.get('state')}")
     elif disco:
         lines.append(f"  disco   API: {disco.get('state')}")
+    interrupted = dict(agent.get("interrupted") or {})  # spot notices, by hostname
     for node in report.get("nodes", []):
         joined = "joined" if node.get("joined") else "not joined"
+        notice = interrupted.pop(node.get("hostname"), None)
         workers = node.get("workers")
         seen = ""
         if disco and disco.get("installed"):
@@ -29,10 +31,16 @@ def render_status(report: dict) -> str:
                     if info.get("connected") else "  disco: NOT connected")
         lines.append(
             f"  {node.get('hostname', '?'):<7} {node.get('address') or '':<15} "
-            f"{node.get('state', '?'):<10} {joined:<10} "
+            f"{'interrupted' if notice else node.get('state', '?'):<10} {joined:<10} "
             f"{'workers ' + str(workers) if workers is not None else 'not in Disco config'}"
             f"{seen}"
+            + (f"  spot notice: {notice}; blacklisted, forgotten once gone" if notice else "")
         )
+    for name, notice in sorted(interrupted.items()):
+        lines.append(f"  {name:<7} interrupted before it joined (spot notice: {notice})")
+    if agent.get("master_notice"):
+        lines.append(f"  warning: the master has a spot notice ({agent['master_notice']}): "
+                     "the master will go, and the cluster's data (DDFS, job results) with it")
     if report.get("missing"):
         lines.append(f"  missing: {', '.join(report['missing'])}")
     for warning in report.get("warnings") or []:

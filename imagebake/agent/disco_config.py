@@ -136,15 +136,15 @@ def write_settings(ctx, spec, master_hostname, joined):
     return write_atomic(path, text, mode=0o644)
 
 
-MAX_REPLY = 64 * 1024  # Disco answers save_config_table with a short status line
+MAX_REPLY = 64 * 1024  # Disco answers its ctrl calls with a short status line
 
 
-def save_config_table(rows, port, host="127.0.0.1", timeout=10):
-    """POST the hosts table to the running master; return (ok, text)."""
+def ctrl_post(path, value, port, host="127.0.0.1", timeout=10):
+    """POST VALUE (as JSON) to Disco's API at PATH on the running master; (ok, text)."""
     from urllib.error import URLError
     from urllib.request import Request, urlopen
-    body = json.dumps(rows).encode("ascii")
-    request = Request("http://%s:%d/disco/ctrl/save_config_table" % (host, port), data=body,
+    body = json.dumps(value).encode("ascii")
+    request = Request("http://%s:%d%s" % (host, port, path), data=body,
                       headers={"Content-Type": "application/json"}, method="POST")
     try:
         response = urlopen(request, timeout=timeout)
@@ -157,3 +157,18 @@ def save_config_table(rows, port, host="127.0.0.1", timeout=10):
     if len(reply) > MAX_REPLY:
         return False, "Disco's reply is over %d bytes: not read further, refused" % MAX_REPLY
     return True, reply.decode("utf-8", "replace")
+
+
+def save_config_table(rows, port, host="127.0.0.1", timeout=10):
+    """POST the hosts table to the running master; return (ok, text)."""
+    return ctrl_post("/disco/ctrl/save_config_table", rows, port, host, timeout)
+
+
+BLACKLIST_PATHS = ("/disco/ctrl/blacklist", "/disco/ctrl/gc_blacklist")
+
+
+def blacklist(hostname, port, timeout=5):
+    """No new tasks on HOSTNAME (Disco's blacklist) and DDFS moves its data away
+    (gc_blacklist), as `invoke shrink` does; [(path, ok, text)]."""
+    return [(path,) + ctrl_post(path, hostname, port, timeout=timeout)
+            for path in BLACKLIST_PATHS]

@@ -12,6 +12,7 @@ from urllib.request import Request, urlopen
 TOKEN_PATH = "/latest/api/token"
 USER_DATA_PATH = "/latest/user-data"
 TOKEN_TTL = "21600"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
 METADATA_ADDRESS = "169.254.169.254"
 
 
@@ -60,7 +61,7 @@ def get_user_data(base="http://" + METADATA_ADDRESS, timeout=2.0):
     """Return (user_data_bytes or None, 'v2'|'v1'). Raise NoIMDS when unreachable."""
     base = base.rstrip("/")
     token = get_token(base, timeout)
-    headers = {"X-aws-ec2-metadata-token": token} if token else {}
+    headers = {TOKEN_HEADER: token} if token else {}
     version = "v2" if token else "v1"
     try:
         return _open(Request(base + USER_DATA_PATH, headers=headers), timeout), version
@@ -79,7 +80,7 @@ def get_metadata(base, path, timeout=2.0):
     """One metadata item (text) with the IMDSv2 token when available; None if absent."""
     base = base.rstrip("/")
     token = get_token(base, timeout)
-    headers = {"X-aws-ec2-metadata-token": token} if token else {}
+    headers = {TOKEN_HEADER: token} if token else {}
     try:
         return _open(Request(base + path, headers=headers), timeout).decode("ascii").strip()
     except HTTPError as exc:

@@ -9,8 +9,9 @@ tells it, through its methods.
 import signal
 import threading
 
-from . import idle, node, ttl
+from . import idle, node, notice, source, ttl
 from .boot import Boot
+from .protocol import ProtocolError
 
 
 class Agent(Boot):
@@ -18,6 +19,8 @@ class Agent(Boot):
         Boot.__init__(self, ctx, spec_path, bind_address, addresses)
         self.joblist = idle.fetch_joblist  # (port) -> Disco's job list or None; tests swap it
         self._lifetime_saved = None
+        self.notices = None  # notice.Watch, made when the spec came from IMDS
+        self.unsent = []     # a node's notices the master has not acknowledged yet
 
     def setup(self):
         self.exit_on_sigterm()
@@ -31,6 +34,7 @@ class Agent(Boot):
             ticks += 1
             if self.stopped or ttl.enforce(self.ctx, self.spec):
                 return
+            self.watch_notices()
             if self.spec["role"] == "master":
                 if self.watch_idle():
                     return
@@ -39,6 +43,37 @@ class Agent(Boot):
             if self.spec["role"] == "node" and self.ctx.now() - last_join >= node.HEARTBEAT:
                 last_join = self.ctx.now()
                 self.heartbeat()
+
+    # -- spot interruption notices (notice.py) ----------------------------------------
+
+    def notice_watch(self):
+        """The IMDS poller, where the spec came from EC2's metadata service (EC2, and the
+        qemu target's emulated one); None elsewhere (docker: no metadata service)."""
+        if self.notices is None and self.ctx.imds_url and source.from_metadata(self.origin):
+            self.notices = notice.Watch(self.ctx, self.ctx.imds_url)
+        return self.notices
+
+    def watch_notices(self):
+        """One poll when due: a new notice is logged; the master records its own (status
+        says it will go), a node sends it signed to the master, again at the next tick
+        until the master answered. The master also forgets interrupted nodes gone."""
+        watch = self.notice_watch()
+        for seen in (watch.poll() if watch is not None else []):
+            self.ctx.log.warning("spot notice for this machine: %s", notice.describe(seen))
+            if self.master is not None:
+                self.master.own_notice(seen)
+            else:
+                self.unsent.append(seen)
+        while self.unsent and self.spec["role"] == "node":
+            try:
+                outcome = node.send_notice(self.ctx, self.spec, self.identity(), self.unsent[0])
+            except (node.JoinError, ProtocolError, ValueError) as exc:
+                self.ctx.log.info("spot notice not delivered yet: %s", exc)
+                break
+            self.ctx.log.info("spot notice delivered: master: %s", outcome)
+            self.unsent.pop(0)
+        if self.master is not None:
+            self.master.forget_gone(self.ctx.now())
 
     # -- the master: idle stop, the lifetime view --------------------------------------
 

@@ -12,7 +12,7 @@ import time
 from collections import namedtuple
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from . import disco_config, dns, idle, ready, services, ttl
+from . import disco_config, dns, idle, notice, ready, services, ttl
 from .fsutil import dump_json, load_json, write_atomic
 from .protocol import (
     MAX_BODY,
@@ -21,9 +21,11 @@ from .protocol import (
     check_extend_fields,
     check_join_fields,
     check_leave_fields,
+    check_notice_fields,
     is_unicast,
     make_extend_reply,
     make_leave_reply,
+    make_notice_reply,
     make_status_reply,
     make_welcome,
     open_envelope,
@@ -39,6 +41,9 @@ from .sshfiles import (
 
 NODES_FILE = "/var/lib/imagebake/nodes.json"
 IDENTITY_FIELDS = ("hostname", "address", "addresses", "cores", "disco_pubkey", "host_pubkey")
+# A node with a spot notice whose heartbeat (node.HEARTBEAT, 30 s) stopped this long ago
+# is gone: the master forgets it (membership, Disco's table, DNS, known_hosts).
+GONE_AFTER = 90
 
 
 class Master(object):
@@ -73,6 +78,10 @@ class Master(object):
         self.stopping = None
         self.stopping_since = None
         self.told = set()
+        # Spot interruption notices: hostname -> {"address", "since", "notices": [...]}
+        # (nodes, sent signed by their agents), and this machine's own.
+        self.interrupted = {}
+        self.own_notices = []
 
     # -- registry ------------------------------------------------------------
 
@@ -139,7 +148,11 @@ class Master(object):
                 "joined": len(nodes), "ready": ready.enough_joined(len(nodes), expected),
                 "nodes": nodes,
                 "disco": self.disco, "lifetime": self.lifetime(),
-                "ddfs_replicas": disco_config.replicas(self.spec, len(nodes))}
+                "ddfs_replicas": disco_config.replicas(self.spec, len(nodes)),
+                "interrupted": dict((name, notice.describe(entry["notices"][-1]))
+                                    for name, entry in sorted(self.interrupted.items())),
+                "master_notice": (notice.describe(self.own_notices[-1])
+                                  if self.own_notices else None)}
 
     def lifetime(self):
         """TTL deadline in force and the idle-stop state (status shows both)."""
@@ -343,6 +356,8 @@ class Master(object):
             raise ProtocolError("the join does not come from an address it lists")
         if self.left.get(msg["hostname"]) == msg["host_pubkey"]:
             raise ProtocolError("this node has left the cluster (shrink)")
+        if msg["hostname"] in self.interrupted and msg["hostname"] not in self.nodes:
+            raise ProtocolError("this node has a spot interruption notice: it does not join")
 
     def act_join(self, msg, peer):
         spec, log = self.spec, self.ctx.log
@@ -407,6 +422,88 @@ class Master(object):
         return 200, make_leave_reply(self.spec["cluster"], self.ctx.now(), msg["nonce"],
                                      removed, unknown, hosts)
 
+    def check_notice(self, msg, peer):
+        check_notice_fields(msg)
+        name = msg["hostname"]
+        if name in (self.hostname, master_name(self.spec)):
+            raise ProtocolError("the master watches its own notices")
+        if not is_unicast(peer, self.allow_loopback):
+            raise ProtocolError("peer address %s cannot be a member" % peer)
+        member = self.nodes.get(name)
+        if member is not None and member["address"] != peer:
+            raise ProtocolError("a notice for %s must come from its address" % name)
+
+    def act_notice(self, msg, peer):
+        """Signed `notice` (a node's agent saw EC2's spot instance-action or rebalance
+        recommendation): at once no new tasks there (Disco's blacklist) and DDFS moves its
+        data away (gc_blacklist), one log line; status shows it interrupted; the node is
+        forgotten once its heartbeat stops (forget_gone). A notice from a node that has
+        not joined yet is kept, and its join is refused. The same notice twice: no-op."""
+        name, log = msg["hostname"], self.ctx.log
+        seen = {"kind": msg["kind"], "action": msg["action"], "time": msg["time"]}
+        with self.lock:
+            entry = self.interrupted.get(name)
+            if entry is not None and seen in entry["notices"]:
+                return 200, make_notice_reply(self.spec["cluster"], self.ctx.now(),
+                                              msg["nonce"], "known")
+            first = entry is None
+            if first:
+                entry = self.interrupted[name] = {"address": peer, "since": self.ctx.now(),
+                                                  "notices": []}
+            entry["notices"].append(seen)
+            member = name in self.nodes
+            running = self.disco_started
+        if not first:
+            outcome = "already blacklisted" if member else "not a member"
+        elif not member:
+            outcome = "not a member yet: its join will be refused"
+        elif not running:
+            outcome = "Disco is not running here: nothing to blacklist"
+        else:
+            failed = ["%s: %s" % (path, text.strip()[:80])
+                      for path, ok, text in disco_config.blacklist(name, self.spec["disco_port"])
+                      if not ok]
+            outcome = ("blacklisted in Disco and DDFS" if not failed
+                       else "blacklist failed (%s)" % "; ".join(failed))
+        log.warning("spot notice from %s (%s): %s: %s", name, peer, notice.describe(seen),
+                    outcome)
+        return 200, make_notice_reply(self.spec["cluster"], self.ctx.now(), msg["nonce"],
+                                      outcome)
+
+    def own_notice(self, seen):
+        """This machine (the master) has a spot notice: nothing can move the master's
+        state elsewhere; status says so in one line."""
+        with self.lock:
+            if seen in self.own_notices:
+                return False
+            self.own_notices.append(seen)
+        self.ctx.log.warning("spot notice for the master itself: %s: the master will go, and "
+                             "the cluster's data with it", notice.describe(seen))
+        return True
+
+    def forget_gone(self, now):
+        """Nodes with a spot notice and no heartbeat for GONE_AFTER s leave the cluster as
+        after a shrink; a notice from a node that never joined is dropped after as long.
+        Returns the names forgotten."""
+        gone = []
+        with self.lock:
+            for name in sorted(self.interrupted):
+                entry = self.interrupted[name]
+                last = max(entry["since"], self.last_seen.get(name, entry["since"]))
+                if now - last < GONE_AFTER:
+                    continue
+                del self.interrupted[name]
+                if name in self.nodes:
+                    self.left[name] = self.nodes.pop(name)["host_pubkey"]
+                    self.last_seen.pop(name, None)
+                    gone.append(name)
+            if gone:
+                self.apply()
+        for name in gone:
+            self.ctx.log.warning("node %s is gone after its spot notice (no heartbeat for "
+                                 "%d s): forgotten", name, GONE_AFTER)
+        return gone
+
     def check_status(self, msg, peer):
         pass  # the envelope is all a status request carries
 
@@ -425,6 +522,7 @@ ROUTES = {
     "/v1/status": Route("status", NODE, Master.check_status, Master.act_status),
     "/v1/extend": Route("extend", NODE, Master.check_extend, Master.act_extend),
     "/v1/leave": Route("leave", NODE, Master.check_leave, Master.act_leave),
+    "/v1/notice": Route("notice", NODE, Master.check_notice, Master.act_notice),
 }
 
 

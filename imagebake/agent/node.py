@@ -13,6 +13,7 @@ from .protocol import (
     ProtocolError,
     check_welcome_fields,
     make_join,
+    make_notice,
     open_envelope,
     seal,
 )
@@ -113,6 +114,26 @@ def join_once(ctx, spec, identity, timeout=5.0, url=None):
     welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")
     return check_welcome_fields(welcome, msg["nonce"],
                                 allow_loopback=getattr(ctx, "allow_loopback", False))
+
+
+def send_notice(ctx, spec, identity, seen, timeout=5.0):
+    """One signed spot notice ({kind, action, time}) to the master, from the address it
+    knows this node by; the master's verified answer (one short line)."""
+    msg = make_notice(spec["cluster"], ctx.now(), identity.hostname, seen["kind"],
+                      seen["action"], seen["time"])
+    url = "http://%s:%d/v1/notice" % (spec["master"]["address"], join_port(spec))
+    try:
+        status, body = _post(url, seal(spec["token"], msg), timeout,
+                             identity.addresses[0] if identity.addresses else None)
+    except (OSError, socket.timeout, http.client.HTTPException) as exc:
+        raise JoinError("master unreachable: %s" % exc) from None
+    if status != 200:
+        detail = body[:200].decode("utf-8", "replace").strip()
+        raise JoinError("master answered HTTP %d: %s" % (status, detail))
+    reply = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "notice_reply")
+    if reply.get("in_reply_to") != msg["nonce"] or not isinstance(reply.get("outcome"), str):
+        raise ProtocolError("notice reply does not answer our notice")
+    return reply["outcome"]
 
 
 def backoff_delays(base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=None):

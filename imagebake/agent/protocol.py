@@ -321,3 +321,34 @@ def make_leave_reply(cluster, now, in_reply_to, removed, unknown, hosts):
     return {"type": "leave_reply", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
             "in_reply_to": in_reply_to, "removed": removed, "unknown": unknown,
             "hosts": [list(h) for h in hosts]}
+
+
+# -- notice (node -> master): a spot interruption notice from the node's IMDS -----------
+
+NOTICE_KINDS = ("instance-action", "rebalance")
+
+
+def make_notice(cluster, now, hostname, kind, action, when):
+    """Node -> master: EC2 said this machine will be taken back (or is at risk)."""
+    return {"type": "notice", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
+            "hostname": hostname, "kind": kind, "action": action, "time": when}
+
+
+def check_notice_fields(msg):
+    expected = {"type", "cluster", "nonce", "ts", "hostname", "kind", "action", "time"}
+    if set(msg) != expected:
+        raise ProtocolError("notice fields must be exactly: %s" % ",".join(sorted(expected)))
+    if not is_short_hostname(msg["hostname"]) or msg["hostname"] != msg["hostname"].lower():
+        raise ProtocolError("hostname must be a short lowercase host name")
+    if msg["kind"] not in NOTICE_KINDS:
+        raise ProtocolError("kind must be one of %s" % ", ".join(NOTICE_KINDS))
+    if not is_reason(msg["action"]):
+        raise ProtocolError("action must be one short printable line")
+    if not (msg["time"] == "" or is_reason(msg["time"])):
+        raise ProtocolError("time must be one short printable line")
+    return msg
+
+
+def make_notice_reply(cluster, now, in_reply_to, outcome):
+    return {"type": "notice_reply", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
+            "in_reply_to": in_reply_to, "outcome": outcome}

@@ -108,6 +108,12 @@ def _spec_from_imds(ctx, notes, errors):
         return None, None
 
 
+def from_metadata(origin):
+    """Whether the spec came from EC2's metadata service (or its copies: cloud-init's, and
+    the one persisted for reboots, written only for those): then IMDS is there to ask."""
+    return bool(origin) and (origin in (CLOUD_INIT, PERSISTED) or origin.startswith("imds"))
+
+
 def persist_spec(ctx, spec, origin=None):
     """Keep secrets root-only on disk; return True when a copy was written.
 

@@ -75,6 +75,10 @@ def metadata_tree(inst: dict) -> dict:
             "vpc-ipv4-cidr-blocks": inst.get("subnet", "10.77.0.0/24"),
         }}}},
     }
+    if inst.get("spot-instance-action"):  # EC2's 2-minute notice: {"action", "time"}
+        tree["spot"] = {"instance-action": json.dumps(inst["spot-instance-action"])}
+    if inst.get("rebalance"):  # {"noticeTime": ...}
+        tree["events"] = {"recommendations": {"rebalance": json.dumps(inst["rebalance"])}}
     if inst.get("public-ipv4"):
         tree["public-ipv4"] = inst["public-ipv4"]
     if inst.get("public-keys"):
