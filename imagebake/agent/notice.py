@@ -96,6 +96,8 @@ class Watch(object):
                 raise Unreachable("%s answered HTTP %d" % (path, exc.code)) from None
             except (URLError, OSError, socket.timeout) as exc:
                 raise Unreachable("%s: %s" % (path, getattr(exc, "reason", exc))) from None
+            except imds.NoIMDS as exc:  # an answer over imds.MAX_ANSWER
+                raise Unreachable("%s: %s" % (path, exc)) from None
         return None  # pragma: no cover
 
     def due(self, now):
