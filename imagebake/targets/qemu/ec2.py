@@ -85,6 +85,9 @@ def _instances(record: dict) -> dict:
         }
         if v.get("public_ipv4"):
             out[v["ip"]]["public-ipv4"] = v["public_ipv4"]
+        for key in ("spot-instance-action", "rebalance"):  # send_spot_notice
+            if v.get(key):
+                out[v["ip"]][key] = v[key]
     return out
 
 
@@ -189,6 +192,25 @@ def set_http_tokens(record: dict, host: str, mode: str) -> None:
     record["vms"][host]["http_tokens"] = mode
     state.save(record)
     reload(record)
+
+
+def send_spot_notice(record: dict, host: str, kind: str = "instance-action",
+                     seconds: int = 120) -> dict:
+    """What EC2 does before it takes a spot instance back: HOST's metadata gets
+    spot/instance-action (terminate, SECONDS from now), or with KIND "rebalance"
+    events/recommendations/rebalance. Applies at once (the emulator reloads)."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds))
+    if kind == "instance-action":
+        key, value = "spot-instance-action", {"action": "terminate", "time": when}
+    elif kind == "rebalance":
+        key, value = "rebalance", {"noticeTime": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                               time.gmtime())}
+    else:
+        raise ImagebakeError(f"a spot notice is instance-action or rebalance, not {kind!r}")
+    record["vms"][host][key] = value
+    state.save(record)
+    reload(record)
+    return value
 
 
 def stop(record: dict) -> bool:

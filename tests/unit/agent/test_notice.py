@@ -302,3 +302,21 @@ def test_notice_fields_are_checked():
                 {"action": "x" * 201}, {"time": "\x00"}, {"extra": 1}):
         with pytest.raises(protocol.ProtocolError):
             protocol.check_notice_fields(dict(good, **bad))
+
+
+def test_the_qemu_fabric_serves_the_notice_send_spot_notice_sets(tmp_path, monkeypatch):
+    from imagebake.targets.qemu import ec2
+
+    (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAA test\n")
+    vm = {"index": 1, "role": "node", "ip": "10.77.0.12", "mac": "52:54:00:00:00:02"}
+    ec2.new_instance(vm, "{}", "required")
+    record = {"name": "vmtest", "dir": str(tmp_path), "subnet": "10.77.0.0/24",
+              "ami_ids": {"node": "ami-1"}, "vms": {"node02": vm}}
+    monkeypatch.setattr(ec2, "reload", lambda r: None)  # no emulator process here
+    monkeypatch.setattr(ec2.state, "save", lambda r: None)
+    sent = ec2.send_spot_notice(record, "node02")
+    inst = ec2._instances(record)["10.77.0.12"]
+    status, body = emulator.lookup(inst, ["meta-data", "spot", "instance-action"])
+    assert status == 200 and notice.parse("instance-action", body)["time"] == sent["time"]
+    assert emulator.lookup(inst, ["meta-data", "events", "recommendations",
+                                  "rebalance"])[0] == 404
