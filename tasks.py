@@ -208,7 +208,7 @@ def status(c, name=None, target=None, json_=False):
     record = _record(name, target)
     driver = _target(record["target"])
     report = driver.status(record)
-    report["lifetime"] = lifetime.view(driver, record, report)  # TTL and idle stop
+    report["lifetime"] = lifetime.view(driver, record, report, driver.agent)  # TTL, idle
     if json_:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -229,7 +229,8 @@ def extend(c, name=None, ttl=None, target=None):
 
     lifetime.ttl_seconds(ttl)  # a bad value: one line, before anything is asked
     record = _record(name, target)
-    print(_target(record["target"]).extend(record, ttl))
+    driver = _target(record["target"])
+    print(lifetime.extend(driver, record, ttl, driver.agent))
 
 
 @task(help={"slaves": "how many slaves to add", "name": "cluster name", "target": TARGET_HELP})

@@ -28,13 +28,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import state
+from . import durations, state
 from .errors import ImagebakeError
 
 NAMESPACE = "imagebake"
 COMMANDS = ("launch", "bake")
 TARGETS = ("aws", "docker", "qemu")  # as imagebake.targets.NAMES, without importing it
-_DURATION = re.compile(r"[1-9][0-9]*[mhd]")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -83,7 +82,7 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
 
 _KIND_TEXT = {
     "str": "a string", "int": "a whole number of at least 1", "bool": "true or false",
-    "duration": "a duration such as 90m, 4h or 2d", "cidr": "a CIDR such as 203.0.113.7/32",
+    "duration": "a duration such as 90s, 30m, 4h or 2d", "cidr": "a CIDR such as 203.0.113.7/32",
     "target": f"one of {', '.join(TARGETS)}", "name": "a cluster name (a-z, 0-9, '-')",
     "tokens": "required or optional", "vars": "a mapping of Packer variable names to values",
 }
@@ -125,8 +124,11 @@ def check(key: str, value: Any, where: str, from_text: bool = False) -> Any:
     if not isinstance(value, str) or not value.strip():
         raise wrong()
     value = value.strip()
-    if kind == "duration" and not _DURATION.fullmatch(value):
-        raise wrong()
+    if kind == "duration":  # the flags' own grammar and range (imagebake.durations)
+        try:
+            durations.seconds(value, durations.LIMITS[key])
+        except ImagebakeError:
+            raise wrong() from None
     if kind == "cidr":
         try:
             ipaddress.ip_network(value, strict=False)

@@ -25,12 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import state
-from .agent import protocol
+from . import ports, state
 from .errors import ImagebakeError
 
-LEAVE_PATH = "/v1/leave"
-DISCO_PORT = 8989
 DRAIN_TIMEOUT = 900.0  # DDFS GC waits 5 min after Disco starts before its first run
 POLL = 3.0
 
@@ -148,7 +145,7 @@ print("IMAGEBAKE-CTRL " + json.dumps(out))
 def disco_calls(target: Any, record: dict) -> Callable[[list], list]:
     """calls([(method, path, json body or None)]) -> [(status, text)], run on the master's
     loopback in one target.exec."""
-    port = record.get("disco_port") or DISCO_PORT
+    port = record.get("disco_port") or ports.DISCO
 
     def calls(batch: list) -> list:
         command = (f"python3 -c {shlex.quote(_CTRL)} {shlex.quote(json.dumps(batch))} "
@@ -231,9 +228,7 @@ def drain(plan: Plan, calls: Callable[[list], list], timeout: float = DRAIN_TIME
 
 # ------------------------------------------------------------------ leave
 def leave(target: Any, plan: Plan) -> dict:
-    """The signed /v1/leave to the master agent; its verified reply."""
-    from . import lifetime
-
+    """The signed /v1/leave to the master agent (the target's client); its verified reply."""
     record = plan.record
     names = [m.hostname for m in plan.chosen if m.hostname]
     if not names:
@@ -241,9 +236,7 @@ def leave(target: Any, plan: Plan) -> dict:
     endpoint = target.agent_endpoint(record)
     if endpoint is None:
         raise ImagebakeError(f"the master of {record['name']!r} is not running: cannot shrink")
-    msg = protocol.make_leave_request(record["name"], time.time(), names)
-    caller = getattr(target, "agent_call", None) or lifetime.signed_call
-    return caller(endpoint[0], endpoint[1], record, LEAVE_PATH, msg, "leave_reply")
+    return target.agent.leave(endpoint[0], endpoint[1], record, names)
 
 
 # ------------------------------------------------------------------ terminate
@@ -316,13 +309,10 @@ TERMINATE = {"docker": _terminate_docker, "aws": _terminate_aws, "qemu": _termin
 # ------------------------------------------------------------------ the command
 def status_reply(target: Any, record: dict) -> dict | None:
     """The master agent's signed status (membership, ddfs_replicas), or None."""
-    from .targets.aws.readiness import agent_status
-
     endpoint = target.agent_endpoint(record)
     if endpoint is None:
         raise ImagebakeError(f"the master of {record['name']!r} is not running: cannot shrink")
-    ask = getattr(target, "readiness", None) or agent_status
-    return ask(endpoint[0], endpoint[1], record)
+    return target.agent.status(endpoint[0], endpoint[1], record)
 
 
 def shrink(target: Any, record: dict, slaves: Any = None, node: Any = None,

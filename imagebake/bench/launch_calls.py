@@ -21,6 +21,8 @@ import boto3
 from rich.console import Console
 from rich.table import Table
 
+from ..agent_client import AgentClient
+
 SIZES = (1, 4, 32)
 REGION = "us-east-1"
 GOAL = 1.2
@@ -43,11 +45,18 @@ class CallCounter:
         return out
 
 
-def _ready_at_once(address: str, port: int, record: dict) -> dict:
-    """The agent's answer once every node joined (moto runs no user data)."""
-    nodes = [{"hostname": f"node{i}", "address": n["private_ip"]}
-             for i, n in enumerate(record["nodes"], 1)]
-    return {"ready": True, "joined": len(nodes), "expected_nodes": len(nodes), "nodes": nodes}
+class _ReadyAtOnce(AgentClient):
+    """The master agent as moto cannot run it (no user data): every node joined at
+    once, and a leave removes what it names."""
+
+    def status(self, address: str, port: int, record: dict, timeout: float = 0) -> dict:
+        nodes = [{"hostname": f"node{i}", "address": n["private_ip"]}
+                 for i, n in enumerate(record["nodes"], 1)]
+        return {"ready": True, "joined": len(nodes), "expected_nodes": len(nodes),
+                "nodes": nodes}
+
+    def leave(self, address: str, port: int, record: dict, hostnames: list[str]) -> dict:
+        return {"removed": hostnames, "unknown": []}
 
 
 @contextlib.contextmanager
@@ -112,7 +121,6 @@ def _shrink(target: Any, record: dict) -> dict:
         return [(200, json.dumps(listed) if path.endswith("safe_gc_blacklist") else '""')
                 for _, path, _ in batch]
 
-    target.agent_call = lambda *a: {"removed": a[4]["hostnames"], "unknown": []}
     shrink.shrink(target, state.load(record["name"]), slaves=count, calls=disco,
                   say=lambda s: None, progress=lambda t, done: None)
     calls = target.session_factory.__self__.take()
@@ -132,7 +140,7 @@ def run(sizes: tuple[int, ...] = SIZES, quiet: bool = False) -> dict:
         for n in sizes:
             name = f"bench{n}"
             started = time.monotonic()
-            target = AwsTarget(session_factory=counter.factory, readiness=_ready_at_once,
+            target = AwsTarget(session_factory=counter.factory, agent=_ReadyAtOnce(),
                                progress=False)
             record = target.launch(name=name, slaves=n, wait=True, allow_cidr="203.0.113.7/32")
             launch_calls = counter.take()

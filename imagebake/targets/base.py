@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO
 
 from .. import state
+from ..agent_client import AgentClient
 from ..errors import ImagebakeError
 
 
@@ -23,6 +24,10 @@ class Target:
     # launch flags this target takes besides name, slaves, workers_per_node and wait
     launch_options: tuple[str, ...] = ()
     default_slaves = 4
+
+    def __init__(self, agent: AgentClient | None = None) -> None:
+        # the signed client to the master agent (tests hand in a subclass)
+        self.agent = agent or AgentClient()
 
     # ---------------------------------------------------------------- launch
     def check_launch(self, name: str, slaves: Any = None, workers_per_node: Any = None,
@@ -153,15 +158,8 @@ class Target:
     # ---------------------------------------------------------------- lifetime
     def agent_endpoint(self, record: dict) -> tuple[str, int] | None:
         """(address, port) where this machine reaches the master agent's join port, or
-        None while the master is not running."""
+        None while the master is not running (self.agent signs what is sent there)."""
         return None
-
-    def extend(self, record: dict, ttl: Any) -> str:
-        """Move the TTL deadline to now + TTL: a signed request to the master agent, which
-        re-arms its power-off; nodes follow from their heartbeat (imagebake.lifetime)."""
-        from .. import lifetime
-
-        return lifetime.extend(self, record, ttl)
 
     # ---------------------------------------------------------------- the rest
     def status(self, record: dict) -> dict:

@@ -12,6 +12,7 @@ from imagebake import state
 from imagebake.agent import spec as agent_spec
 from imagebake.errors import ImagebakeError
 from imagebake.targets.aws.cluster import AwsTarget
+from tests.fakes import FakeAgent
 
 from .aws_helpers import REGION, client_error, register_ami, tagged
 
@@ -23,7 +24,7 @@ NODE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINodeKeyForTestsOnly000000000000
 def aws(calls=None, readiness=None):
     """The AWS target, with the test's call counter and readiness stub when given."""
     return AwsTarget(session_factory=calls.factory if calls is not None else None,
-                     readiness=readiness)
+                     agent=FakeAgent(status=readiness))
 
 
 def launch(calls=None, readiness=None, **kw):
@@ -288,7 +289,7 @@ class WaiterSpy:
 
 def test_wait_uses_waiters_and_batched_describes(amis, calls):
     spy = WaiterSpy()
-    target = AwsTarget(session_factory=spy.factory(calls), readiness=ready_stub(None))
+    target = AwsTarget(session_factory=spy.factory(calls), agent=FakeAgent(ready_stub(None)))
     record = target.launch(name="c1", slaves=6, wait=True, allow_cidr=CIDR)
     assert record["ready"] is True
     # one instance_running waiter over all seven instances, with its own delay (no sleep loop)

@@ -9,10 +9,12 @@ import time
 
 import pytest
 
+from imagebake import agent_client
 from imagebake.agent import protocol
 from imagebake.agent import spec as agent_spec
 from imagebake.agent.context import Context
 from imagebake.agent.master import JoinServer, Master
+from imagebake.agent_client import AgentClient
 from imagebake.targets.aws import readiness
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMasterHostKeyForTheReadinessTest000000000"
@@ -34,22 +36,22 @@ def master_agent(tmp_path):
 def test_status_reply_is_verified_and_read(master_agent):
     spec, port = master_agent
     record = {"name": "rdy", "token": spec["token"]}
-    reply = readiness.agent_status("127.0.0.1", port, record)
+    reply = AgentClient().status("127.0.0.1", port, record)
     assert reply is not None and reply["type"] == "status_reply"
     assert reply["expected_nodes"] == 2 and reply["joined"] == 0
     assert readiness.is_ready(reply, 2) is False
-    assert readiness.master_host_key(reply) == " ".join(HOST_KEY.split()[:2])
+    assert agent_client.master_host_key(reply) == " ".join(HOST_KEY.split()[:2])
 
 
 def test_wrong_token_gets_no_reply(master_agent):
     spec, port = master_agent
     record = {"name": "rdy", "token": agent_spec.new_token()}
-    assert readiness.agent_status("127.0.0.1", port, record) is None
+    assert AgentClient().status("127.0.0.1", port, record) is None
 
 
 def test_unreachable_agent_is_none():
     record = {"name": "rdy", "token": agent_spec.new_token()}
-    assert readiness.agent_status("127.0.0.1", 9, record, timeout=1.0) is None
+    assert AgentClient().status("127.0.0.1", 9, record, timeout=1.0) is None
 
 
 def test_ready_needs_every_node():
@@ -58,7 +60,7 @@ def test_ready_needs_every_node():
     assert readiness.is_ready(reply, 1) is True
     assert readiness.is_ready(reply, 2) is False
     assert readiness.is_ready({"ready": False, "nodes": reply["nodes"]}, 1) is False
-    assert readiness.node_host_keys(reply) == {"10.0.0.2": " ".join(HOST_KEY.split()[:2])}
+    assert agent_client.node_host_keys(reply) == {"10.0.0.2": " ".join(HOST_KEY.split()[:2])}
 
 
 # ------------------------------------------------------------------ the launcher's side
@@ -100,7 +102,7 @@ def ask(answer):
     token = agent_spec.new_token()
     fake = FakeMaster(lambda request: answer(token, request))
     try:
-        return readiness.agent_status("127.0.0.1", fake.port, {"name": "rdy", "token": token})
+        return AgentClient().status("127.0.0.1", fake.port, {"name": "rdy", "token": token})
     finally:
         fake.close()
 
@@ -108,7 +110,7 @@ def ask(answer):
 def test_a_reply_signed_with_the_cluster_token_is_read():
     reply = ask(lambda token, request: protocol.seal(token, status_reply(request)))
     assert reply is not None and reply["ready"] is True
-    assert readiness.master_host_key(reply)
+    assert agent_client.master_host_key(reply)
 
 
 def test_an_unsigned_status_reply_is_refused():

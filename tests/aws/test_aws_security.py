@@ -22,6 +22,7 @@ from imagebake.errors import ImagebakeError
 from imagebake.targets.aws import network, preflight
 from imagebake.targets.aws.cluster import AwsTarget
 from imagebake.targets.aws.hostkeys import known_hosts_path
+from tests.fakes import FakeAgent
 
 from .aws_helpers import REGION, register_ami
 from .test_aws_launch import CIDR, HOST_KEY, NODE_KEY, instances, launch
@@ -178,9 +179,9 @@ def test_status_pins_under_the_addresses_describe_instances_reports(amis):
     # the record's addresses are stale or tampered: status trusts DescribeInstances
     real = {n["id"]: n["private_ip"] for n in record["nodes"]}
     record["nodes"][1]["private_ip"] = record["master"]["private_ip"]
-    AwsTarget(readiness=lambda a, p, r: lying_reply(
+    AwsTarget(agent=FakeAgent(lambda a, p, r: lying_reply(
         r["master"]["public_ip"], {"private_ip": real[r["nodes"][0]["id"]]},
-        {"private_ip": real[r["nodes"][1]["id"]]})(a, p, r)).status(record)
+        {"private_ip": real[r["nodes"][1]["id"]]})(a, p, r))).status(record)
     keys = pinned("c1")
     assert keys[record["master"]["public_ip"]] == {key_only(HOST_KEY)}
     assert keys[record["master"]["private_ip"]] == {key_only(HOST_KEY)}

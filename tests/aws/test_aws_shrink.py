@@ -13,6 +13,7 @@ from imagebake import shrink as S
 from imagebake import state
 from imagebake.errors import ImagebakeError
 from imagebake.targets.aws import hostkeys
+from tests.fakes import FakeAgent
 
 from .test_aws_launch import aws, instances, launch, ready_stub
 
@@ -29,14 +30,13 @@ def safe_disco(batch):
 
 
 def shrinker(calls, left):
-    target = aws(calls, ready_stub(None))
-
     def agent_call(address, port, record, path, msg, reply_type):
         assert (path, reply_type) == ("/v1/leave", "leave_reply")
         left.append(msg["hostnames"])
         return {"removed": msg["hostnames"], "unknown": []}
 
-    target.agent_call = agent_call
+    target = aws(calls)
+    target.agent = FakeAgent(ready_stub(None), agent_call)
     return target
 
 

@@ -11,6 +11,7 @@ import pytest
 from imagebake import shrink as S
 from imagebake import state
 from imagebake.errors import ImagebakeError
+from tests.fakes import FakeAgent
 
 RECORD = {"name": "demo", "target": "docker", "token": "ab" * 32,
           "nodes": ["node01", "node02", "node03", "node04"]}
@@ -157,18 +158,16 @@ def test_shrink_drains_then_leaves_then_terminates_then_forgets(tmp_path, monkey
     state.save(record)
     order = []
 
+    def leave(address, port, rec, path, msg, reply_type):
+        order.append(("leave", path, msg["hostnames"]))
+        return {"removed": msg["hostnames"], "unknown": []}
+
     class Target:
         name = "docker"
+        agent = FakeAgent(lambda a, p, r: {"ddfs_replicas": 3, "nodes": []}, leave)
 
         def agent_endpoint(self, rec):
             return ("127.0.0.1", 1)
-
-        def readiness(self, address, port, rec):
-            return {"ddfs_replicas": 3, "nodes": []}
-
-        def agent_call(self, address, port, rec, path, msg, reply_type):
-            order.append(("leave", path, msg["hostnames"]))
-            return {"removed": msg["hostnames"], "unknown": []}
 
     disco = FakeDisco(waits=0)
 
@@ -193,15 +192,11 @@ def test_force_skips_the_drain_and_says_what_may_be_lost(tmp_path, monkeypatch):
 
     class Target:
         name = "docker"
+        agent = FakeAgent(lambda a, p, r: {"ddfs_replicas": 3},
+                          lambda *args: {"removed": ["node04"], "unknown": []})
 
         def agent_endpoint(self, rec):
             return ("127.0.0.1", 1)
-
-        def readiness(self, address, port, rec):
-            return {"ddfs_replicas": 3}
-
-        def agent_call(self, *args):
-            return {"removed": ["node04"], "unknown": []}
 
     def no_disco(batch):
         raise AssertionError("--force must not drain")
@@ -245,12 +240,10 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, says):
 def test_a_silent_master_agent_is_refused_without_force():
     class Target:
         name = "docker"
+        agent = FakeAgent(lambda a, p, r: None)
 
         def agent_endpoint(self, rec):
             return ("127.0.0.1", 1)
-
-        def readiness(self, address, port, rec):
-            return None
 
     with pytest.raises(ImagebakeError, match="does not answer: cannot drain safely"):
         S.shrink(Target(), dict(RECORD), slaves=1, calls=lambda b: [])

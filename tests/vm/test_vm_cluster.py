@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from imagebake import agent_client
+from imagebake.agent_client import AgentClient
 from imagebake.disco import smoke
 from imagebake.targets.aws import readiness
 from imagebake.targets.aws import userdata as aws_userdata
@@ -45,8 +47,8 @@ def test_cluster_became_ready(cluster):
 
 
 def _joined(record) -> set[str]:
-    reply = readiness.agent_status("127.0.0.1", record["ports"]["join"], record)
-    return readiness.joined_names(reply)
+    reply = AgentClient().status("127.0.0.1", record["ports"]["join"], record)
+    return agent_client.joined_names(reply)
 
 
 def test_ttl_node_with_optional_tokens_joins_then_its_agent_is_stopped(cluster):
@@ -71,9 +73,9 @@ def test_ttl_node_with_optional_tokens_joins_then_its_agent_is_stopped(cluster):
 
 
 def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
-    reply = readiness.agent_status("127.0.0.1", cluster["ports"]["join"], cluster)
+    reply = AgentClient().status("127.0.0.1", cluster["ports"]["join"], cluster)
     assert reply is not None and readiness.is_ready(reply, len(cluster["nodes"]))
-    assert readiness.master_host_key(reply) == cluster["master_host_key"]
+    assert agent_client.master_host_key(reply) == cluster["master_host_key"]
     node_ips = {v["ip"] for h, v in cluster["vms"].items() if h != "master"}
     assert set(cluster["node_host_keys"]) == node_ips  # pinned under the private IPs only
     for host in cluster["nodes"]:
@@ -84,7 +86,7 @@ def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
     assert f"[127.0.0.1]:{cluster['ports']['ssh']},{cluster['master_ip']} " in pinned
     # a reply signed with another token is not believed (no readiness, no key)
     forged = dict(cluster, token="0" * len(cluster["token"]))
-    assert readiness.agent_status("127.0.0.1", cluster["ports"]["join"], forged) is None
+    assert AgentClient().status("127.0.0.1", cluster["ports"]["join"], forged) is None
 
 
 def test_cloud_init_took_everything_from_the_ec2_datasource(cluster):
@@ -113,7 +115,7 @@ def test_cloud_init_took_everything_from_the_ec2_datasource(cluster):
 
 def test_every_node_sees_the_master_vm_address_never_loopback(cluster):
     master_ip = cluster["master_ip"]
-    reply = readiness.agent_status("127.0.0.1", cluster["ports"]["join"], cluster)
+    reply = AgentClient().status("127.0.0.1", cluster["ports"]["join"], cluster)
     assert reply["master_addresses"] == [master_ip]
     serve = json.loads(sh(cluster, "master", "imagebake-agent status --json"))
     assert f"master address {master_ip}" in serve["phases"]["serve"]["detail"]

@@ -6,7 +6,8 @@ first (inputs.py without AWS, preflight.py with read-only calls), before anythin
 created; output is report.py's; SSH access is ssh.py's.
 
 Tests and the launch benchmark construct AwsTarget with ``session_factory`` (to attach
-botocore event hooks) and ``readiness`` (moto runs no user data, so no agent answers).
+botocore event hooks) and ``agent`` (an AgentClient of their own: moto runs no user data,
+so no agent answers).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from typing import Any, BinaryIO
 import boto3
 import botocore.exceptions
 
-from ... import lifetime, state
+from ... import durations, ports, state
+from ...agent_client import AgentClient
 from ...clients import aws
 from ...errors import ImagebakeError
 from ...progress import Steps
 from ..base import Target
 from . import dryrun, hostkeys, inputs, network, preflight, report, ssh, userdata
 from . import instances as ec2i
-from .readiness import Readiness, agent_status, is_ready
+from .readiness import is_ready
 
 DEFAULT_INSTANCE_TYPE = "t2.medium"
 DEFAULT_SLAVES = 4
@@ -71,9 +73,9 @@ class AwsTarget(Target):
     default_slaves = DEFAULT_SLAVES
 
     def __init__(self, session_factory: aws.SessionFactory | None = None,
-                 readiness: Readiness | None = None, progress: bool | None = None) -> None:
+                 agent: AgentClient | None = None, progress: bool | None = None) -> None:
+        super().__init__(agent)
         self.session_factory = session_factory
-        self.readiness = readiness or agent_status
         self.progress = progress
 
     def _session(self, record: dict | None) -> boto3.Session:
@@ -87,8 +89,8 @@ class AwsTarget(Target):
         # Flags that need no AWS call first.
         count = inputs.slave_count(DEFAULT_SLAVES if slaves is None else slaves)
         workers = inputs.workers(workers_per_node)
-        ttl_s = inputs.ttl_seconds(o["ttl"])
-        idle_s = lifetime.idle_stop_seconds(o["idle_stop"])
+        ttl_s = durations.ttl_seconds(o["ttl"])
+        idle_s = durations.idle_stop_seconds(o["idle_stop"])
         cidr = inputs.checked_cidr(o["allow_cidr"], bool(o["allow_world"]), "--allow-cidr")
         node_type = inputs.instance_type(o["instance_type"] or DEFAULT_INSTANCE_TYPE,
                                          "--instance-type")
@@ -183,7 +185,7 @@ class AwsTarget(Target):
                     _wait_running(client, record, steps)
                     doing = "waiting for the agents"
                     steps.step("waiting for agents")
-                    _wait_ready(record, self.readiness, started)
+                    _wait_ready(record, self.agent, started)
                     steps.step("ready")
         except BaseException as exc:  # noqa: B036 - clean up on anything, Ctrl-C included
             role = "node" if "slave" in doing else "master"
@@ -210,7 +212,7 @@ class AwsTarget(Target):
         master = found.get(master_entry.get("id"), {**master_entry, "state": "missing"})
         reply = None
         if master.get("state") == "running":
-            reply = self.readiness(_address(master), network.JOIN_PORT, record)
+            reply = self.agent.status(_address(master), ports.AGENT, record)
         result = report.status_report(record, found, reply)
         warning = access_warning(record)
         if warning:
@@ -231,7 +233,7 @@ class AwsTarget(Target):
         master = record.get("master") or {}
         if not (master.get("public_ip") or master.get("private_ip")):
             return None
-        return _address(master), network.JOIN_PORT
+        return _address(master), ports.AGENT
 
     # ------------------------------------------------------------------ grow
     def _check_grow(self, record: dict, slaves: Any) -> int:
@@ -472,14 +474,14 @@ def _address(entry: dict) -> str:
     return entry.get("public_ip") or entry["private_ip"]
 
 
-def _wait_ready(record: dict, readiness: Readiness, started: float) -> None:
+def _wait_ready(record: dict, agent: AgentClient, started: float) -> None:
     """Poll the master agent (signed status call) until every slave joined."""
     expected = len(record["nodes"])
     deadline = time.monotonic() + READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * expected
     delay = 1.0
     reply = None
     while True:
-        reply = readiness(_address(record["master"]), network.JOIN_PORT, record)
+        reply = agent.status(_address(record["master"]), ports.AGENT, record)
         if is_ready(reply, expected):
             break
         if time.monotonic() > deadline:

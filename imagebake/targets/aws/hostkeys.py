@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ... import files, state
-from .readiness import master_host_key, node_host_keys
+from ...agent_client import master_host_key, node_host_keys
 
 
 def known_hosts_path(name: str) -> Path:

@@ -9,10 +9,6 @@ from ...errors import ImagebakeError
 from ...validate import parse_count
 
 MAX_SLAVES = 64
-TTL_RE = re.compile(r"(\d{1,5})([mhd])")
-TTL_UNITS = {"m": 60, "h": 3600, "d": 86400}
-TTL_MIN = 10 * 60
-TTL_MAX = 30 * 86400
 INSTANCE_TYPE_RE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 KEY_NAME_MAX = 255
 
@@ -27,20 +23,6 @@ def workers(value: object) -> int | None:
     if value is None:
         return None
     return parse_count(value, "--workers-per-node", 1, 256)
-
-
-def ttl_seconds(value: str | None) -> int | None:
-    """'90m', '4h', '2d' -> seconds (10 minutes to 30 days); None -> None."""
-    if value is None:
-        return None
-    match = TTL_RE.fullmatch(str(value).strip())
-    if not match:
-        raise ImagebakeError(
-            f"--ttl {value!r} is not a duration: write a whole number and m, h or d, e.g. 90m, 4h")
-    seconds = int(match.group(1)) * TTL_UNITS[match.group(2)]
-    if not TTL_MIN <= seconds <= TTL_MAX:
-        raise ImagebakeError(f"--ttl {value!r} is out of range: use 10m to 30d")
-    return seconds
 
 
 WORLD_PREFIX = 8  # a range wider than a /8 (more than 16.7 million addresses) is "the world"

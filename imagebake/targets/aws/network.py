@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 
+from ... import ports
 from ...clients import aws
 from ...errors import ImagebakeError
 
@@ -18,8 +19,6 @@ CHECKIP_URL = "https://checkip.amazonaws.com"
 CHECKIP_ENV = "IMAGEBAKE_CHECKIP_URL"  # tests point it at a local server
 CHECKIP_TIMEOUT = 4.0
 SSH_PORT = 22
-DISCO_PORT = 8989
-JOIN_PORT = 8990
 
 # Who may reach a port: the caller's --allow-cidr, or only the cluster's own members
 # (the security group referencing itself).
@@ -39,9 +38,9 @@ class Listener:
 
 LISTENERS = (
     Listener(SSH_PORT, "sshd: `invoke ssh` and `invoke tunnel` (pinned host keys)", CALLER),
-    Listener(JOIN_PORT, "imagebake agent: join and status, every message MAC-signed with "
+    Listener(ports.AGENT, "imagebake agent: join and status, every message MAC-signed with "
                         "the cluster token", CALLER),
-    Listener(DISCO_PORT, "Disco master: web UI and job API, no authentication (running a "
+    Listener(ports.DISCO, "Disco master: web UI and job API, no authentication (running a "
                          "job runs code as disco on every node): reach it through "
                          "`invoke tunnel`", MEMBERS),
 )

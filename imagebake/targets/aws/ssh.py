@@ -7,9 +7,9 @@ import shlex
 import subprocess
 from typing import BinaryIO
 
+from ... import ports
 from ...clients import aws
 from ...errors import ImagebakeError
-from . import network
 from .hostkeys import known_hosts_path
 
 SSH_USER = "ubuntu"
@@ -71,7 +71,7 @@ def argv(record: dict, node: str | None, command: list[str]) -> list[str]:
 def tunnel(record: dict) -> str:
     """Forward localhost:8989 to the master's Disco web UI (ssh in the background)."""
     command = [*base_argv(record), "-f", "-N", "-o", "ExitOnForwardFailure=yes",
-               "-L", f"{network.DISCO_PORT}:localhost:{network.DISCO_PORT}",
+               "-L", f"{ports.DISCO}:localhost:{ports.DISCO}",
                master_target(record)]
     try:
         result = subprocess.run(command, check=False, timeout=60)
@@ -80,8 +80,8 @@ def tunnel(record: dict) -> str:
     if result.returncode != 0:
         raise ImagebakeError(
             f"ssh tunnel failed (exit {result.returncode}): is local port "
-            f"{network.DISCO_PORT} free and your key loaded (ssh-add)?")
-    return f"http://localhost:{network.DISCO_PORT}/"
+            f"{ports.DISCO} free and your key loaded (ssh-add)?")
+    return f"http://localhost:{ports.DISCO}/"
 
 
 def master_exec(record: dict, command: str, user: str = "root",

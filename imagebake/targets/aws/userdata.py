@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ... import ports
 from ...agent import spec as agent_spec
 from ...errors import ImagebakeError
-from .network import DISCO_PORT, JOIN_PORT
 
 MAX_USER_DATA = 16 * 1024  # EC2's limit, before base64
 ERLANG_PORTS = (30000, 30063)
@@ -16,7 +16,7 @@ def master_spec(cluster: str, slaves: int, workers: int | None,
     (seconds): the master agent stops the whole cluster after that long without a job."""
     return agent_spec.make_spec(
         cluster, "master", workers=workers, master_workers=0, expected_nodes=slaves,
-        ttl_deadline=ttl_deadline, disco_port=DISCO_PORT, join_port=JOIN_PORT,
+        ttl_deadline=ttl_deadline, disco_port=ports.DISCO, join_port=ports.AGENT,
         erlang_ports=ERLANG_PORTS, hostname="master", idle_stop=idle_stop)
 
 
@@ -26,7 +26,7 @@ def node_spec(record: dict) -> dict:
         record["name"], "node", master_address=record["master"]["private_ip"],
         workers=record.get("workers_per_node"), master_workers=0,
         expected_nodes=0, ttl_deadline=record.get("ttl_deadline"),
-        disco_port=DISCO_PORT, join_port=JOIN_PORT, erlang_ports=ERLANG_PORTS,
+        disco_port=ports.DISCO, join_port=ports.AGENT, erlang_ports=ERLANG_PORTS,
         token=record["token"], cookie=record["cookie"])
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ... import files, state
+from ... import durations, files, ports, state
 from ...agent import spec as agent_spec
 from ...clients.docker import docker, ids, image_exists, inspect, require_daemon, used_subnets
 from ...disco import api as disco_api
@@ -28,8 +28,6 @@ from ..local_status import wait_ready as _wait
 LABEL = "imagebake.cluster"
 MAX_SLAVES = 64
 SPEC_IN_CONTAINER = "/run/imagebake/spec.json"
-DISCO_PORT = 8989
-JOIN_PORT = 8990
 SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
 READY_TIMEOUT_BASE = 90.0
 READY_TIMEOUT_PER_NODE = 3.0
@@ -99,7 +97,7 @@ def _node_spec(record: dict, host: str) -> dict:
         record["name"], "node", master_address=record["master_ip"],
         workers=record.get("workers_per_node"), hostname=host,
         token=record["token"], cookie=record["cookie"],
-        disco_port=DISCO_PORT, join_port=JOIN_PORT, ttl_deadline=record.get("ttl_deadline"),
+        disco_port=ports.DISCO, join_port=ports.AGENT, ttl_deadline=record.get("ttl_deadline"),
     )
 
 
@@ -120,7 +118,7 @@ def _run_container(record: dict, host: str, role: str, spec_path: Path, ip: str 
     if role == "master":
         # Disco's web UI and API, on the host's loopback only (unauthenticated: any local
         # user of the host can reach it; nothing outside the host can).
-        args += ["-p", f"127.0.0.1::{DISCO_PORT}"]
+        args += ["-p", f"127.0.0.1::{ports.DISCO}"]
     args.append(record["images"][role])
     return docker(*args).strip()
 
@@ -159,7 +157,7 @@ def _agent_status(container: str) -> dict | None:
 
 
 def _disco_config(container: str) -> dict | None:
-    return _exec_json(container, "cat", f"/usr/var/disco/disco_{DISCO_PORT}.config")
+    return _exec_json(container, "cat", f"/usr/var/disco/disco_{ports.DISCO}.config")
 
 
 def disco_source(record: dict) -> str:
@@ -218,8 +216,8 @@ def wait_ready(record: dict, started: float) -> float:
 def _web_ui(master: dict | None) -> str | None:
     if not master:
         return None
-    ports = (master.get("NetworkSettings") or {}).get("Ports") or {}
-    bound = ports.get(f"{DISCO_PORT}/tcp") or []
+    published = (master.get("NetworkSettings") or {}).get("Ports") or {}
+    bound = published.get(f"{ports.DISCO}/tcp") or []
     return f"http://127.0.0.1:{bound[0]['HostPort']}/" if bound else None
 
 
@@ -295,10 +293,8 @@ class DockerTarget(Target):
         count = parse_count(4 if slaves is None else slaves, "--slaves", 1, MAX_SLAVES)
         workers = None if workers_per_node is None else parse_count(
             workers_per_node, "--workers-per-node", 1, 256)
-        from ... import lifetime
-
-        ttl_s = lifetime.ttl_seconds(options.get("ttl"))
-        idle_s = lifetime.idle_stop_seconds(options.get("idle_stop"))
+        ttl_s = durations.ttl_seconds(options.get("ttl"))
+        idle_s = durations.idle_stop_seconds(options.get("idle_stop"))
         require_daemon()
         if state.load(name) is not None or ids("container", f"{LABEL}={name}"):
             raise ImagebakeError(f"a cluster named {name!r} already exists: "
@@ -313,7 +309,7 @@ class DockerTarget(Target):
         ttl_deadline = int(time.time()) + plan.ttl_seconds if plan.ttl_seconds else None
         master_spec = agent_spec.make_spec(
             name, "master", workers=workers, master_workers=0, expected_nodes=count,
-            hostname="master", disco_port=DISCO_PORT, join_port=JOIN_PORT,
+            hostname="master", disco_port=ports.DISCO, join_port=ports.AGENT,
             ttl_deadline=ttl_deadline, idle_stop=plan.idle_stop,
         )
         master_spec["master"]["address"] = master_ip
@@ -409,7 +405,7 @@ class DockerTarget(Target):
         master = _container(record, "master")
         if not master or master["State"]["Status"] != "running":
             return None
-        return record["master_ip"], JOIN_PORT
+        return record["master_ip"], ports.AGENT
 
     def tunnel(self, record: dict) -> str:
         url = _web_ui(_container(record, "master"))

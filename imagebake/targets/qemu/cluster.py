@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ... import state
+from ... import durations, ports, state
+from ...agent_client import AgentClient
 from ...clients import qemu as qemu_client
 from ...errors import ImagebakeError
 from ...validate import parse_count
-from ..aws import inputs as aws_inputs
-from ..aws import readiness
 from ..aws import userdata as aws_userdata
+from ..aws.readiness import is_ready
 from ..base import Target
 from ..local_status import assemble, destroyed, forget
 from ..local_status import wait_ready as _wait
@@ -45,8 +45,6 @@ from .ssh import host_keys, pin, ssh_base, vm_exec
 from .vm import cluster_dir, vm_name
 
 MAX_SLAVES = 16
-DISCO_PORT = aws_userdata.DISCO_PORT
-JOIN_PORT = aws_userdata.JOIN_PORT
 SUBNET = ipaddress.ip_network("10.77.0.0/24")  # private to the cluster's namespace
 GATEWAY_IP = str(SUBNET[1])  # the emulated fabric's address on the bridge (VPC router)
 MASTER_IP = str(SUBNET[2])
@@ -200,26 +198,26 @@ def _agent_status(record: dict, host: str) -> dict | None:
     return _json_or_none(out) if rc == 0 else None
 
 
-def master_status(record: dict) -> dict | None:
+def master_status(record: dict, agent: AgentClient | None = None) -> dict | None:
     """The master agent's verified status reply over its forwarded join port (signed both
     ways with the cluster token, as the AWS launcher asks); host keys pinned from it."""
-    reply = readiness.agent_status("127.0.0.1", record["ports"]["join"], record)
+    reply = (agent or AgentClient()).status("127.0.0.1", record["ports"]["join"], record)
     if reply is not None and pin(record, reply):
         state.save(record)
     return reply
 
 
 def _disco_config(record: dict) -> dict | None:
-    rc, out = vm_exec(record, "master", f"cat /usr/var/disco/disco_{DISCO_PORT}.config",
+    rc, out = vm_exec(record, "master", f"cat /usr/var/disco/disco_{ports.DISCO}.config",
                       timeout=30, stderr=False)
     return _json_or_none(out) if rc == 0 else None
 
 
-def status(record: dict, per_node: bool = True) -> dict:
+def status(record: dict, per_node: bool = True, agent: AgentClient | None = None) -> dict:
     name = record["name"]
     states = {h: "running" if _running(record, h) else "stopped"
               for h in ["master", *record["nodes"]]}
-    master_state = master_status(record) if states["master"] == "running" else None
+    master_state = master_status(record, agent) if states["master"] == "running" else None
     report = assemble(
         record, states, master_state,
         config=_disco_config(record) if master_state else None,
@@ -228,16 +226,16 @@ def status(record: dict, per_node: bool = True) -> dict:
         master_fields={"vm": vm_name(name, "master"), "web_ui": _web_ui(record)},
     )
     report["accel"] = record.get("accel")
-    report["ready"] = report["ready"] and readiness.is_ready(master_state,
+    report["ready"] = report["ready"] and is_ready(master_state,
                                                             len(report["nodes"]) - len(
                                                                 report["missing"]))
     return report
 
 
-def wait_ready(record: dict, started: float) -> float:
+def wait_ready(record: dict, started: float, agent: AgentClient | None = None) -> float:
     """Poll the master until every running node joined; returns seconds to ready."""
     return _wait(
-        record, started, lambda r: status(r, per_node=False),
+        record, started, lambda r: status(r, per_node=False, agent=agent),
         timeout=READY_TIMEOUT_BASE + READY_TIMEOUT_PER_NODE * len(record["nodes"]), poll=3,
         master_down=lambda report: (
             f"the master VM stopped: see {vm.paths(record, 'master')['console']}"),
@@ -339,12 +337,10 @@ class QemuTarget(Target):
             raise ImagebakeError(f"--http-tokens must be required or optional, not {tokens!r}")
         deadline = options.get("ttl_deadline")
         if options.get("ttl"):
-            deadline = int(time.time()) + aws_inputs.ttl_seconds(options["ttl"])
+            deadline = int(time.time()) + durations.ttl_seconds(options["ttl"])
         if deadline is not None and (not isinstance(deadline, int) or deadline < time.time()):
             raise ImagebakeError("ttl_deadline must be a future time (epoch seconds)")
-        from ... import lifetime
-
-        idle_s = lifetime.idle_stop_seconds(options.get("idle_stop"))
+        idle_s = durations.idle_stop_seconds(options.get("idle_stop"))
         return LaunchPlan(name, count, workers, image_paths(), options.get("capture"),
                           tokens, deadline, idle_s)
 
@@ -376,8 +372,8 @@ class QemuTarget(Target):
             if plan.capture:
                 start_capture(record, Path(plan.capture))
             ec2.start(record, GATEWAY_IP, SUBNET.prefixlen, {
-                "ssh": (MASTER_IP, 22), "web": (MASTER_IP, DISCO_PORT),
-                "join": (MASTER_IP, JOIN_PORT)})
+                "ssh": (MASTER_IP, 22), "web": (MASTER_IP, ports.DISCO),
+                "join": (MASTER_IP, ports.AGENT)})
             started = time.time()
             _start_vm(record, "master")
             _start_nodes(record, record["nodes"])
@@ -388,7 +384,7 @@ class QemuTarget(Target):
             _remove_everything(name, record)
             raise
         if wait:
-            record["ready_seconds"] = wait_ready(record, started)
+            record["ready_seconds"] = wait_ready(record, started, self.agent)
             state.save(record)
         return record
 
@@ -417,7 +413,7 @@ class QemuTarget(Target):
         _start_nodes(record, new)
         state.save(record)
         if wait:
-            record["ready_seconds"] = wait_ready(record, started)
+            record["ready_seconds"] = wait_ready(record, started, self.agent)
             state.save(record)
         return record
 
@@ -437,7 +433,7 @@ class QemuTarget(Target):
         return vm_exec(record, "master", command, timeout=3600, stdin=stdin)
 
     def status(self, record: dict) -> dict:
-        return status(record)
+        return status(record, agent=self.agent)
 
     def agent_endpoint(self, record: dict) -> tuple[str, int] | None:
         """The master agent's join port, forwarded by the emulated EC2 fabric."""
@@ -448,7 +444,7 @@ class QemuTarget(Target):
         url = _web_ui(record)
         if not url:
             raise ImagebakeError(f"the master of {record['name']!r} is not running")
-        return (f"Disco web UI: {url} (the master's port {DISCO_PORT}, forwarded by the "
+        return (f"Disco web UI: {url} (the master's port {ports.DISCO}, forwarded by the "
                 "cluster's emulated EC2 fabric; nothing else listens)")
 
     def summary(self, record: dict) -> str:

@@ -3,7 +3,7 @@ host's 127.0.0.1 (its "public address"), nodes through the master (ProxyCommand)
 image's login user with the cluster's key pair (served as the instance's public-keys).
 
 Host keys are pinned as the AWS target pins them: from the master agent's signed status
-reply (imagebake.targets.aws.readiness), the master's under its forwarded address and
+reply (imagebake.agent_client), the master's under its forwarded address and
 private address, each node's only under the private address the launcher gave that VM.
 """
 
@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from ... import files
-from ..aws.readiness import master_host_key, node_host_keys
+from ...agent_client import master_host_key, node_host_keys
 
 
 def known_hosts_path(record: dict) -> Path:
