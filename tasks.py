@@ -87,9 +87,7 @@ def bake(c, target=None, only=None, var=None, force=False):
 @_cli
 def verify(c, target="docker", ami=None, host=None):
     """Run the testinfra suite on baked images."""
-    from imagebake.bake import verify as mod
-
-    code = mod.verify(target=target, ami=ami, host=host)
+    code = _target(target).verify_images(ami=ami, host=host)
     if code:
         raise Exit(code=code)
 
@@ -363,16 +361,17 @@ def destroy(c, name=None, target=None):
         return
     record = state.load(state.check_name(name)) if name else _record(None)
     tgt = (record or {}).get("target") or target
-    if tgt is None:  # no record: the cluster may still run on AWS, found by its tags
-        from imagebake.targets.aws.cluster import search_refusal
+    if tgt is None:  # no record: a cloud target may still find the cluster by its tags
+        from imagebake import targets
 
-        why = search_refusal()
-        if why:
+        driver, why = targets.find_unrecorded(name)
+        if driver is None:
             print(f"nothing to destroy: no cluster named {name!r} recorded, and AWS not "
                   f"searched ({why}; or pass --target)")
             return
-        tgt = "aws"
-    print(_target(tgt).destroy(name or record["name"], record))
+    else:
+        driver = _target(tgt)
+    print(driver.destroy(name or record["name"], record))
 
 
 @task(help={"name": "cluster name"})

@@ -28,12 +28,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import durations, state
+from . import durations, state, targets
 from .errors import ImagebakeError
 
 NAMESPACE = "imagebake"
 COMMANDS = ("launch", "bake")
-TARGETS = ("aws", "docker", "qemu")  # as imagebake.targets.NAMES, without importing it
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -83,7 +82,7 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
 _KIND_TEXT = {
     "str": "a string", "int": "a whole number of at least 1", "bool": "true or false",
     "duration": "a duration such as 90s, 30m, 4h or 2d", "cidr": "a CIDR such as 203.0.113.7/32",
-    "target": f"one of {', '.join(TARGETS)}", "name": "a cluster name (a-z, 0-9, '-')",
+    "target": f"one of {', '.join(targets.names())}", "name": "a cluster name (a-z, 0-9, '-')",
     "tokens": "required or optional", "vars": "a mapping of Packer variable names to values",
 }
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -134,7 +133,7 @@ def check(key: str, value: Any, where: str, from_text: bool = False) -> Any:
             ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise wrong() from None
-    if kind == "target" and value not in TARGETS:
+    if kind == "target" and value not in targets.names():
         raise wrong()
     if kind == "name":
         try:

@@ -10,8 +10,9 @@
    the references to their copies (`ddfs_gc_main.erl`, "DDFS node removal"); bounded;
 3. leave: a signed POST /v1/leave to the master agent, which removes the nodes from its
    membership, Disco's hosts table (save_config_table), dnsmasq hosts and known_hosts;
-4. terminate: docker removes the containers, aws terminates exactly those instances
-   (one TerminateInstances, owner-scoped), qemu stops the VMs; the record forgets them.
+4. remove: the target removes the machines (Target.remove_members: docker removes the
+   containers, aws terminates exactly those instances in one owner-scoped call, qemu
+   stops the VMs) and the record forgets them (Target.forget_members).
 
 Disco's HTTP API is unauthenticated and reached on the master's loopback only: the
 calls run on the master (target.exec, python3 there), never over the network.
@@ -25,18 +26,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import ports, state
+from . import ports
 from .errors import ImagebakeError
+from .targets.base import Member, Target
 
 DRAIN_TIMEOUT = 900.0  # DDFS GC waits 5 min after Disco starts before its first run
 POLL = 3.0
-
-
-@dataclass
-class Member:
-    label: str             # what --node takes (node03)
-    hostname: str | None   # the name in the cluster (agent, Disco, DNS); None: never joined
-    entry: Any = None      # the record's entry (a name, or an aws instance dict)
 
 
 @dataclass
@@ -50,22 +45,6 @@ class Plan:
 
 
 # ------------------------------------------------------------------ check
-def members(record: dict, status_reply: dict | None = None) -> list[Member]:
-    """The record's slaves with their names in the cluster (aws: from the master
-    agent's membership, matched by the private address EC2 reports)."""
-    out = []
-    joined = {}
-    for node in (status_reply or {}).get("nodes") or []:
-        if isinstance(node, dict) and node.get("address"):
-            joined[node["address"]] = node.get("hostname")
-    for i, entry in enumerate(record.get("nodes", []), 1):
-        if isinstance(entry, str):
-            out.append(Member(entry, entry, entry))
-        else:
-            out.append(Member(f"node{i:02d}", joined.get(entry.get("private_ip")), entry))
-    return out
-
-
 def _count(value: Any) -> int:
     text = str(value).strip()
     if isinstance(value, bool) or not text.lstrip("-").isdigit():
@@ -73,11 +52,11 @@ def _count(value: Any) -> int:
     return int(text)
 
 
-def check(record: dict, slaves: Any = None, node: Any = None,
+def check(target: Target, record: dict, slaves: Any = None, node: Any = None,
           status_reply: dict | None = None, force: bool = False) -> Plan:
     """What shrink would remove, or one line saying why not; changes nothing."""
     name = record["name"]
-    have = members(record, status_reply)
+    have = target.members(record, status_reply)
     if (slaves is None) == (node is None):
         raise ImagebakeError("shrink takes exactly one of --slaves K or --node node03[,node04]")
     if slaves is not None:
@@ -142,7 +121,7 @@ print("IMAGEBAKE-CTRL " + json.dumps(out))
 """
 
 
-def disco_calls(target: Any, record: dict) -> Callable[[list], list]:
+def disco_calls(target: Target, record: dict) -> Callable[[list], list]:
     """calls([(method, path, json body or None)]) -> [(status, text)], run on the master's
     loopback in one target.exec."""
     port = record.get("disco_port") or ports.DISCO
@@ -227,7 +206,7 @@ def drain(plan: Plan, calls: Callable[[list], list], timeout: float = DRAIN_TIME
 
 
 # ------------------------------------------------------------------ leave
-def leave(target: Any, plan: Plan) -> dict:
+def leave(target: Target, plan: Plan) -> dict:
     """The signed /v1/leave to the master agent (the target's client); its verified reply."""
     record = plan.record
     names = [m.hostname for m in plan.chosen if m.hostname]
@@ -239,75 +218,8 @@ def leave(target: Any, plan: Plan) -> dict:
     return target.agent.leave(endpoint[0], endpoint[1], record, names)
 
 
-# ------------------------------------------------------------------ terminate
-def _terminate_docker(target: Any, plan: Plan) -> str:
-    from .clients.docker import docker
-    from .targets.docker.cluster import _spec_dir, container_name
-
-    record = plan.record
-    names = [container_name(record["name"], m.label) for m in plan.chosen]
-    docker("rm", "-f", "-v", *names, check=False)
-    for m in plan.chosen:
-        (_spec_dir(record["name"]) / f"spec-{m.label}.json").unlink(missing_ok=True)
-    return f"removed {len(names)} container(s)"
-
-
-def _terminate_aws(target: Any, plan: Plan) -> str:
-    from .clients import aws
-    from .targets.aws import instances as ec2i
-    from .targets.aws.cluster import _owner
-
-    record = plan.record
-    session = target._session(record)
-    client = aws.ec2(session, record["region"])
-    owner = _owner(record, session)
-    wanted = [m.entry["id"] for m in plan.chosen]
-    # only instances of this owner's cluster: a stale record never terminates another's
-    mine = {i["InstanceId"] for i in ec2i.describe(client, ids=wanted, cluster=record["name"],
-                                                   owner=owner)}
-    ids = [i for i in wanted if i in mine]
-    ec2i.terminate(client, ids)
-    gone = [i for i in wanted if i not in mine]
-    return (f"terminated {len(ids)} instance(s) ({', '.join(ids)})"
-            + (f"; not found in the cluster: {', '.join(gone)}" if gone else ""))
-
-
-def _terminate_qemu(target: Any, plan: Plan) -> str:
-    from .targets.qemu.ssh import vm_exec
-
-    stopped = []
-    for m in plan.chosen:
-        try:
-            vm_exec(plan.record, m.label, "poweroff", timeout=30)
-        except Exception:  # noqa: BLE001 - a VM already gone is what we want
-            pass
-        stopped.append(m.label)
-    return f"stopped {len(stopped)} VM(s)"
-
-
-def _forget(plan: Plan) -> None:
-    record = plan.record
-    gone_labels = {m.label for m in plan.chosen}
-    if record.get("target") == "aws":
-        ids = {m.entry["id"] for m in plan.chosen}
-        addresses = {m.entry.get("private_ip") for m in plan.chosen}
-        record["nodes"] = [n for n in record["nodes"] if n["id"] not in ids]
-        record["ids"] = [i for i in record.get("ids", []) if i not in ids]
-        keys = record.get("node_host_keys") or {}
-        record["node_host_keys"] = {a: k for a, k in keys.items() if a not in addresses}
-        from .targets.aws import hostkeys
-
-        hostkeys.remember(record, None)  # rewrites the pinned known_hosts without them
-    else:
-        record["nodes"] = [n for n in record["nodes"] if n not in gone_labels]
-    state.save(record)
-
-
-TERMINATE = {"docker": _terminate_docker, "aws": _terminate_aws, "qemu": _terminate_qemu}
-
-
 # ------------------------------------------------------------------ the command
-def status_reply(target: Any, record: dict) -> dict | None:
+def status_reply(target: Target, record: dict) -> dict | None:
     """The master agent's signed status (membership, ddfs_replicas), or None."""
     endpoint = target.agent_endpoint(record)
     if endpoint is None:
@@ -315,18 +227,18 @@ def status_reply(target: Any, record: dict) -> dict | None:
     return target.agent.status(endpoint[0], endpoint[1], record)
 
 
-def shrink(target: Any, record: dict, slaves: Any = None, node: Any = None,
+def shrink(target: Target, record: dict, slaves: Any = None, node: Any = None,
            force: bool = False, timeout: float = DRAIN_TIMEOUT,
            calls: Callable[[list], list] | None = None, say: Callable[[str], None] = print,
            progress: Any = None) -> str:
     """Check, drain (unless FORCE), leave, terminate, forget; a summary."""
     if (slaves is None) == (node is None):  # before asking anything
-        check(record, slaves, node, None)
+        check(target, record, slaves, node, None)
     reply = status_reply(target, record)
     if reply is None and not force:
         raise ImagebakeError(f"the master agent of {record['name']!r} does not answer: cannot "
                              "drain safely (`invoke status`; --force removes without a drain)")
-    plan = check(record, slaves, node, reply, force)
+    plan = check(target, record, slaves, node, reply, force)
     labels = ", ".join(m.label for m in plan.chosen)
     if force:
         say(f"--force: not draining {labels}: DDFS blobs and tags whose only live replicas "
@@ -350,8 +262,8 @@ def shrink(target: Any, record: dict, slaves: Any = None, node: Any = None,
                             progress=progress)
         say(drained)
     answer = leave(target, plan)
-    terminated = TERMINATE[record["target"]](target, plan)
-    _forget(plan)
+    terminated = target.remove_members(record, plan.chosen)
+    target.forget_members(record, plan.chosen)
     unknown = answer.get("unknown") or []
     return (f"shrank {record['name']} to {plan.remaining} slave(s): removed {labels}; "
             f"{drained}; master agent: left {', '.join(answer.get('removed') or []) or '-'}"

@@ -1,10 +1,12 @@
 """`invoke verify`: the testinfra suite (tests/images/) on baked images.
 
+Which images and how they are reached is each target's act (Target.verify_images):
 docker: one throw-away container per role from imagebake/<role>:latest, its
 entrypoint replaced by `sleep infinity` (labelled imagebake.verify=1, removed
-afterwards even on failure), checked over testinfra's docker:// backend.
-aws: an instance booted from the AMI (--host), or, without --host, the AMIs of
-build/images.json booted as a one-slave cluster, checked over ssh:// (sudo).
+afterwards even on failure), checked over testinfra's docker:// backend (verify_docker).
+aws: an instance booted from the AMI (--host, verify_host), or, without --host, the
+AMIs of build/images.json booted as a one-slave cluster (the aws target boots it),
+checked over ssh:// (sudo, verify_booted). This module knows nothing of instances.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ TESTS = ROOT / "tests" / "images"
 ROLES = ("master", "node")
 
 
-def _pytest(hosts: str, role: str | None, extra: list[str] | None = None) -> int:
+def run_suite(hosts: str, role: str | None, extra: list[str] | None = None) -> int:
     argv = [sys.executable, "-m", "pytest", str(TESTS), f"--hosts={hosts}",
             "-p", "no:cacheprovider", "-q", *(extra or [])]
     if role:
@@ -52,7 +54,7 @@ def verify_docker() -> int:
     for role in ROLES:
         name = _start_container(role)
         try:
-            codes.append(_pytest(f"docker://{name}", role))
+            codes.append(run_suite(f"docker://{name}", role))
         finally:
             _remove_container(name)
     return next((c for c in codes if c), 0)
@@ -72,14 +74,11 @@ def _ami_role(ami: str) -> str | None:
     return tags.get("imagebake:role")
 
 
-def verify_aws(ami: str | None, host: str | None) -> int:
-    if not host:
-        if ami:
-            raise ImagebakeError("--ami goes with --host; without both, verify boots the "
-                                 "AMIs in build/images.json itself")
-        return verify_aws_boot()
+def verify_host(host: str, ami: str | None = None) -> int:
+    """The suite over ssh:// on HOST (user@address), an instance booted from AMI (its
+    role from the AMI's imagebake:role tag)."""
     role = _ami_role(ami) if ami else None
-    return _pytest(f"ssh://{host}", role, ["--sudo"])
+    return run_suite(f"ssh://{host}", role, ["--sudo"])
 
 
 SSH_CONFIG = """Host master
@@ -96,46 +95,11 @@ Host *
 """
 
 
-def verify_aws_boot(region: str | None = None) -> int:
-    """Boot the baked AMIs as a one-slave cluster (so each gets its agent and
-    pinned host key), run the suite on master and node over ssh, tear it all down."""
-    import tempfile
-
-    from .. import state, targets
-    from ..clients import aws
-    from ..targets.aws.hostkeys import known_hosts_path
-
-    client = aws.ec2(aws.make_session(region))
-    target = targets.get("aws")
-    tag = f"verify{os.getpid() % 100000}"
-    key_name = f"imagebake-{tag}"
-    with tempfile.TemporaryDirectory() as tmp:
-        key = Path(tmp) / "id_ed25519"
-        material = client.create_key_pair(KeyName=key_name, KeyType="ed25519")["KeyMaterial"]
-        key.touch(mode=0o600)
-        key.write_text(material)
-        try:
-            record = target.launch(name=tag, slaves=1, region=region, key_name=key_name,
-                                   ttl="2h")
-            config = Path(tmp) / "ssh_config"
-            config.write_text(SSH_CONFIG.format(
-                master=record["master"]["public_ip"], node=record["nodes"][0]["private_ip"],
-                key=key, known=known_hosts_path(tag)))
-            extra = ["--sudo", f"--ssh-config={config}"]
-            codes = [_pytest(f"ssh://{role}", role, extra) for role in ROLES]
-        finally:
-            print(target.destroy(tag, state.load(tag)), file=sys.stderr)
-            client.delete_key_pair(KeyName=key_name)
+def verify_booted(master: str, node: str, key: Path, known_hosts: Path, folder: Path) -> int:
+    """The suite on a booted master (MASTER: its public address) and node (NODE: its
+    private address, reached through the master), over ssh with pinned host keys."""
+    config = Path(folder) / "ssh_config"
+    config.write_text(SSH_CONFIG.format(master=master, node=node, key=key, known=known_hosts))
+    extra = ["--sudo", f"--ssh-config={config}"]
+    codes = [run_suite(f"ssh://{role}", role, extra) for role in ROLES]
     return next((c for c in codes if c), 0)
-
-
-def verify(target: str = "docker", ami: str | None = None, host: str | None = None) -> int:
-    if target == "docker":
-        if ami or host:
-            raise ImagebakeError("--ami and --host are for --target aws")
-        return verify_docker()
-    if target == "aws":
-        return verify_aws(ami, host)
-    if target == "qemu":
-        raise ImagebakeError("qemu target not implemented yet for verify")
-    raise ImagebakeError(f"unknown target {target!r}: choose docker or aws")

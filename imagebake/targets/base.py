@@ -10,11 +10,21 @@ A cluster is a record (imagebake.state): a dict with at least name, target and n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from .. import state
 from ..agent_client import AgentClient
 from ..errors import ImagebakeError
+
+
+@dataclass
+class Member:
+    """One slave of a cluster as shrink sees it."""
+
+    label: str             # what --node takes (node03)
+    hostname: str | None   # the name in the cluster (agent, Disco, DNS); None: never joined
+    entry: Any = None      # the record's entry for it
 
 
 class Target:
@@ -160,6 +170,35 @@ class Target:
         """(address, port) where this machine reaches the master agent's join port, or
         None while the master is not running (self.agent signs what is sent there)."""
         return None
+
+    # ---------------------------------------------------------------- images
+    def verify_images(self, ami: str | None = None, host: str | None = None) -> int:
+        """`invoke verify`: the testinfra suite (tests/images/) on this target's baked
+        images; the exit code (0: every check passed)."""
+        raise ImagebakeError(f"verify is not available for the {self.name} target yet "
+                             "(docker and aws have it)")
+
+    # ---------------------------------------------------------------- members
+    def members(self, record: dict, status_reply: dict | None = None) -> list[Member]:
+        """The record's slaves with their names in the cluster (STATUS_REPLY: the master
+        agent's signed status, for targets whose record does not know the names)."""
+        return [Member(n, n, n) for n in record.get("nodes", [])]
+
+    def remove_members(self, record: dict, chosen: list[Member]) -> str:
+        """Stop and remove the machines of CHOSEN (they already left the cluster); one
+        phrase saying what was done."""
+        raise ImagebakeError(f"removing nodes is not available for the {self.name} target")
+
+    def forget_members(self, record: dict, chosen: list[Member]) -> None:
+        """Drop CHOSEN from the record and save it."""
+        gone = {m.label for m in chosen}
+        record["nodes"] = [n for n in record["nodes"] if n not in gone]
+        state.save(record)
+
+    def search_refusal(self) -> str | None:
+        """'' when this target cannot find a cluster without its local record; None when
+        it can search (by its cloud's tags); else why it cannot search now."""
+        return ""
 
     # ---------------------------------------------------------------- the rest
     def status(self, record: dict) -> dict:

@@ -34,7 +34,7 @@ def assemble(record: dict, states: dict[str, str], master_state: dict | None,
 
     Ready: the master runs, at least one node runs, and every running node has
     joined and is in Disco's config (a dead node is reported missing, not waited for).
-    With DISCO (Disco's own view, imagebake.disco.api.view) of a cluster whose images
+    With DISCO (Disco's own view, imagebake.clients.disco.view) of a cluster whose images
     carry Disco, also: Disco answers and reports every running node connected.
     """
     joined = members(master_state)

@@ -1,12 +1,12 @@
 """Readiness with Disco's own view: a cluster whose images carry Disco is ready only when
 Disco answers and reports every running slave connected (imagebake/targets/local_status.py,
-imagebake/disco/api.py)."""
+imagebake/clients/disco.py)."""
 
 from __future__ import annotations
 
 import json
 
-from imagebake.disco import api
+from imagebake.clients import disco as api
 from imagebake.targets.local_status import assemble
 
 RECORD = {"name": "t", "target": "docker", "master_ip": "10.0.0.2",

@@ -11,10 +11,13 @@ import pytest
 from imagebake import shrink as S
 from imagebake import state
 from imagebake.errors import ImagebakeError
+from imagebake.targets.aws.cluster import AwsTarget
 from tests.fakes import FakeAgent
+from tests.fourth.cluster import FourthTarget
 
-RECORD = {"name": "demo", "target": "docker", "token": "ab" * 32,
+RECORD = {"name": "demo", "target": "fourth", "token": "ab" * 32,
           "nodes": ["node01", "node02", "node03", "node04"]}
+T = FourthTarget()  # a target whose record names its slaves (as docker's and qemu's do)
 
 
 def names(plan):
@@ -22,11 +25,11 @@ def names(plan):
 
 
 def test_check_chooses_the_newest_or_the_named_slaves():
-    assert names(S.check(RECORD, slaves=1)) == ["node04"]
-    assert names(S.check(RECORD, node="node02")) == ["node02"]
-    plan = S.check(RECORD, node="node02,node02", status_reply={"ddfs_replicas": 2})
+    assert names(S.check(T, RECORD, slaves=1)) == ["node04"]
+    assert names(S.check(T, RECORD, node="node02")) == ["node02"]
+    plan = S.check(T, RECORD, node="node02,node02", status_reply={"ddfs_replicas": 2})
     assert names(plan) == ["node02"] and plan.remaining == 3 and plan.replicas == 2
-    assert names(S.check(RECORD, slaves="2", status_reply={"ddfs_replicas": 2})) == [
+    assert names(S.check(T, RECORD, slaves="2", status_reply={"ddfs_replicas": 2})) == [
         "node03", "node04"]
 
 
@@ -47,16 +50,16 @@ def test_check_chooses_the_newest_or_the_named_slaves():
 ])
 def test_bad_shrink_input_is_one_line(kw, says):
     with pytest.raises(ImagebakeError) as err:
-        S.check(RECORD, **kw, status_reply={"ddfs_replicas": 3})
+        S.check(T, RECORD, **kw, status_reply={"ddfs_replicas": 3})
     assert says in str(err.value) and "\n" not in str(err.value)
 
 
 def test_replicas_default_to_what_the_agent_writes_when_the_master_does_not_say():
     with pytest.raises(ImagebakeError, match="replica count 3"):
-        S.check(RECORD, slaves=2)
+        S.check(T, RECORD, slaves=2)
     small = dict(RECORD, nodes=["node01", "node02"])
     with pytest.raises(ImagebakeError, match="replica count 2"):
-        S.check(small, slaves=1)
+        S.check(T, small, slaves=1)
 
 
 def test_aws_members_take_their_names_from_the_master_agent():
@@ -64,10 +67,11 @@ def test_aws_members_take_their_names_from_the_master_agent():
         {"id": "i-1", "private_ip": "10.0.0.11"}, {"id": "i-2", "private_ip": "10.0.0.12"},
         {"id": "i-3", "private_ip": "10.0.0.13"}, {"id": "i-4", "private_ip": "10.0.0.14"}]}
     reply = {"ddfs_replicas": 3, "nodes": [{"hostname": "ip-10-0-0-12", "address": "10.0.0.12"}]}
-    plan = S.check(record, node="ip-10-0-0-12", status_reply=reply)
+    plan = S.check(AwsTarget(), record, node="ip-10-0-0-12", status_reply=reply)
     assert [(m.label, m.hostname, m.entry["id"]) for m in plan.chosen] == [
         ("node02", "ip-10-0-0-12", "i-2")]
-    assert S.check(record, node="node02", status_reply=reply).chosen[0].entry["id"] == "i-2"
+    again = S.check(AwsTarget(), record, node="node02", status_reply=reply)
+    assert again.chosen[0].entry["id"] == "i-2"
 
 
 class FakeDisco:
@@ -132,7 +136,7 @@ class Clock:
 
 def test_drain_blacklists_then_runs_gc_until_ddfs_calls_the_nodes_safe():
     disco, clock, seen = FakeDisco(gc_runs=2, waits=2, tasks_polls=2), Clock(), []
-    plan = S.check(RECORD, node="node02", status_reply={"ddfs_replicas": 3})
+    plan = S.check(T, RECORD, node="node02", status_reply={"ddfs_replicas": 3})
     text = S.drain(plan, disco, timeout=600, poll=3, clock=clock, sleep=clock.sleep,
                    progress=lambda t, done: seen.append((t, done)))
     assert disco.blacklist == ["node02"] and disco.gc_blacklist == ["node02"]
@@ -145,7 +149,7 @@ def test_drain_blacklists_then_runs_gc_until_ddfs_calls_the_nodes_safe():
 
 def test_drain_is_bounded_and_says_the_nodes_stay_blacklisted():
     disco, clock = FakeDisco(gc_runs=99, waits=0), Clock()
-    plan = S.check(RECORD, node="node02", status_reply={"ddfs_replicas": 3})
+    plan = S.check(T, RECORD, node="node02", status_reply={"ddfs_replicas": 3})
     with pytest.raises(ImagebakeError) as err:
         S.drain(plan, disco, timeout=30, poll=3, clock=clock, sleep=clock.sleep)
     assert "timed out after 30s" in str(err.value) and "stay blacklisted" in str(err.value)
@@ -162,13 +166,7 @@ def test_shrink_drains_then_leaves_then_terminates_then_forgets(tmp_path, monkey
         order.append(("leave", path, msg["hostnames"]))
         return {"removed": msg["hostnames"], "unknown": []}
 
-    class Target:
-        name = "docker"
-        agent = FakeAgent(lambda a, p, r: {"ddfs_replicas": 3, "nodes": []}, leave)
-
-        def agent_endpoint(self, rec):
-            return ("127.0.0.1", 1)
-
+    target = FourthTarget(FakeAgent(lambda a, p, r: {"ddfs_replicas": 3, "nodes": []}, leave))
     disco = FakeDisco(waits=0)
 
     def calls(batch):
@@ -176,9 +174,9 @@ def test_shrink_drains_then_leaves_then_terminates_then_forgets(tmp_path, monkey
             order.append("drain")
         return disco(batch)
 
-    monkeypatch.setitem(S.TERMINATE, "docker",
-                        lambda t, plan: order.append(("terminate", names(plan))) or "removed 1")
-    text = S.shrink(Target(), record, node="node03", calls=calls, say=lambda s: None,
+    target.remove_members = lambda rec, chosen: order.append(
+        ("terminate", [m.label for m in chosen])) or "removed 1"
+    text = S.shrink(target, record, node="node03", calls=calls, say=lambda s: None,
                     progress=lambda t, done: None)
     assert order == ["drain", ("leave", "/v1/leave", ["node03"]), ("terminate", ["node03"])]
     assert "shrank demo to 3 slave(s): removed node03" in text
@@ -190,31 +188,19 @@ def test_force_skips_the_drain_and_says_what_may_be_lost(tmp_path, monkeypatch):
     record = dict(RECORD, nodes=list(RECORD["nodes"]))
     said = []
 
-    class Target:
-        name = "docker"
-        agent = FakeAgent(lambda a, p, r: {"ddfs_replicas": 3},
-                          lambda *args: {"removed": ["node04"], "unknown": []})
-
-        def agent_endpoint(self, rec):
-            return ("127.0.0.1", 1)
+    target = FourthTarget(FakeAgent(lambda a, p, r: {"ddfs_replicas": 3},
+                                    lambda *args: {"removed": ["node04"], "unknown": []}))
 
     def no_disco(batch):
         raise AssertionError("--force must not drain")
 
-    monkeypatch.setitem(S.TERMINATE, "docker", lambda t, plan: "removed 1 container(s)")
-    text = S.shrink(Target(), record, slaves=1, force=True, calls=no_disco, say=said.append)
+    text = S.shrink(target, record, slaves=1, force=True, calls=no_disco, say=said.append)
     assert "may be lost" in said[0] and "not drained (--force)" in text
 
 
 def test_a_stopped_master_is_one_line():
-    class Target:
-        name = "docker"
-
-        def agent_endpoint(self, rec):
-            return None
-
     with pytest.raises(ImagebakeError, match="not running: cannot shrink"):
-        S.shrink(Target(), dict(RECORD), slaves=1)
+        S.shrink(FourthTarget(endpoint=None), dict(RECORD), slaves=1)
 
 
 @pytest.mark.parametrize("args, says", [
@@ -238,12 +224,6 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, says):
 
 
 def test_a_silent_master_agent_is_refused_without_force():
-    class Target:
-        name = "docker"
-        agent = FakeAgent(lambda a, p, r: None)
-
-        def agent_endpoint(self, rec):
-            return ("127.0.0.1", 1)
-
     with pytest.raises(ImagebakeError, match="does not answer: cannot drain safely"):
-        S.shrink(Target(), dict(RECORD), slaves=1, calls=lambda b: [])
+        S.shrink(FourthTarget(FakeAgent(lambda a, p, r: None)), dict(RECORD), slaves=1,
+                 calls=lambda b: [])

@@ -46,8 +46,8 @@ def cluster(vm_host, state_dir, tmp_path_factory):
         qemu_cluster.QemuTarget().destroy(NAME)
     started = time.time()
     try:
-        record = qemu_cluster.QemuTarget().launch(name=NAME, slaves=2, capture=str(pcap),
-                                                  http_tokens="required")
+        record = qemu_cluster.QemuTarget(capture=str(pcap)).launch(name=NAME, slaves=2,
+                                                                   http_tokens="required")
         record["pcap"] = qemu_cluster.stop_capture(record)
         record["launch_seconds"] = round(time.time() - started, 1)
         members = list(record["nodes"])

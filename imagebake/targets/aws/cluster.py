@@ -13,7 +13,6 @@ so no agent answers).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import boto3
@@ -24,9 +23,10 @@ from ...agent_client import AgentClient
 from ...clients import aws
 from ...errors import ImagebakeError
 from ...progress import Steps
-from ..base import Target
+from ..base import Member, Target
 from . import dryrun, hostkeys, inputs, network, preflight, report, ssh, userdata
 from . import instances as ec2i
+from .plan import LaunchPlan
 from .readiness import is_ready
 
 DEFAULT_INSTANCE_TYPE = "t2.medium"
@@ -37,34 +37,6 @@ AWS_ERRORS = preflight.AWS_ERRORS
 LAUNCH_OPTIONS = ("region", "profile", "instance_type", "master_instance_type", "subnet",
                   "spot", "spot_master", "ttl", "allow_cidr", "allow_world", "key_name",
                   "placement_group", "keep_on_failure", "master_ami", "node_ami", "idle_stop")
-
-
-@dataclass
-class LaunchPlan:
-    """Everything a launch needs, checked; nothing created yet."""
-
-    name: str
-    count: int
-    workers: int | None
-    ttl: str | None
-    ttl_seconds: int | None
-    cidr: str
-    node_type: str
-    master_type: str
-    key_name: str | None
-    spot: bool                # the slaves are spot instances
-    spot_master: bool         # the master too (its loss ends the cluster)
-    placement_group: bool
-    keep_on_failure: bool
-    profile: str | None
-    session: boto3.Session
-    region: str
-    client: Any
-    owner: str
-    amis: dict[str, str]
-    images: dict[str, dict]
-    where: network.Placement
-    idle_stop: int | None = None  # seconds (imagebake.lifetime); the master agent enforces it
 
 
 class AwsTarget(Target):
@@ -285,6 +257,86 @@ class AwsTarget(Target):
         record["ready"] = False
         state.save(record)
         return record
+
+    # ------------------------------------------------------------------ verify
+    def verify_images(self, ami: str | None = None, host: str | None = None) -> int:
+        """On an instance booted from AMI (--host), or, without --host, the AMIs of
+        build/images.json booted as a one-slave cluster (each gets its agent and its
+        pinned host key), checked over ssh, then torn down."""
+        from ...bake import verify
+
+        if host:
+            return verify.verify_host(host, ami)
+        if ami:
+            raise ImagebakeError("--ami goes with --host; without both, verify boots the "
+                                 "AMIs in build/images.json itself")
+        return self._verify_boot()
+
+    def _verify_boot(self, region: str | None = None) -> int:
+        import os
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        from ...bake import verify
+
+        client = aws.ec2(self._session({"region": region}))
+        tag = f"verify{os.getpid() % 100000}"
+        key_name = f"imagebake-{tag}"
+        with tempfile.TemporaryDirectory() as tmp:
+            key = Path(tmp) / "id_ed25519"
+            material = client.create_key_pair(KeyName=key_name,
+                                              KeyType="ed25519")["KeyMaterial"]
+            key.touch(mode=0o600)
+            key.write_text(material)
+            try:
+                record = self.launch(name=tag, slaves=1, region=region, key_name=key_name,
+                                     ttl="2h")
+                return verify.verify_booted(record["master"]["public_ip"],
+                                            record["nodes"][0]["private_ip"], key,
+                                            hostkeys.known_hosts_path(tag), Path(tmp))
+            finally:
+                print(self.destroy(tag, state.load(tag)), file=sys.stderr)
+                client.delete_key_pair(KeyName=key_name)
+
+    # ------------------------------------------------------------------ shrink
+    def members(self, record: dict, status_reply: dict | None = None) -> list[Member]:
+        """Slaves are node01.. by launch order; their names in the cluster come from the
+        master agent's membership, matched by the private address EC2 reports."""
+        joined = {}
+        for node in (status_reply or {}).get("nodes") or []:
+            if isinstance(node, dict) and node.get("address"):
+                joined[node["address"]] = node.get("hostname")
+        return [Member(f"node{i:02d}", joined.get(entry.get("private_ip")), entry)
+                for i, entry in enumerate(record.get("nodes", []), 1)]
+
+    def remove_members(self, record: dict, chosen: list[Member]) -> str:
+        """Terminate exactly CHOSEN's instances, in one call, and only those of this
+        owner's cluster: a stale record never terminates another's."""
+        session = self._session(record)
+        client = aws.ec2(session, record["region"])
+        owner = _owner(record, session)
+        wanted = [m.entry["id"] for m in chosen]
+        mine = {i["InstanceId"] for i in ec2i.describe(client, ids=wanted,
+                                                       cluster=record["name"], owner=owner)}
+        ids = [i for i in wanted if i in mine]
+        ec2i.terminate(client, ids)
+        gone = [i for i in wanted if i not in mine]
+        return (f"terminated {len(ids)} instance(s) ({', '.join(ids)})"
+                + (f"; not found in the cluster: {', '.join(gone)}" if gone else ""))
+
+    def forget_members(self, record: dict, chosen: list[Member]) -> None:
+        ids = {m.entry["id"] for m in chosen}
+        addresses = {m.entry.get("private_ip") for m in chosen}
+        record["nodes"] = [n for n in record["nodes"] if n["id"] not in ids]
+        record["ids"] = [i for i in record.get("ids", []) if i not in ids]
+        keys = record.get("node_host_keys") or {}
+        record["node_host_keys"] = {a: k for a, k in keys.items() if a not in addresses}
+        hostkeys.remember(record, None)  # rewrites the pinned known_hosts without them
+        state.save(record)
+
+    def search_refusal(self) -> str | None:
+        return search_refusal(self.session_factory)
 
     # ------------------------------------------------------------------ destroy
     def _destroy(self, name: str, record: dict | None) -> str:

@@ -15,16 +15,14 @@ that is reported as "not checkable before the group exists".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import botocore.exceptions
 
 from ...clients import aws
 from . import instances as ec2i
 from . import network
-
-if TYPE_CHECKING:
-    from .cluster import LaunchPlan
+from .plan import LaunchPlan
 
 ALLOWED = "allowed"
 MISSING = "MISSING"

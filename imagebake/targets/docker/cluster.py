@@ -17,11 +17,11 @@ from typing import Any, BinaryIO
 
 from ... import durations, files, ports, state
 from ...agent import spec as agent_spec
+from ...clients import disco as disco_api
 from ...clients.docker import docker, ids, image_exists, inspect, require_daemon, used_subnets
-from ...disco import api as disco_api
 from ...errors import ImagebakeError
 from ...validate import parse_count
-from ..base import Target
+from ..base import Member, Target
 from ..local_status import assemble, destroyed, forget, node_hostname
 from ..local_status import wait_ready as _wait
 
@@ -365,6 +365,20 @@ class DockerTarget(Target):
         record["ready_seconds"] = wait_ready(record, started)
         state.save(record)
         return record
+
+    def verify_images(self, ami: str | None = None, host: str | None = None) -> int:
+        if ami or host:
+            raise ImagebakeError("--ami and --host are for --target aws")
+        from ...bake import verify
+
+        return verify.verify_docker()
+
+    def remove_members(self, record: dict, chosen: list[Member]) -> str:
+        names = [container_name(record["name"], m.label) for m in chosen]
+        docker("rm", "-f", "-v", *names, check=False)
+        for m in chosen:
+            (_spec_dir(record["name"]) / f"spec-{m.label}.json").unlink(missing_ok=True)
+        return f"removed {len(names)} container(s)"
 
     def check_destroy(self, name: str) -> str:
         name = super().check_destroy(name)

@@ -37,7 +37,7 @@ from ...errors import ImagebakeError
 from ...validate import parse_count
 from ..aws import userdata as aws_userdata
 from ..aws.readiness import is_ready
-from ..base import Target
+from ..base import Member, Target
 from ..local_status import assemble, destroyed, forget
 from ..local_status import wait_ready as _wait
 from . import ec2, netns, vm
@@ -315,12 +315,14 @@ class QemuTarget(Target):
     """A whole cluster as VMs on one host, in a network namespace with no route out."""
 
     name = "qemu"
-    # capture: a pcap path, tcpdump on the bridge from the start (tests);
     # http_tokens: the instances' HttpTokens, required (default) or optional;
-    # ttl: as for aws (90m, 4h: the deadline goes into the user data); ttl_deadline: the
-    # same as epoch seconds (tests)
-    launch_options = ("capture", "http_tokens", "ttl", "ttl_deadline", "idle_stop")
+    # ttl: as for aws (90m, 4h: the deadline goes into the user data)
+    launch_options = ("http_tokens", "ttl", "idle_stop")
     default_slaves = 2
+
+    def __init__(self, agent: AgentClient | None = None, capture: str | None = None) -> None:
+        super().__init__(agent)
+        self.capture = capture  # a pcap path: tcpdump on the bridge from the start (tests)
 
     def _check_launch(self, name: str, slaves: Any, workers_per_node: Any,
                       options: dict[str, Any]) -> LaunchPlan:
@@ -335,14 +337,11 @@ class QemuTarget(Target):
         tokens = options.get("http_tokens") or "required"
         if tokens not in ec2.HTTP_TOKENS:
             raise ImagebakeError(f"--http-tokens must be required or optional, not {tokens!r}")
-        deadline = options.get("ttl_deadline")
-        if options.get("ttl"):
-            deadline = int(time.time()) + durations.ttl_seconds(options["ttl"])
-        if deadline is not None and (not isinstance(deadline, int) or deadline < time.time()):
-            raise ImagebakeError("ttl_deadline must be a future time (epoch seconds)")
+        ttl_s = durations.ttl_seconds(options.get("ttl"))
+        deadline = int(time.time()) + ttl_s if ttl_s else None
         idle_s = durations.idle_stop_seconds(options.get("idle_stop"))
-        return LaunchPlan(name, count, workers, image_paths(), options.get("capture"),
-                          tokens, deadline, idle_s)
+        return LaunchPlan(name, count, workers, image_paths(), self.capture, tokens, deadline,
+                          idle_s)
 
     def _launch(self, plan: LaunchPlan, wait: bool) -> dict:
         name, count, workers = plan.name, plan.count, plan.workers
@@ -416,6 +415,16 @@ class QemuTarget(Target):
             record["ready_seconds"] = wait_ready(record, started, self.agent)
             state.save(record)
         return record
+
+    def remove_members(self, record: dict, chosen: list[Member]) -> str:
+        stopped = []
+        for m in chosen:
+            try:
+                vm_exec(record, m.label, "poweroff", timeout=30)
+            except Exception:  # noqa: BLE001 - a VM already gone is what we want
+                pass
+            stopped.append(m.label)
+        return f"stopped {len(stopped)} VM(s)"
 
     def _destroy(self, name: str, record: dict | None) -> str:
         record = record or state.load(name)

@@ -1,0 +1,39 @@
+"""What an AWS launch will do, checked (AwsTarget.check_launch makes it; launch and
+dryrun read it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from . import network
+
+
+@dataclass
+class LaunchPlan:
+    """Everything a launch needs, checked; nothing created yet."""
+
+    name: str
+    count: int
+    workers: int | None
+    ttl: str | None
+    ttl_seconds: int | None
+    cidr: str
+    node_type: str
+    master_type: str
+    key_name: str | None
+    spot: bool                # the slaves are spot instances
+    spot_master: bool         # the master too (its loss ends the cluster)
+    placement_group: bool
+    keep_on_failure: bool
+    profile: str | None
+    session: boto3.Session
+    region: str
+    client: Any
+    owner: str
+    amis: dict[str, str]
+    images: dict[str, dict]
+    where: network.Placement
+    idle_stop: int | None = None  # seconds (imagebake.durations); the master agent enforces it
