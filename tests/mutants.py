@@ -142,7 +142,7 @@ MUTANTS = [
            (AGENT_MASTER + "test_forged_or_bad_leave_is_refused_and_nothing_changes",)),
     Mutant("launcher-trusts-unsigned-status",
            "the launcher refuses a status reply without a valid MAC",
-           "imagebake/targets/aws/readiness.py",
+           "imagebake/agent_client.py",
            'reply = protocol.open_envelope(record["token"], raw, record["name"], time.time(),',
            'reply = ' + TRUST.format(body="raw")
            + 'record["token"], raw, record["name"], time.time(),', READINESS),
