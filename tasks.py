@@ -453,7 +453,7 @@ def acceptance(c, target=None, yes=False, keep_amis=False, name=None, region=Non
             "committed": "mutate the last commit instead of the working tree"})
 def mutants(c, only=None, list_=False, committed=False):
     """Break each README claim in a copy of the repo; exit 1 unless the tests catch them all."""
-    from tests import mutants as mod
+    from imagebake.dev import mutants as mod
 
     if list_:
         for mutant in mod.MUTANTS:

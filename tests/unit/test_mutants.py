@@ -1,4 +1,4 @@
-"""tests/mutants.py stays in step with the code: every mutant still applies (its text
+"""imagebake/dev/mutants.py stays in step with the code: every mutant still applies (its text
 occurs exactly once), changes something, and names tests that exist."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import mutants
+from imagebake.dev import mutants
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ its tests run with that copy first on sys.path, and the file is restored. A muta
 whose tests still pass *survived*: a claim nobody checks. Unmutated, every selected
 test must pass first (else a kill would mean nothing).
 
-    python -m tests.mutants [--committed] [NAME ...]
+    python -m imagebake.dev.mutants [--committed] [NAME ...]
     invoke mutants [--only NAME,...] [--committed]
 """
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "__pycache__", ".pytest_cache",
                                 ".ruff_cache", "*.egg-info")
 
@@ -73,7 +73,8 @@ class Mutant:
         count = text.count(self.find)
         if count != 1:
             raise ValueError(f"mutant {self.name}: the text to replace occurs {count} times "
-                             f"in {self.path} (the source changed: update tests/mutants.py)")
+                             f"in {self.path} (the source changed: update "
+                             "imagebake/dev/mutants.py)")
         path.write_text(text.replace(self.find, self.replace))
         return text
 
