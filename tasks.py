@@ -51,9 +51,7 @@ def _record(name, target=None):
 @_cli
 def base_image(c, target="docker"):
     """Build the local offline base image (debootstrap Debian 12, docker import)."""
-    from imagebake.bake import base
-
-    print(base.build(target))
+    print(_target(target).build_base_image())
 
 
 @task(
@@ -69,11 +67,11 @@ def base_image(c, target="docker"):
 def bake(c, target=None, only=None, var=None, force=False):
     """Bake the master and node images with Packer; writes build/images.json."""
     from imagebake import settings
-    from imagebake.bake import build, variables
+    from imagebake.bake import variables
 
     target, given = settings.bake_args(c.config, {"target": target,
                                                   "vars": variables.parse_vars(var or [])})
-    result = build.bake(target=target, only=only, variables=given, force=force)
+    result = _target(target).bake(only=only, variables=given, force=force)
     print(json.dumps(result, indent=2))
 
 
@@ -519,7 +517,7 @@ def images(c, target="docker", json_=False, region=None, profile=None):
     """List baked images (role, Disco ref, content hash, date)."""
     from imagebake.bake import images as mod
 
-    rows = mod.list_images(target, region=region, profile=profile)
+    rows = _target(target).list_images(region=region, profile=profile)
     print(json.dumps(rows, indent=2) if json_ else mod.render(rows))
 
 
@@ -541,8 +539,9 @@ def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region
     only = None
     if discard_new:
         target, only = "aws", mod.new_ami_ids()
-    doomed, spared = mod.prune(parse_count(keep, "--keep", 0, 1000), target, dry_run,
-                               region=region, profile=profile, only_ids=only)
+    doomed, spared = _target(target).prune_images(parse_count(keep, "--keep", 0, 1000),
+                                                  dry_run, region=region, profile=profile,
+                                                  only_ids=only)
     verb = "would remove" if dry_run else "removed"
     for image in doomed:
         print(f"{verb} {image['target']} {image['role']} {image['id']}"

@@ -9,7 +9,6 @@ parallel, packer.py). build/images.json records the result (records.py).
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,16 +18,14 @@ from typing import Any
 
 from ..errors import ImagebakeError
 from ..progress import Board, Row
-from . import existing, hashing, images, packer, records, vendor
+from . import hashing, images, packer, records, vendor
 from .records import ROOT, images_json_path
-from .variables import DEFAULT_BASE, DEFAULTS, PACKER_DIR, SOURCE_TYPE, check, disco_tarball, hashed
+from .variables import DEFAULTS, PACKER_DIR, check, disco_tarball, hashed
 
-LOCAL_TARGETS = ("docker", "qemu")  # may bake without Disco offline; aws never does
-QEMU_FINISH_SCRIPT = ROOT / "imagebake" / "bake" / "qemu-finish-bake.sh"
 AGENT_DIR = ROOT / "imagebake" / "agent"
 
 
-# ------------------------------------------------------------------ per-target inputs
+# ------------------------------------------------------------------ what a target adds
 @dataclass
 class Prepared:
     """What a target adds to a bake: hash inputs, Packer variables, a finder of images
@@ -42,61 +39,25 @@ class Prepared:
     cleanup: Callable[[], None] = lambda: None
 
 
-def _docker_image_id(ref: str) -> str:
-    from ..clients.docker import docker
+@dataclass
+class ImageKind:
+    """What one target's images are to the bake; the target hands it in
+    (Target.image_kind), so the bake never asks which target it bakes for."""
 
-    return docker("image", "inspect", "--format", "{{.Id}}", ref, check=False).strip()
-
-
-def _check_docker(variables: Mapping[str, str]) -> str:
-    """Docker reachable and the base image present; returns the base image id."""
-    from ..clients.docker import require_daemon
-
-    require_daemon()
-    base = variables["docker_base"]
-    image_id = _docker_image_id(base)
-    if not image_id:
-        if base == DEFAULT_BASE:
-            raise ImagebakeError(f"base image {base} not found: build it with `invoke base-image`")
-        raise ImagebakeError(f"base image {base} not found locally (bakes never pull): "
-                             f"`docker pull {base}` first")
-    return image_id
-
-
-def _prepare_docker(effective: dict[str, str]) -> Prepared:
-    return Prepared(find=existing.docker_image,
-                    hash_inputs={"base_image_id": _check_docker(effective)})
-
-
-def _prepare_qemu(effective: dict[str, str]) -> Prepared:
-    from . import qemu_inputs
-
-    inputs = qemu_inputs.prepare(effective.get("qemu_base"))
-    base = Path(inputs.variables["qemu_base"])
-    effective["qemu_base"] = str(base)
-    return Prepared(find=existing.qemu_image,
-                    hash_inputs={"base_image_id": f"{base.stat().st_size}:"
-                                                  f"{int(base.stat().st_mtime)}"},
-                    extra_files=[QEMU_FINISH_SCRIPT], packer_vars=dict(inputs.variables),
-                    cleanup=inputs.cleanup)  # the throw-away bake key and seed
-
-
-def _prepare_aws(effective: dict[str, str]) -> Prepared:
-    from ..clients import aws
-
-    session = aws.make_session(effective.get("aws_region") or None, None)
-    region = session.region_name
-    effective["aws_region"] = region
-    from .source_ami import apply_base
-
-    apply_base(effective, region, session)  # --var base=: source AMI, login user, IMDSv2
-    client = aws.ec2(session, region)
-    return Prepared(find=lambda role, digest: existing.aws_image(client, region, role, digest),
-                    region=region)
-
-
-PREPARE: dict[str, Callable[[dict[str, str]], Prepared]] = {
-    "docker": _prepare_docker, "qemu": _prepare_qemu, "aws": _prepare_aws}
+    name: str                     # its key in build/images.json and in the content hash
+    source_type: str              # the Packer source type of its builds (docker, qemu, ...)
+    variables: tuple[str, ...]    # the Packer variables its images depend on (hashed)
+    prepare: Callable[[dict[str, str]], Prepared]  # checks, hash inputs, finder; may fill
+    #                                                effective variables in (aws_region)
+    entry: Callable[[str, dict[str, Any], str, str | None], dict[str, Any] | None]
+    #      (role, Packer manifest build, content hash, region) -> build/images.json entry
+    finish: Callable[[dict[str, dict], dict[str, str]], Any] | None = None
+    #      after Packer, before recording (aws: IMDS support and deprecation)
+    leftovers: Callable[[Mapping[str, str]], None] | None = None
+    #      what Packer may leave after a failure or a kill (docker: its containers)
+    may_go_without_disco: bool = False
+    #      offline with no Disco archives: bake without Disco after one warning (the local
+    #      targets), instead of refusing (aws)
 
 
 # ------------------------------------------------------------------ progress
@@ -134,39 +95,40 @@ class BuildProgress:
 
 
 # ------------------------------------------------------------------ bake
-def bake(target: str = "docker", only: str | None = None,
+def bake(kind: ImageKind, only: str | None = None,
          variables: Mapping[str, str] | None = None, force: bool = False,
          on_event: Callable[[packer.Event], None] | None = None) -> dict[str, Any]:
-    """Bake the target's images; returns what was built, skipped and recorded.
-    ON_EVENT sees every Packer event (the benchmarks time the builds with it)."""
+    """Bake KIND's images (Target.bake hands in its own); returns what was built, skipped
+    and recorded. ON_EVENT sees every Packer event (the benchmarks time the builds)."""
     user_vars = dict(variables or {})
-    roles = check(target, only, user_vars)
+    roles = check(only, user_vars)
     effective = {**DEFAULTS, **user_vars}
     images.deprecate_days(effective.get("ami_deprecate_after"))  # input first, then files
     # the Disco archives, before Packer: one line if one is missing (local targets go on
     # without Disco, one warning line, when they are missing and GitHub cannot be reached)
-    vendor.resolve(effective, user_vars, may_go_without=target in LOCAL_TARGETS)
+    vendor.resolve(effective, user_vars, may_go_without=kind.may_go_without_disco)
     packer.packer_bin()
     extra_files = disco_tarball(effective)
-    prepared = PREPARE[target](effective)
+    prepared = kind.prepare(effective)
     try:
-        return _bake(target, roles, effective, extra_files, prepared, force, on_event)
+        return _bake(kind, roles, effective, extra_files, prepared, force, on_event)
     finally:
         prepared.cleanup()
 
 
-def _hashes(target: str, effective: Mapping[str, str], prepared: Prepared,
+def _hashes(kind: ImageKind, effective: Mapping[str, str], prepared: Prepared,
             extra_files: list[Path]) -> dict[str, str]:
-    return {role: hashing.content_hash(ROOT, target, role,
-                                       {**hashed(target, effective), **prepared.hash_inputs},
+    return {role: hashing.content_hash(ROOT, kind.name, role,
+                                       {**hashed(kind.variables, effective),
+                                        **prepared.hash_inputs},
                                        [*extra_files, *prepared.extra_files])
             for role in ("master", "node")}
 
 
-def _bake(target: str, roles: Sequence[str], effective: dict[str, str],
+def _bake(kind: ImageKind, roles: Sequence[str], effective: dict[str, str],
           extra_files: list[Path], prepared: Prepared, force: bool,
           on_event: Callable[[packer.Event], None] | None) -> dict[str, Any]:
-    hashes = _hashes(target, effective, prepared, extra_files)
+    hashes = _hashes(kind, effective, prepared, extra_files)
     recorded: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     todo: list[str] = []
@@ -182,11 +144,11 @@ def _bake(target: str, roles: Sequence[str], effective: dict[str, str],
 
     started = time.monotonic()
     if todo:
-        recorded.update(_packer_build(target, todo, effective, hashes, prepared, on_event))
+        recorded.update(_packer_build(kind, todo, effective, hashes, prepared, on_event))
     elif recorded:
-        records.write_images(target, recorded)
+        records.write_images(kind.name, recorded)
     return {
-        "target": target,
+        "target": kind.name,
         "built": todo,
         "skipped": skipped,
         "seconds": round(time.monotonic() - started, 1),
@@ -195,7 +157,7 @@ def _bake(target: str, roles: Sequence[str], effective: dict[str, str],
     }
 
 
-def _packer_build(target: str, todo: list[str], effective: dict[str, str],
+def _packer_build(kind: ImageKind, todo: list[str], effective: dict[str, str],
                   hashes: dict[str, str], prepared: Prepared,
                   on_event: Callable[[packer.Event], None] | None) -> dict[str, dict[str, Any]]:
     """One `packer build` of the TODO roles; records what was built, raises on failure."""
@@ -207,10 +169,10 @@ def _packer_build(target: str, todo: list[str], effective: dict[str, str],
         **effective, "content_hash": hashes, "manifest_path": str(manifest),
         "agent_dir": str(AGENT_DIR), **prepared.packer_vars,
     }
-    only_builds = [f"{SOURCE_TYPE[target]}.{role}" for role in todo]
-    print(f"baking {', '.join(todo)} ({target}) with Packer", file=sys.stderr, flush=True)
+    only_builds = [f"{kind.source_type}.{role}" for role in todo]
+    print(f"baking {', '.join(todo)} ({kind.name}) with Packer", file=sys.stderr, flush=True)
     with Board(plain=True) as board:
-        progress = BuildProgress(board, todo, SOURCE_TYPE[target])
+        progress = BuildProgress(board, todo, kind.source_type)
 
         def forward(event: packer.Event) -> None:
             progress(event)
@@ -222,40 +184,34 @@ def _packer_build(target: str, todo: list[str], effective: dict[str, str],
                                   log_dir=ROOT / "build" / "logs", cwd=ROOT,
                                   raise_on_error=False)
         except BaseException:
-            if target == "docker":
-                _remove_leftover_containers(_containers_from_log())
+            if kind.leftovers:
+                kind.leftovers(_containers_from_log())
             raise
-    if target == "docker":
-        _remove_leftover_containers(result.containers)
+    if kind.leftovers:
+        kind.leftovers(result.containers)
     built = records.read_manifest(manifest) if manifest.exists() else {}
     recorded: dict[str, dict[str, Any]] = {}
     for role in todo:
-        if role in built and f"{SOURCE_TYPE[target]}.{role}" not in result.failed:
-            entry = records.entry_from_manifest(target, role, built[role], hashes[role],
-                                                prepared.region)
+        if role in built and f"{kind.source_type}.{role}" not in result.failed:
+            entry = kind.entry(role, built[role], hashes[role], prepared.region)
             if entry:
                 recorded[role] = entry
-    if recorded and target == "aws":
-        try:  # IMDS support and deprecation: the EC2 API, whatever Packer's version
-            images.finish_amis(recorded, effective)
+    if recorded and kind.finish:
+        try:  # e.g. aws: IMDS support and deprecation, through the EC2 API
+            kind.finish(recorded, effective)
         finally:
-            records.write_images(target, recorded)
+            records.write_images(kind.name, recorded)
     elif recorded:
-        records.write_images(target, recorded)
+        records.write_images(kind.name, recorded)
     if not result.ok:
         raise ImagebakeError(f"packer build failed: {result.first_error} "
                              f"(log: {_rel(result.log_path)})")
     return recorded
 
 
-def _remove_leftover_containers(container_ids: Mapping[str, str]) -> None:
-    """Packer removes its container on failure; make sure (e.g. after a kill)."""
-    for cid in container_ids.values():
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
-
-
 def _containers_from_log() -> dict[str, str]:
-    """Container ids from the newest build log (after an interrupt)."""
+    """Container ids from the newest build log (after an interrupt: Packer's docker
+    builder may not have removed them)."""
     logs = sorted((ROOT / "build" / "logs").glob("packer-build-*.log"))
     if not logs:
         return {}

@@ -138,16 +138,21 @@ def _aws_remove(client: Any, image: dict) -> None:
         client.delete_snapshot(SnapshotId=snapshot)
 
 
-# ---------------------------------------------------------------- both
-def list_images(target: str = "docker", region: str | None = None,
-                profile: str | None = None, session: Any = None) -> list[dict]:
-    if target == "docker":
-        rows = docker_images()
-    elif target == "aws":
-        rows = [r for c in _clients(region, profile, session).values() for r in aws_images(c)]
-    else:
-        raise ImagebakeError(f"unknown target {target!r}: choose docker or aws")
+# ---------------------------------------------------------------- listing (each target picks)
+def _newest_first(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["role"], r["created"]), reverse=True)
+
+
+def list_docker() -> list[dict]:
+    """The local images baked here (Target.list_images of the docker target)."""
+    return _newest_first(docker_images())
+
+
+def list_aws(region: str | None = None, profile: str | None = None,
+             session: Any = None) -> list[dict]:
+    """The AMIs of every region to look in (Target.list_images of the aws target)."""
+    return _newest_first([r for c in _clients(region, profile, session).values()
+                          for r in aws_images(c)])
 
 
 def plan_prune(rows: list[dict], keep: int, in_use: set[str]) -> list[dict]:
@@ -160,14 +165,23 @@ def plan_prune(rows: list[dict], keep: int, in_use: set[str]) -> list[dict]:
     return doomed
 
 
-def prune(keep: int, target: str = "docker", dry_run: bool = False,
-          region: str | None = None, profile: str | None = None, session: Any = None,
-          only_ids: set[str] | None = None) -> tuple[list[dict], list[dict]]:
-    """Remove old images (or exactly ONLY_IDS); returns (removed or planned, kept-in-use)."""
+def _check_keep(keep: int) -> None:
     if keep < 0:
         raise ImagebakeError(f"--keep must be 0 or more, not {keep}")
-    if target != "aws":
-        return _prune_in(None, list_images(target), docker_in_use(), keep, dry_run, only_ids)
+
+
+def prune_docker(keep: int, dry_run: bool = False,
+                 only_ids: set[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Remove old local images (or exactly ONLY_IDS); (removed or planned, kept-in-use)."""
+    _check_keep(keep)
+    return _prune_in(None, list_docker(), docker_in_use(), keep, dry_run, only_ids)
+
+
+def prune_aws(keep: int, dry_run: bool = False, region: str | None = None,
+              profile: str | None = None, session: Any = None,
+              only_ids: set[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Remove old AMIs with their snapshots (or exactly ONLY_IDS), never one in use."""
+    _check_keep(keep)
     doomed: list[dict] = []
     spared: list[dict] = []
     # each region on its own: a copy is an AMI of its region, kept or removed with the

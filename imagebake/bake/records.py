@@ -78,20 +78,27 @@ def qemu_entry(entry: dict[str, Any], digest: str) -> dict[str, Any] | None:
             "base": custom.get("base", "")}
 
 
-def entry_from_manifest(target: str, role: str, entry: dict[str, Any], digest: str,
-                        region: str | None) -> dict[str, Any] | None:
-    """images.json entry of one role's build in Packer's manifest."""
-    if target == "qemu":
-        return qemu_entry(entry, digest)
+def _common(entry: dict[str, Any], digest: str) -> dict[str, Any]:
     custom = entry.get("custom_data") or {}
+    return {"content_hash": digest, "disco_source": custom.get("disco_source", ""),
+            "built_at": custom.get("built_at") or utc_now()}
+
+
+def docker_entry(role: str, entry: dict[str, Any], digest: str,
+                 region: str | None = None) -> dict[str, Any]:
+    """images.json entry of one docker build of the manifest: tagged by its hash."""
+    return {"id": f"imagebake/{role}:{digest[:12]}", "image_id": entry.get("artifact_id", ""),
+            **_common(entry, digest)}
+
+
+def ami_entry(role: str, entry: dict[str, Any], digest: str,
+              region: str | None) -> dict[str, Any]:
+    """images.json entry of one amazon-ebs build: the build REGION's AMI and the
+    ami_regions copies."""
     artifact = entry.get("artifact_id", "")
-    record: dict[str, Any] = {"content_hash": digest,
-                              "disco_source": custom.get("disco_source", ""),
-                              "built_at": custom.get("built_at") or utc_now()}
-    if target == "docker":
-        return {"id": f"imagebake/{role}:{digest[:12]}", "image_id": artifact, **record}
-    # amazon-ebs: "eu-west-1:ami-0456,us-east-1:ami-0123", one region:AMI pair per region
-    # (sorted by Packer): the build REGION's AMI and the ami_regions copies
+    record = _common(entry, digest)
+    # "eu-west-1:ami-0456,us-east-1:ami-0123", one region:AMI pair per region (sorted by
+    # Packer)
     pairs = dict(item.partition(":")[::2] for item in artifact.split(",") if ":" in item)
     if not pairs:
         return {"id": artifact, "region": region, **record}
@@ -100,3 +107,8 @@ def entry_from_manifest(target: str, role: str, entry: dict[str, Any], digest: s
     if pairs:
         out["copies"] = dict(sorted(pairs.items()))
     return out
+
+
+def qemu_build_entry(role: str, entry: dict[str, Any], digest: str,
+                     region: str | None = None) -> dict[str, Any] | None:
+    return qemu_entry(entry, digest)

@@ -12,8 +12,6 @@ from .records import ROOT
 
 PACKER_DIR = ROOT / "packer"
 ROLES = ("master", "node")
-TARGETS = ("docker", "aws", "qemu")
-SOURCE_TYPE = {"docker": "docker", "aws": "amazon-ebs", "qemu": "qemu"}
 DEFAULT_BASE = "imagebake/base:bookworm"
 # Always passed explicitly, so `--var disco_ref=0.5.4` hashes like no --var at all.
 DEFAULTS: dict[str, str] = {
@@ -24,15 +22,9 @@ DEFAULTS: dict[str, str] = {
 # Variables the wrapper owns: the user cannot set them.
 WRAPPER_VARS = ("content_hash", "manifest_path", "agent_dir", "qemu_accelerator",
                 "qemu_seed_dir", "qemu_ssh_username", "qemu_ssh_key")
-# Only these matter to a target's images (others would change the hash for nothing).
-TARGET_VARS = {
-    "docker": ("disco_source", "disco_ref", "docker_base"),
-    "aws": ("base", "disco_source", "disco_ref", "aws_region", "source_ami", "instance_type",
-            "ssh_username", "subnet_id", "encrypt_boot", "ami_name_prefix",
-            "imdsv2_support", "ami_regions", "ami_deprecate_after"),
-    "qemu": ("disco_source", "disco_ref", "qemu_base", "qemu_memory", "qemu_cpus",
-             "qemu_disk_size"),
-}
+# Every target's images depend on these; each target names the rest of its own
+# (build.ImageKind.variables: others would change its hash for nothing).
+COMMON_VARS = ("disco_source", "disco_ref")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DECLARED = re.compile(r'^variable\s+"([^"]+)"', re.M)
 
@@ -59,10 +51,8 @@ def parse_vars(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def check(target: str, only: str | None, variables: Mapping[str, str]) -> tuple[str, ...]:
-    """The roles to bake, or a one-line error for an unknown target, role or variable."""
-    if target not in TARGETS:
-        raise ImagebakeError(f"unknown target {target!r}: choose docker, aws or qemu")
+def check(only: str | None, variables: Mapping[str, str]) -> tuple[str, ...]:
+    """The roles to bake, or a one-line error for an unknown role or variable."""
     if only is not None and only not in ROLES:
         raise ImagebakeError(f"unknown role {only!r} for --only: choose master or node")
     declared = declared_variables()
@@ -89,6 +79,7 @@ def disco_tarball(variables: dict[str, str]) -> list[Path]:
     return [path]
 
 
-def hashed(target: str, effective: Mapping[str, str]) -> dict[str, str]:
-    """The variables TARGET's images depend on (the content hash's variable inputs)."""
-    return {k: v for k, v in effective.items() if k in TARGET_VARS[target]}
+def hashed(names: Sequence[str], effective: Mapping[str, str]) -> dict[str, str]:
+    """The variables NAMES (what a target's images depend on) of EFFECTIVE: the content
+    hash's variable inputs."""
+    return {k: v for k, v in effective.items() if k in names}

@@ -1,7 +1,7 @@
 """QEMU figures: bake time per role, boot-to-ready per VM, and which accelerator ran.
 
 Prints and returns a dict. `bake` rebakes both roles (force) through the one bake path,
-build.bake(), timing each role's Packer build from its events (minutes under TCG); set
+Target.bake(), timing each role's Packer build from its events (minutes under TCG); set
 IMAGEBAKE_BENCH_VM_BAKE=0 to reuse the images in build/images.json.
 """
 
@@ -20,7 +20,7 @@ NAME = "benchvm"
 
 
 class BuildTimer:
-    """Seconds per role from Packer's BuildStart/BuildEnd events (build.bake's on_event)."""
+    """Seconds per role from Packer's BuildStart/BuildEnd events (Target.bake's on_event)."""
 
     def __init__(self) -> None:
         self.starts: dict[str, float] = {}
@@ -35,11 +35,12 @@ class BuildTimer:
 
 
 def _bake() -> dict:
-    from ..bake import build
+    from .. import targets
 
     timer = BuildTimer()
     started = time.monotonic()
-    build.bake(target="qemu", variables={"disco_source": "none"}, force=True, on_event=timer)
+    targets.get("qemu").bake(variables={"disco_source": "none"}, force=True,
+                             on_event=timer)
     return {"seconds_per_role": timer.seconds,
             "wall_seconds": round(time.monotonic() - started, 1)}
 

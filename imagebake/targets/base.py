@@ -172,6 +172,34 @@ class Target:
         return None
 
     # ---------------------------------------------------------------- images
+    def image_kind(self) -> Any:
+        """What this target's images are to the bake (bake.build.ImageKind)."""
+        raise ImagebakeError(f"bake does not apply to the {self.name} target")
+
+    def bake(self, only: str | None = None, variables: dict[str, str] | None = None,
+             force: bool = False, on_event: Any = None) -> dict:
+        """Bake this target's master and node images (skipped when unchanged)."""
+        from ..bake import build
+
+        return build.bake(self.image_kind(), only=only, variables=variables, force=force,
+                          on_event=on_event)
+
+    def build_base_image(self) -> str:
+        """`invoke base-image`: the local image bakes start from (never pulled)."""
+        raise ImagebakeError(f"base-image does not apply to the {self.name} target: its "
+                             "bakes start from an image it finds itself")
+
+    def list_images(self, region: str | None = None, profile: str | None = None) -> list[dict]:
+        """The images baked for this target, newest first per role."""
+        raise ImagebakeError(f"listing images is not available for the {self.name} target")
+
+    def prune_images(self, keep: int, dry_run: bool = False, region: str | None = None,
+                     profile: str | None = None, only_ids: set[str] | None = None
+                     ) -> tuple[list[dict], list[dict]]:
+        """Remove all but the newest KEEP images per role (or exactly ONLY_IDS), never one
+        a cluster uses; (removed or planned, kept because in use)."""
+        raise ImagebakeError(f"pruning images is not available for the {self.name} target")
+
     def verify_images(self, ami: str | None = None, host: str | None = None) -> int:
         """`invoke verify`: the testinfra suite (tests/images/) on this target's baked
         images; the exit code (0: every check passed)."""

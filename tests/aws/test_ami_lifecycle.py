@@ -17,6 +17,8 @@ import pytest
 
 from imagebake.bake import images, packer, records, variables
 from imagebake.errors import ImagebakeError
+from imagebake.targets.aws import images as aws_images
+from imagebake.targets.docker import images as docker_images
 
 from .aws_helpers import REGION
 from .test_images_prune import bake_amis, existing_snapshots, snapshots_of
@@ -42,8 +44,8 @@ def record(path: Path, role: str, ami: str, copies: dict[str, str]) -> None:
 
 
 def test_the_manifest_records_every_regions_ami():
-    entry = records.entry_from_manifest(
-        "aws", "master", {"artifact_id": "eu-west-1:ami-0west,us-east-1:ami-0east"},
+    entry = records.ami_entry(
+        "master", {"artifact_id": "eu-west-1:ami-0west,us-east-1:ami-0east"},
         "f" * 64, "us-east-1")
     assert entry["id"] == "ami-0east" and entry["region"] == "us-east-1"
     assert entry["copies"] == {"eu-west-1": "ami-0west"}
@@ -58,11 +60,11 @@ def test_images_and_prune_see_and_remove_every_copy(ec2, aws_env):
     west = boto3.client("ec2", region_name=WEST)
     old_copy_snaps = snapshots_of(west, copies[0])
     record(Path(aws_env["IMAGEBAKE_IMAGES_JSON"]), "master", masters[1], {WEST: copies[1]})
-    rows = images.list_images("aws")  # no --region: every region images.json names
+    rows = images.list_aws()  # no --region: every region images.json names
     assert {(r["region"], r["id"]) for r in rows} == {
         (REGION, masters[0]), (REGION, masters[1]), (WEST, copies[0]), (WEST, copies[1])}
     assert f"{copies[0]} {WEST}" in images.render(rows)
-    removed, _ = images.prune(1, "aws")
+    removed, _ = images.prune_aws(1)
     assert sorted(r["id"] for r in removed) == sorted([masters[0], copies[0]])
     assert {i["ImageId"] for i in west.describe_images(Owners=["self"])["Images"]} == {copies[1]}
     assert {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]} == {masters[1]}
@@ -72,8 +74,8 @@ def test_images_and_prune_see_and_remove_every_copy(ec2, aws_env):
 def test_region_flag_takes_several_regions(ec2, aws_env):
     (ami,) = bake_amis(ec2, "node", 1)
     copy = copy_to_west(ec2, ami)
-    assert {r["id"] for r in images.list_images("aws")} == {ami}  # only the default region
-    both = images.list_images("aws", region=f"{REGION},{WEST}")
+    assert {r["id"] for r in images.list_aws()} == {ami}  # only the default region
+    both = images.list_aws(region=f"{REGION},{WEST}")
     assert {r["id"] for r in both} == {ami, copy}
 
 
@@ -84,14 +86,14 @@ def test_discard_new_removes_the_copies_too(ec2, aws_env, tmp_path):
     record(path, "master", ami, {WEST: copy})
     assert images.new_ami_ids(path) == {ami, copy}
     record(Path(aws_env["IMAGEBAKE_IMAGES_JSON"]), "master", ami, {WEST: copy})
-    removed, _ = images.prune(0, "aws", only_ids=images.new_ami_ids(path))
+    removed, _ = images.prune_aws(0, only_ids=images.new_ami_ids(path))
     assert sorted(r["id"] for r in removed) == sorted([ami, copy])
 
 
 @pytest.mark.parametrize("value", ["eu west 1", "eu-west-1;x", "EU-WEST-1"])
 def test_a_bad_region_list_is_one_line(aws_env, value):
     with pytest.raises(ImagebakeError) as exc:
-        images.list_images("aws", region=value)
+        images.list_aws(region=value)
     assert "\n" not in str(exc.value) and "--region" in str(exc.value)
 
 
@@ -133,9 +135,10 @@ def test_a_bad_deprecation_is_one_line_before_aws(aws_env, value):
 
 def test_the_new_variables_are_inputs_of_the_aws_image_hash():
     for key in ("imdsv2_support", "ami_regions", "ami_deprecate_after", "encrypt_boot"):
-        assert key in variables.TARGET_VARS["aws"], key
-        assert key not in variables.TARGET_VARS["docker"], key
-    assert variables.hashed("aws", {"ami_regions": WEST}) == {"ami_regions": WEST}
+        assert key in aws_images.KIND.variables, key
+        assert key not in docker_images.KIND.variables, key
+    assert variables.hashed(aws_images.KIND.variables,
+                            {"ami_regions": WEST}) == {"ami_regions": WEST}
 
 
 @needs_packer

@@ -7,9 +7,12 @@ import time
 
 import pytest
 
+from imagebake import targets
 from imagebake.bake import build, existing
 
 from .aws_helpers import REGION, register_ami
+
+AWS = targets.get("aws")
 
 
 def tag(ec2, ami: str, **tags: str) -> str:
@@ -49,11 +52,11 @@ def fake_packer(monkeypatch, ec2):
 
 
 def test_aws_bake_skips_unchanged_and_rebakes_changed_inputs(aws_env, fake_packer):
-    first = build.bake(target="aws", variables={"disco_source": "none"})
+    first = AWS.bake(variables={"disco_source": "none"})
     assert first["built"] == ["master", "node"]
-    again = build.bake(target="aws", variables={"disco_source": "none"})
+    again = AWS.bake(variables={"disco_source": "none"})
     assert again["skipped"] == ["master", "node"] and fake_packer == [["master", "node"]]
     assert {r: e["id"] for r, e in again["images"].items()} == \
         {r: e["id"] for r, e in first["images"].items()}
-    changed = build.bake(target="aws", variables={"disco_source": "none", "disco_ref": "develop"})
+    changed = AWS.bake(variables={"disco_source": "none", "disco_ref": "develop"})
     assert changed["built"] == ["master", "node"] and len(fake_packer) == 2

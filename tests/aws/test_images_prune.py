@@ -41,7 +41,7 @@ def existing_snapshots(ec2) -> set[str]:
 
 def test_list_shows_role_hash_and_date(ec2, aws_env):
     bake_amis(ec2, "master", 1)
-    rows = images.list_images("aws", region=REGION)
+    rows = images.list_aws(region=REGION)
     assert [(r["role"], r["content_hash"]) for r in rows] == [("master", "master00")]
     assert rows[0]["created"].endswith("Z")
 
@@ -56,10 +56,10 @@ def test_prune_keeps_newest_per_role_and_removes_snapshots(ec2, aws_env):
     # an instance outside any imagebake cluster does not keep an AMI
     ec2.run_instances(ImageId=masters[0], MinCount=1, MaxCount=1)
     assert images.aws_in_use(ec2) == {masters[1]}
-    planned, _ = images.prune(1, "aws", dry_run=True, region=REGION)
+    planned, _ = images.prune_aws(1, dry_run=True, region=REGION)
     assert sorted(r["id"] for r in planned) == sorted([masters[0], nodes[0]])
     assert len(ec2.describe_images(Owners=["self"])["Images"]) == 5  # dry run removed nothing
-    removed, spared = images.prune(1, "aws", region=REGION)
+    removed, spared = images.prune_aws(1, region=REGION)
     left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
     assert left == {masters[1], masters[2], nodes[1]}
     assert [r["id"] for r in spared] == [masters[1]]
@@ -70,7 +70,7 @@ def test_discard_new_removes_exactly_the_recorded_amis(ec2, aws_env, tmp_path):
     masters = bake_amis(ec2, "master", 2)
     recorded = tmp_path / "images.json"
     recorded.write_text(json.dumps({"aws": {"master": {"id": masters[1], "region": REGION}}}))
-    removed, _ = images.prune(0, "aws", region=REGION, only_ids=images.new_ami_ids(recorded))
+    removed, _ = images.prune_aws(0, region=REGION, only_ids=images.new_ami_ids(recorded))
     assert [r["id"] for r in removed] == [masters[1]]
     assert {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]} == {masters[0]}
 

@@ -35,7 +35,8 @@ def images():
     build/images.json meanwhile does not change what these tests launch."""
     if not docker_ok():
         pytest.skip("no running Docker daemon: the local cluster tests need one")
-    from imagebake.bake import build, vendor
+    from imagebake import targets
+    from imagebake.bake import vendor
     from imagebake.errors import ImagebakeError
 
     try:
@@ -43,7 +44,7 @@ def images():
         variables = {}
     except ImagebakeError:
         variables = {"disco_source": "none"}
-    result = build.bake(target="docker", only=None, variables=variables, force=False)
+    result = targets.get("docker").bake(only=None, variables=variables, force=False)
     refs = {role: result["images"][role]["id"] for role in ("master", "node")}
     patch = pytest.MonkeyPatch()
     patch.setattr(docker_cluster, "image_refs", lambda: dict(refs))

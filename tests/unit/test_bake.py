@@ -6,8 +6,13 @@ import json
 
 import pytest
 
+from imagebake import targets
 from imagebake.bake import build, records, variables
 from imagebake.errors import ImagebakeError
+from imagebake.targets.docker import images as docker_images
+
+DOCKER = targets.get("docker")
+QEMU = targets.get("qemu")
 
 
 def one_line_error(fn, *args, **kwargs):
@@ -33,13 +38,13 @@ def test_parse_vars_repeated():
 
 
 def test_unknown_target():
-    assert "unknown target" in one_line_error(build.bake, target="vmware")
+    assert "unknown target" in one_line_error(targets.get, "vmware")
 
 
 def test_qemu_bake_login_variables_belong_to_the_wrapper():
     # the throw-away login of a qemu bake is made per bake, never passed in
     for var in ("qemu_ssh_key", "qemu_ssh_username", "qemu_seed_dir", "qemu_accelerator"):
-        message = one_line_error(build.bake, target="qemu", variables={var: "x"})
+        message = one_line_error(QEMU.bake, variables={var: "x"})
         assert "set by imagebake itself" in message
 
 
@@ -48,23 +53,23 @@ def test_qemu_user_variables_are_declared():
 
 
 def test_unknown_role():
-    assert "unknown role" in one_line_error(build.bake, target="docker", only="worker")
+    assert "unknown role" in one_line_error(DOCKER.bake, only="worker")
 
 
 def test_unknown_variable():
-    message = one_line_error(build.bake, target="docker", variables={"disco_sauce": "none"})
+    message = one_line_error(DOCKER.bake, variables={"disco_sauce": "none"})
     assert "unknown variable 'disco_sauce'" in message and "disco_source" in message
 
 
 def test_wrapper_owned_variable():
     assert "set by imagebake" in one_line_error(
-        build.bake, target="docker", variables={"content_hash": "x"})
+        DOCKER.bake, variables={"content_hash": "x"})
 
 
 def test_missing_packer(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "packer not found" in one_line_error(
-        build.bake, target="docker", variables={"disco_source": "none"})
+        DOCKER.bake, variables={"disco_source": "none"})
 
 
 def test_missing_docker(monkeypatch, tmp_path):
@@ -72,26 +77,26 @@ def test_missing_docker(monkeypatch, tmp_path):
     (tmp_path / "packer").chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "docker" in one_line_error(
-        build.bake, target="docker", variables={"disco_source": "none"})
+        DOCKER.bake, variables={"disco_source": "none"})
 
 
 def test_missing_disco_tarball(monkeypatch, tmp_path):
-    monkeypatch.setattr(build, "_check_docker", lambda v: "sha256:x")
+    monkeypatch.setattr(docker_images, "check_base", lambda v: "sha256:x")
     monkeypatch.setattr(build.packer, "packer_bin", lambda: "/bin/true")
     assert "no such file" in one_line_error(
-        build.bake, target="docker", variables={"disco_source": str(tmp_path / "none.tgz")})
+        DOCKER.bake, variables={"disco_source": str(tmp_path / "none.tgz")})
 
 
 def test_missing_default_base_suggests_base_image(monkeypatch):
     monkeypatch.setattr("imagebake.clients.docker.require_daemon", lambda: None)
-    monkeypatch.setattr(build, "_docker_image_id", lambda ref: "")
-    assert "invoke base-image" in one_line_error(build._check_docker, dict(variables.DEFAULTS))
+    monkeypatch.setattr(docker_images, "image_id", lambda ref: "")
+    assert "invoke base-image" in one_line_error(docker_images.check_base, dict(variables.DEFAULTS))
 
 
 def test_missing_other_base_never_pulls(monkeypatch):
     monkeypatch.setattr("imagebake.clients.docker.require_daemon", lambda: None)
-    monkeypatch.setattr(build, "_docker_image_id", lambda ref: "")
-    message = one_line_error(build._check_docker,
+    monkeypatch.setattr(docker_images, "image_id", lambda ref: "")
+    message = one_line_error(docker_images.check_base,
                              {**variables.DEFAULTS, "docker_base": "ubuntu:14.04"})
     assert "docker pull ubuntu:14.04" in message
 
@@ -115,10 +120,9 @@ def test_manifest_entries(tmp_path):
          "custom_data": {"disco_source": "none", "built_at": "2024-01-01T00:00:00Z"}},
     ]}))
     built = records.read_manifest(manifest)
-    entry = records.entry_from_manifest("aws", "master", built["master"], "f" * 64, "us-east-1")
+    entry = records.ami_entry("master", built["master"], "f" * 64, "us-east-1")
     assert entry == {"id": "ami-0abc", "region": "us-east-1", "content_hash": "f" * 64,
                      "disco_source": "none", "built_at": "2024-01-01T00:00:00Z"}
-    docker_entry = records.entry_from_manifest(
-        "docker", "node", {"artifact_id": "sha256:1"}, "e" * 64, None)
+    docker_entry = records.docker_entry("node", {"artifact_id": "sha256:1"}, "e" * 64, None)
     assert docker_entry["id"] == "imagebake/node:eeeeeeeeeeee"
     assert docker_entry["image_id"] == "sha256:1"

@@ -12,7 +12,11 @@ import json
 
 import pytest
 
+from imagebake import targets
 from imagebake.bake import build, existing
+from imagebake.targets.docker import images as docker_images
+
+DOCKER = targets.get("docker")
 
 
 class FakeTarget:
@@ -30,7 +34,7 @@ class FakeTarget:
     def prepare(self, effective: dict) -> build.Prepared:
         return build.Prepared(find=self.find, hash_inputs={"base_image_id": "sha256:base"})
 
-    def packer_build(self, target, todo, effective, hashes, prepared, on_event):
+    def packer_build(self, kind, todo, effective, hashes, prepared, on_event):
         """What Packer would record: one image per role, named after its hash."""
         self.packer_runs.append(list(todo))
         made = {role: {"id": f"imagebake/{role}:{hashes[role][:12]}",
@@ -43,7 +47,7 @@ class FakeTarget:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     target = FakeTarget()
-    monkeypatch.setitem(build.PREPARE, "docker", target.prepare)
+    monkeypatch.setattr(docker_images.KIND, "prepare", target.prepare)
     monkeypatch.setattr(build, "_packer_build", target.packer_build)
     monkeypatch.setattr(build.packer, "packer_bin", lambda: "/bin/true")
     monkeypatch.setattr(build.vendor, "check", lambda variables: [])  # test_bake_vendor.py
@@ -52,7 +56,7 @@ def fake(monkeypatch, tmp_path):
 
 
 def bake(**variables):
-    return build.bake(target="docker", variables={"disco_source": "none", **variables})
+    return DOCKER.bake(variables={"disco_source": "none", **variables})
 
 
 def test_unchanged_inputs_skip_packer(fake, tmp_path):
@@ -68,7 +72,7 @@ def test_unchanged_inputs_skip_packer(fake, tmp_path):
 
 def test_force_rebakes_even_when_unchanged(fake):
     bake()
-    build.bake(target="docker", variables={"disco_source": "none"}, force=True)
+    DOCKER.bake(variables={"disco_source": "none"}, force=True)
     assert fake.packer_runs == [["master", "node"], ["master", "node"]]
 
 
@@ -117,7 +121,7 @@ def test_the_base_image_is_an_input(fake, monkeypatch):
     def other_base(effective):
         return build.Prepared(find=fake.find, hash_inputs={"base_image_id": "sha256:new"})
 
-    monkeypatch.setitem(build.PREPARE, "docker", other_base)
+    monkeypatch.setattr(docker_images.KIND, "prepare", other_base)
     assert bake()["built"] == ["master", "node"]
     assert not set(fake.asked) & before
 

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from imagebake import targets
 from imagebake.bake import build, vendor
 from imagebake.errors import ImagebakeError
+from imagebake.targets.docker import images as docker_images
+
+DOCKER = targets.get("docker")
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "a" * 40
@@ -131,11 +135,11 @@ def test_the_real_lock_parses_with_disco_at_the_default_ref():
 def no_packer(monkeypatch, tmp_path):
     """bake() with Docker faked and a recorder instead of Packer."""
     ran = []
-    monkeypatch.setattr(build, "_check_docker", lambda v: "sha256:x")
+    monkeypatch.setattr(docker_images, "check_base", lambda v: "sha256:x")
     monkeypatch.setattr(build.packer, "packer_bin", lambda: "/bin/true")
     monkeypatch.setattr(build, "_packer_build",
                         lambda *a, **k: ran.append(a[1]) or {})
-    monkeypatch.setattr(build.existing, "docker_image", lambda role, digest: None)
+    monkeypatch.setattr(docker_images.existing, "docker_image", lambda role, digest: None)
     monkeypatch.setenv("IMAGEBAKE_IMAGES_JSON", str(tmp_path / "images.json"))
     return ran
 
@@ -145,7 +149,7 @@ def test_default_vendored_is_accepted_no_such_file(no_packer, monkeypatch, tmp_p
     monkeypatch.setattr(vendor, "LOCK", lock)
     monkeypatch.setattr(vendor, "ARCHIVES", archives)
     monkeypatch.setattr(vendor.check, "__defaults__", (archives,))
-    result = build.bake(target="docker", variables={})
+    result = DOCKER.bake(variables={})
     assert result["built"] == ["master", "node"] and no_packer == [["master", "node"]]
 
 
@@ -155,7 +159,7 @@ def test_missing_archive_stops_the_bake_before_packer(no_packer, monkeypatch, tm
     monkeypatch.setattr(vendor, "LOCK", lock)
     monkeypatch.setattr(vendor.check, "__defaults__", (archives,))
     with pytest.raises(ImagebakeError) as exc:
-        build.bake(target="docker", variables={})
+        DOCKER.bake(variables={})
     assert "disco-0.5.4.tar.gz" in str(exc.value) and "\n" not in str(exc.value)
     assert no_packer == []  # Packer never ran: nothing built, nothing tagged
 

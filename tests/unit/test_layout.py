@@ -180,3 +180,40 @@ def test_every_target_implements_the_interface():
                        "_ssh_argv", "status", "tunnel", "summary", "exec"):
             assert getattr(type(target), method) is not getattr(Target, method), (name, method)
 
+
+
+TARGET_NAMES = {"aws", "docker", "qemu"}
+
+
+def name_switches(path: Path) -> list[str]:
+    """Where the file compares a value with a target's name or keys a table by target
+    names ("line: text"): what only imagebake/targets/ may do."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        named = False
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            named = any(isinstance(s, ast.Constant) and s.value in TARGET_NAMES for s in sides)
+            named = named or any(isinstance(s, (ast.Tuple, ast.List, ast.Set)) and any(
+                isinstance(e, ast.Constant) and e.value in TARGET_NAMES for e in s.elts)
+                for s in node.comparators)
+        elif isinstance(node, ast.Dict):
+            named = sum(isinstance(k, ast.Constant) and k.value in TARGET_NAMES
+                        for k in node.keys) >= 2
+        if named:
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)[:60]}")
+    return found
+
+
+def test_the_name_switch_finder_finds_one(tmp_path):
+    code = tmp_path / "x.py"
+    code.write_text("if t == 'aws':\n    pass\nT = {'docker': 1, 'qemu': 2}\nok = t in ('qemu',)\n")
+    assert len(name_switches(code)) == 3
+
+
+def test_no_target_name_is_compared_outside_targets():
+    files = [ROOT / "tasks.py"] + [p for n, p in MODULES.items()
+                                   if not _under(n, "imagebake.targets")
+                                   and not _under(n, "imagebake.agent")]
+    switches = [s for path in files for s in name_switches(path)]
+    assert not switches, "\n".join(switches)

@@ -46,7 +46,7 @@ def test_recipe_hash_changes_with_the_mirror_only_when_it_changes():
 def test_images_entries_take_the_qcow2_path_from_the_manifest():
     builds = {"master": {"files": [{"name": "build/qemu/master-x/imagebake-master-x.qcow2"}],
                          "custom_data": {"accelerator": "tcg", "disco_source": "none"}}}
-    entry = records.entry_from_manifest("qemu", "master", builds["master"], "ab" * 32, None)
+    entry = records.qemu_entry(builds["master"], "ab" * 32)
     assert entry["id"].endswith("imagebake-master-x.qcow2") and Path(entry["id"]).is_absolute()
     assert entry["content_hash"] == "ab" * 32 and entry["accelerator"] == "tcg"
 

@@ -258,7 +258,24 @@ class AwsTarget(Target):
         state.save(record)
         return record
 
-    # ------------------------------------------------------------------ verify
+    # ------------------------------------------------------------------ images
+    def image_kind(self) -> Any:
+        from .images import KIND
+
+        return KIND
+
+    def list_images(self, region: str | None = None, profile: str | None = None) -> list[dict]:
+        from ...bake import images
+
+        return images.list_aws(region, profile)
+
+    def prune_images(self, keep: int, dry_run: bool = False, region: str | None = None,
+                     profile: str | None = None, only_ids: set[str] | None = None
+                     ) -> tuple[list[dict], list[dict]]:
+        from ...bake import images
+
+        return images.prune_aws(keep, dry_run, region, profile, only_ids=only_ids)
+
     def verify_images(self, ami: str | None = None, host: str | None = None) -> int:
         """On an instance booted from AMI (--host), or, without --host, the AMIs of
         build/images.json booted as a one-slave cluster (each gets its agent and its

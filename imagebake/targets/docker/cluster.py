@@ -57,8 +57,9 @@ def ensure_images() -> dict[str, str]:
         print(f"images not baked ({', '.join(missing)}): baking them now with "
               "`invoke bake --target docker`", flush=True)
         from ...bake import build
+        from .images import KIND
 
-        build.bake(target="docker", only=None, variables={}, force=False)
+        build.bake(KIND, only=None, variables={}, force=False)
         refs = image_refs()
         still = [role for role, ref in refs.items() if not image_exists(ref)]
         if still:
@@ -365,6 +366,28 @@ class DockerTarget(Target):
         record["ready_seconds"] = wait_ready(record, started)
         state.save(record)
         return record
+
+    def image_kind(self) -> Any:
+        from .images import KIND
+
+        return KIND
+
+    def build_base_image(self) -> str:
+        from .images import build_base
+
+        return build_base()
+
+    def list_images(self, region: str | None = None, profile: str | None = None) -> list[dict]:
+        from ...bake import images
+
+        return images.list_docker()
+
+    def prune_images(self, keep: int, dry_run: bool = False, region: str | None = None,
+                     profile: str | None = None, only_ids: set[str] | None = None
+                     ) -> tuple[list[dict], list[dict]]:
+        from ...bake import images
+
+        return images.prune_docker(keep, dry_run, only_ids)
 
     def verify_images(self, ami: str | None = None, host: str | None = None) -> int:
         if ami or host:

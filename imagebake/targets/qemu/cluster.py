@@ -416,6 +416,16 @@ class QemuTarget(Target):
             state.save(record)
         return record
 
+    def image_kind(self) -> Any:
+        from .images import KIND
+
+        return KIND
+
+    def build_base_image(self) -> str:
+        from .images import build_base
+
+        return build_base()
+
     def remove_members(self, record: dict, chosen: list[Member]) -> str:
         stopped = []
         for m in chosen:
