@@ -8,8 +8,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from ..agent_client import members
 from ..errors import ImagebakeError
 from ..progress import progress_bar
+from .ready import cluster_ready
 
 AgentStatus = Callable[[str], "dict | None"]
 
@@ -18,24 +20,18 @@ def node_hostname(index: int) -> str:
     return f"node{index:02d}"
 
 
-def members(master_state: dict | None) -> dict[str, dict]:
-    """hostname -> entry of the nodes the master agent reports as joined."""
-    found = (master_state or {}).get("nodes") or []
-    if isinstance(found, dict):
-        return {name: entry or {} for name, entry in found.items()}
-    return {m["hostname"]: m for m in found if isinstance(m, dict) and m.get("hostname")}
-
-
 def assemble(record: dict, states: dict[str, str], master_state: dict | None,
              config: dict | None, agent_status: AgentStatus | None,
              node_fields: Callable[[str], dict], master_fields: dict,
-             disco: dict | None = None) -> dict:
+             disco: dict | None = None, signed: bool = False) -> dict:
     """The status report: per node its state, whether it joined and its Disco workers.
 
-    Ready: the master runs, at least one node runs, and every running node has
-    joined and is in Disco's config (a dead node is reported missing, not waited for).
-    With DISCO (Disco's own view, imagebake.clients.disco.view) of a cluster whose images
-    carry Disco, also: Disco answers and reports every running node connected.
+    Ready (ready.cluster_ready): the master runs, at least one node runs, and every
+    running node has joined and is in Disco's config (a dead node is reported missing,
+    not waited for). With DISCO (Disco's own view, imagebake.clients.disco.view) of a
+    cluster whose images carry Disco, also: Disco answers and reports every running node
+    connected. SIGNED: MASTER_STATE is the master agent's signed status reply, which
+    must also count every running node as joined.
     """
     joined = members(master_state)
     in_config = {row[0]: row[1] for row in (config or {}).get("hosts", [])}
@@ -54,15 +50,18 @@ def assemble(record: dict, states: dict[str, str], master_state: dict | None,
         })
         if disco is not None:
             nodes[-1]["disco"] = (disco.get("nodes") or {}).get(host)
-    master_running = states.get("master") == "running"
-    disco_ready = True
-    if disco is not None and disco.get("installed"):
-        seen = disco.get("nodes") or {}
-        disco_ready = all((seen.get(h) or {}).get("connected") for h in running)
+    seen = (disco or {}).get("nodes") or {}
+    check_disco = disco is not None and disco.get("installed")
+    ready = cluster_ready(
+        master_running=states.get("master") == "running",
+        nodes=[{"state": n["state"], "joined": n["joined"],
+                "usable": n["hostname"] in in_config and (
+                    not check_disco or bool((seen.get(n["hostname"]) or {}).get("connected")))}
+               for n in nodes],
+        reply=master_state, expected=len(running) if signed else None)
     return {
         "name": record["name"], "target": record["target"],
-        "ready": master_running and bool(running) and disco_ready
-        and all(h in joined and h in in_config for h in running),
+        "ready": ready,
         "master": {"hostname": "master", "address": record["master_ip"],
                    "state": states.get("master", "missing"), "agent": master_state,
                    **master_fields},

@@ -15,7 +15,7 @@ from imagebake.agent import spec as agent_spec
 from imagebake.agent.context import Context
 from imagebake.agent.master import JoinServer, Master
 from imagebake.agent_client import AgentClient
-from imagebake.targets.aws import readiness
+from imagebake.targets.ready import cluster_ready
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMasterHostKeyForTheReadinessTest000000000"
 DISCO_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMasterDiscoKeyForTheReadinessTest00000000"
@@ -39,7 +39,7 @@ def test_status_reply_is_verified_and_read(master_agent):
     reply = AgentClient().status("127.0.0.1", port, record)
     assert reply is not None and reply["type"] == "status_reply"
     assert reply["expected_nodes"] == 2 and reply["joined"] == 0
-    assert readiness.is_ready(reply, 2) is False
+    assert cluster_ready(master_running=True, reply=reply, expected=2) is False
     assert agent_client.master_host_key(reply) == " ".join(HOST_KEY.split()[:2])
 
 
@@ -57,9 +57,10 @@ def test_unreachable_agent_is_none():
 def test_ready_needs_every_node():
     reply = {"ready": True, "nodes": [{"hostname": "a", "address": "10.0.0.2",
                                        "addresses": ["10.0.0.2"], "host_pubkey": HOST_KEY}]}
-    assert readiness.is_ready(reply, 1) is True
-    assert readiness.is_ready(reply, 2) is False
-    assert readiness.is_ready({"ready": False, "nodes": reply["nodes"]}, 1) is False
+    assert cluster_ready(master_running=True, reply=reply, expected=1) is True
+    assert cluster_ready(master_running=True, reply=reply, expected=2) is False
+    assert cluster_ready(master_running=True, reply={"ready": False, "nodes": reply["nodes"]},
+                         expected=1) is False
     assert agent_client.node_host_keys(reply) == {"10.0.0.2": " ".join(HOST_KEY.split()[:2])}
 
 

@@ -15,11 +15,11 @@ import pytest
 from imagebake import agent_client
 from imagebake.agent_client import AgentClient
 from imagebake.disco import smoke
-from imagebake.targets.aws import readiness
 from imagebake.targets.aws import userdata as aws_userdata
 from imagebake.targets.qemu import cluster as qemu_cluster
 from imagebake.targets.qemu import ec2, vm
 from imagebake.targets.qemu.ssh import known_hosts_path, vm_exec
+from imagebake.targets.ready import cluster_ready
 
 from .conftest import RESULTS
 from .helpers import DISCO_CONFIG, fingerprint, lines_of, read, sh
@@ -74,7 +74,8 @@ def test_ttl_node_with_optional_tokens_joins_then_its_agent_is_stopped(cluster):
 
 def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
     reply = AgentClient().status("127.0.0.1", cluster["ports"]["join"], cluster)
-    assert reply is not None and readiness.is_ready(reply, len(cluster["nodes"]))
+    assert reply is not None and cluster_ready(master_running=True, reply=reply,
+                                                 expected=len(cluster["nodes"]))
     assert agent_client.master_host_key(reply) == cluster["master_host_key"]
     node_ips = {v["ip"] for h, v in cluster["vms"].items() if h != "master"}
     assert set(cluster["node_host_keys"]) == node_ips  # pinned under the private IPs only

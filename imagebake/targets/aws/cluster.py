@@ -24,10 +24,10 @@ from ...clients import aws
 from ...errors import ImagebakeError
 from ...progress import Steps
 from ..base import Member, Target
+from ..ready import cluster_ready
 from . import dryrun, hostkeys, inputs, network, preflight, report, ssh, userdata
 from . import instances as ec2i
 from .plan import LaunchPlan
-from .readiness import is_ready
 
 DEFAULT_INSTANCE_TYPE = "t2.medium"
 DEFAULT_SLAVES = 4
@@ -551,7 +551,7 @@ def _wait_ready(record: dict, agent: AgentClient, started: float) -> None:
     reply = None
     while True:
         reply = agent.status(_address(record["master"]), ports.AGENT, record)
-        if is_ready(reply, expected):
+        if cluster_ready(master_running=True, reply=reply, expected=expected):
             break
         if time.monotonic() > deadline:
             joined = (reply or {}).get("joined")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .readiness import is_ready
+from ..ready import cluster_ready
 
 
 def status_report(record: dict, found: dict[str, dict], reply: dict | None) -> dict:
@@ -27,9 +27,8 @@ def status_report(record: dict, found: dict[str, dict], reply: dict | None) -> d
     extra = sorted(i for i, b in found.items()
                    if i not in record.get("ids", []) and b["state"] != "terminated")
     missing = [n["id"] for n in nodes if n["state"] != "running"]
-    ready = (master.get("state") == "running" and not missing
-             and is_ready(reply, len(nodes))
-             and all(n["joined"] for n in nodes))
+    ready = cluster_ready(master_running=master.get("state") == "running", nodes=nodes,
+                          every_node=True, reply=reply, expected=len(nodes))
     public = master.get("public_ip")
     return {
         "name": record["name"], "target": "aws", "ready": ready,

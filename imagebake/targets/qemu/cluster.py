@@ -36,7 +36,6 @@ from ...clients import qemu as qemu_client
 from ...errors import ImagebakeError
 from ...validate import parse_count
 from ..aws import userdata as aws_userdata
-from ..aws.readiness import is_ready
 from ..base import Member, Target
 from ..local_status import assemble, destroyed, forget
 from ..local_status import wait_ready as _wait
@@ -224,11 +223,9 @@ def status(record: dict, per_node: bool = True, agent: AgentClient | None = None
         agent_status=(lambda h: _agent_status(record, h)) if per_node and master_state else None,
         node_fields=lambda h: {"vm": vm_name(name, h), "address": record["vms"][h]["ip"]},
         master_fields={"vm": vm_name(name, "master"), "web_ui": _web_ui(record)},
+        signed=True,
     )
     report["accel"] = record.get("accel")
-    report["ready"] = report["ready"] and is_ready(master_state,
-                                                            len(report["nodes"]) - len(
-                                                                report["missing"]))
     return report
 
 
