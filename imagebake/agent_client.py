@@ -17,7 +17,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from .agent import protocol
+from .agent.ready import joined_names
 from .errors import ImagebakeError
+
+__all__ = ["AgentClient", "joined_names", "master_host_key", "members", "node_host_keys"]
 
 STATUS_PATH = "/v1/status"  # imagebake.agent.master routes
 EXTEND_PATH = "/v1/extend"
@@ -76,14 +79,6 @@ class AgentClient:
 
 
 # ------------------------------------------------------------------ reading a status reply
-def joined_names(reply: dict | None) -> set[str]:
-    """Host names of the nodes the master reports as joined."""
-    members: Any = (reply or {}).get("nodes") or {}
-    if isinstance(members, dict):
-        return {str(k) for k in members}
-    return {str(m.get("hostname")) for m in members if isinstance(m, dict)}
-
-
 def members(reply: dict | None) -> dict[str, dict]:
     """hostname -> entry of the nodes the master agent reports as joined."""
     found: Any = (reply or {}).get("nodes") or []

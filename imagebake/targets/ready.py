@@ -1,12 +1,13 @@
 """What "ready" means for a cluster, launcher side: the one definition every target's
 status and launch wait use (docker and qemu through local_status.assemble, aws through
-report.status_report and its launch wait)."""
+report.status_report and its launch wait). What the master agent's reply must say is
+the agent's own rule (imagebake.agent.ready.is_ready), imported, not restated."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..agent_client import joined_names
+from ..agent import ready as agent_ready
 
 
 def cluster_ready(*, master_running: bool, nodes: Iterable[dict] | None = None,
@@ -27,7 +28,4 @@ def cluster_ready(*, master_running: bool, nodes: Iterable[dict] | None = None,
             return False
         if not all(n.get("joined") and n.get("usable", True) for n in running):
             return False
-    if expected is not None:
-        if not reply or reply.get("ready") is False or len(joined_names(reply)) < expected:
-            return False
-    return True
+    return expected is None or agent_ready.is_ready(reply, expected)
