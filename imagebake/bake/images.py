@@ -55,12 +55,6 @@ def _docker_remove(image: dict) -> None:
 
 
 # ---------------------------------------------------------------- aws
-def _ec2(region: str | None, profile: str | None, session: Any = None) -> Any:
-    from ..clients import aws
-
-    return aws.ec2(session or aws.make_session(region, profile))
-
-
 def recorded_regions(path: Path | None = None) -> list[str]:
     """Every region build/images.json names for AWS: the bake's and its copies'."""
     from .records import images_json_path

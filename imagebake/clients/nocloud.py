@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 from ..errors import ImagebakeError
@@ -58,22 +56,3 @@ def write_files(folder: Path, user_data: str, meta: str, network: str | None = N
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
 
-
-def make_iso(path: Path, user_data: str, meta: str, network: str | None = None) -> Path:
-    """Write the seed ISO at PATH (mode 0600) and return PATH."""
-    with tempfile.TemporaryDirectory(prefix="imagebake-seed-") as tmp:
-        folder = Path(tmp) / "seed"
-        write_files(folder, user_data, meta, network)
-        tmp_iso = path.with_name(path.name + ".tmp")
-        argv = iso_tool() + ["-quiet", "-output", str(tmp_iso), "-volid", LABEL, "-joliet",
-                             "-rock", str(folder)]
-        old = os.umask(0o077)
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        finally:
-            os.umask(old)
-        if proc.returncode != 0:
-            raise ImagebakeError(f"making the NoCloud seed failed: {proc.stderr.strip()}")
-        os.chmod(tmp_iso, 0o600)
-        os.replace(tmp_iso, path)
-    return path

@@ -128,6 +128,7 @@ class AwsTarget(Target):
                 for role in ("master", "node", "cluster")}
         state.save(record)  # first: a crash leaves a record that `destroy` can use
         doing = "creating the security group"
+        role = "master"  # whose instances an error names (type, spot) until the slaves start
         started = time.monotonic()
         try:
             with Steps(f"launching {name} in {where.az}", self.progress) as steps:
@@ -146,6 +147,7 @@ class AwsTarget(Target):
                 state.save(record)
                 steps.step(f"master pending ({master['id']}, {master['private_ip']})")
                 doing = f"starting {plan.count} slave(s) ({plan.node_type})"
+                role = "node"
                 nodes = _run(client, record, "node", plan.node_type, plan.count,
                              userdata.render(userdata.node_spec(record)), tags["node"])
                 record["nodes"] = nodes
@@ -160,7 +162,6 @@ class AwsTarget(Target):
                     _wait_ready(record, self.agent, started)
                     steps.step("ready")
         except BaseException as exc:  # noqa: B036 - clean up on anything, Ctrl-C included
-            role = "node" if "slave" in doing else "master"
             _fail(plan.session, record, exc, doing, plan.keep_on_failure,
                   dict(instance_type=plan.node_type if role == "node" else plan.master_type,
                        az=where.az, spot=_spot(record, role), region=plan.region))

@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -79,12 +78,6 @@ def _require_host() -> None:
         if shutil.which(tool) is None:
             raise ImagebakeError(f"{tool} not found: apt-get install iproute2 qemu-utils "
                                  "openssh-client")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------- user data

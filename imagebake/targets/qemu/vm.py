@@ -96,9 +96,3 @@ def stop(pidfile: Path, timeout: float = 10.0) -> bool:
         pass
     return True
 
-
-def console_text(console: Path) -> str:
-    try:
-        return Path(console).read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return ""
