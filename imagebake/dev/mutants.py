@@ -39,9 +39,9 @@ def trust_only(route_type: str) -> str:
             "else open_envelope)(key, body, self.spec[\"cluster\"], self.ctx.now(), route.type,")
 
 
-UNIT_BAKE = ("tests/unit/test_bake_skip.py", "tests/unit/test_bake.py")
+UNIT_BAKE = ("tests/unit/bake/test_build_skip.py", "tests/unit/bake/test_build.py")
 AWS_BAKE = ("tests/aws/test_bake_existing.py",)
-HASHING = ("tests/unit/test_hashing.py", "tests/unit/test_bake_skip.py")
+HASHING = ("tests/unit/bake/test_hashing.py", "tests/unit/bake/test_build_skip.py")
 CLEANUP = ("tests/cluster/test_cleanup_script.py",)
 AGENT = ("tests/unit/agent/test_protocol.py", "tests/unit/agent/test_master.py",
          "tests/unit/agent/test_node.py")

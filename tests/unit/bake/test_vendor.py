@@ -21,7 +21,7 @@ from imagebake.targets.docker import images as docker_images
 
 DOCKER = targets.get("docker")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMMIT = "a" * 40
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from imagebake.bake import hashing
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VARS = {"disco_source": "none", "disco_ref": "0.5.4"}
 
 

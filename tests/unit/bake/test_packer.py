@@ -9,7 +9,7 @@ import pytest
 
 from imagebake.bake import packer
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "packer"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "packer"
 
 
 def events(name):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from imagebake.bench import runner
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_figure_is_the_one_the_readme_shows():

@@ -20,7 +20,7 @@ from imagebake.errors import ImagebakeError
 from imagebake.targets import fleet
 from imagebake.targets.base import Target
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 INVOKE = Path(sys.executable).with_name("invoke")
 
 
