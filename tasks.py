@@ -10,12 +10,13 @@ import sys
 
 from invoke import Exit, task
 
+from imagebake import settings
 from imagebake.errors import ImagebakeError
 
 # Tools installed beside this interpreter (ruff, vermin, pytest) come first on PATH.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
-TARGET_HELP = "aws (default for launch), docker (local) or qemu"
+TARGET_HELP = settings.SETTINGS["target"].help
 
 
 def _cli(fn):
@@ -66,7 +67,6 @@ def base_image(c, target="docker"):
 @_cli
 def bake(c, target=None, only=None, var=None, force=False):
     """Bake the master and node images with Packer; writes build/images.json."""
-    from imagebake import settings
     from imagebake.bake import variables
 
     target, given = settings.bake_args(c.config, {"target": target,
@@ -92,32 +92,7 @@ def verify(c, target="docker", ami=None, host=None):
 
 @task(
     help={
-        "target": TARGET_HELP,
-        "slaves": "number of slave nodes, 1-64 (default 4)",
-        "name": "cluster name (a short hostname part); default: imagebake",
-        "workers_per_node": "Disco workers per slave (default: its core count)",
-        "wait": "wait until the cluster is ready (default); --no-wait returns at once",
-        "region": "aws: region (default from AWS config)",
-        "profile": "aws: profile from the AWS config",
-        "instance_type": "aws: slave instance type (default t2.medium)",
-        "master_instance_type": "aws: master instance type (default: as slaves)",
-        "subnet": "aws: subnet id (default: the default VPC's first subnet)",
-        "spot": "aws: the slaves on one-time spot instances; the master stays on demand",
-        "spot_master": "aws: with --spot, the master on spot too (its interruption ends the "
-                       "cluster and its data)",
-        "ttl": "power the cluster off after this long, e.g. 4h or 90m (enforced on the "
-               "cluster; `invoke extend` moves it)",
-        "idle_stop": "the master stops (aws: terminates) the whole cluster after this long "
-                     "with no Disco job, e.g. 30m (1m to 30d; enforced on the cluster)",
-        "allow_cidr": "aws: CIDR allowed to reach SSH and the web UI (default: your address/32)",
-        "allow_world": "aws: allow an --allow-cidr wider than /8, e.g. 0.0.0.0/0 (every "
-                       "address); refused without it",
-        "key_name": "aws: your EC2 key pair for SSH",
-        "placement_group": "aws: create a cluster placement group",
-        "keep_on_failure": "aws: keep what was started when launch fails",
-        "master_ami": "aws: master AMI (default from build/images.json)",
-        "node_ami": "aws: node AMI (default from build/images.json)",
-        "http_tokens": "qemu: the emulated instances' HttpTokens, required (default) or optional",
+        **settings.help_for("launch"),  # each launch flag's help, declared once
         "dry_run": "create nothing: print the plan (aws: and which permissions are missing, "
                    "asked with DryRun=True; exit 1 if any)",
     }
@@ -151,8 +126,6 @@ def launch(
 ):
     """Start one master and N slaves; the first-boot agent forms the cluster."""
     flags = {k: v for k, v in locals().items() if k not in ("c", "dry_run")}  # first
-    from imagebake import settings  # defaults for every flag from invoke.yaml/env
-
     target, given = settings.launch_args(c.config, flags, lambda t: _target(t).launch_options)
     driver = _target(target)
     if dry_run:
@@ -172,8 +145,6 @@ def config(c, command="launch", json_=False):
     """Effective launch/bake defaults and where each came from (invoke.yaml, ~/.invoke.yaml,
     INVOKE_IMAGEBAKE_*); preview flags after --: invoke config -- --target docker."""
     import shlex
-
-    from imagebake import settings
 
     flags = settings.parse_flags(launch if command == "launch" else bake,
                                  shlex.split(c.remainder))

@@ -45,6 +45,8 @@ class Setting:
     commands: tuple[str, ...] = ("launch",)
     # a launch option (handed to the target only when it takes it), not a launch argument
     option: bool = True
+    # a key of invoke's config files and INVOKE_IMAGEBAKE_* too, not only a flag
+    configurable: bool = True
 
     def default_for(self, command: str) -> Any:
         if self.key == "target" and command == "bake":
@@ -52,32 +54,67 @@ class Setting:
         return self.default
 
 
+# Each launch and bake setting, declared once: `invoke --help launch` shows HELP, the
+# config files take KEY, and a target takes the options it lists in launch_options.
 SETTINGS: dict[str, Setting] = {s.key: s for s in (
-    Setting("target", "target", "aws", "where to launch (and bake: default docker)",
+    Setting("target", "target", "aws", "aws (default for launch), docker (local) or qemu",
             ("launch", "bake"), option=False),
-    Setting("name", "name", "imagebake", "cluster name", option=False),
-    Setting("slaves", "int", None, "number of slaves (default: the target's, 4)", option=False),
-    Setting("workers_per_node", "int", None, "Disco workers per slave", option=False),
-    Setting("wait", "bool", True, "wait until the cluster is ready", option=False),
-    Setting("region", "str", None, "aws: region"),
-    Setting("profile", "str", None, "aws: profile"),
-    Setting("instance_type", "str", None, "aws: slave instance type"),
-    Setting("master_instance_type", "str", None, "aws: master instance type"),
-    Setting("subnet", "str", None, "aws: subnet id"),
-    Setting("spot", "bool", False, "aws: the slaves on one-time spot (master on demand)"),
-    Setting("spot_master", "bool", False, "aws: the master on spot too (with spot)"),
-    Setting("ttl", "duration", None, "power off after this long, e.g. 4h"),
-    Setting("idle_stop", "duration", None, "stop after this long without a job, e.g. 30m"),
-    Setting("allow_cidr", "cidr", None, "aws: CIDR allowed to reach SSH"),
-    Setting("key_name", "str", None, "aws: EC2 key pair"),
-    Setting("placement_group", "bool", False, "aws: cluster placement group"),
-    Setting("keep_on_failure", "bool", False, "aws: keep what started when launch fails"),
-    Setting("master_ami", "str", None, "aws: master AMI"),
-    Setting("node_ami", "str", None, "aws: node AMI"),
-    Setting("http_tokens", "tokens", None, "qemu: HttpTokens, required or optional"),
+    Setting("name", "name", "imagebake",
+            "cluster name (a short hostname part); default: imagebake", option=False),
+    Setting("slaves", "int", None, "number of slave nodes, 1-64 (default 4)", option=False),
+    Setting("workers_per_node", "int", None,
+            "Disco workers per slave (default: its core count)", option=False),
+    Setting("wait", "bool", True,
+            "wait until the cluster is ready (default); --no-wait returns at once",
+            option=False),
+    Setting("region", "str", None, "aws: region (default from AWS config)"),
+    Setting("profile", "str", None, "aws: profile from the AWS config"),
+    Setting("instance_type", "str", None, "aws: slave instance type (default t2.medium)"),
+    Setting("master_instance_type", "str", None,
+            "aws: master instance type (default: as slaves)"),
+    Setting("subnet", "str", None, "aws: subnet id (default: the default VPC's first subnet)"),
+    Setting("spot", "bool", False,
+            "aws: the slaves on one-time spot instances; the master stays on demand"),
+    Setting("spot_master", "bool", False,
+            "aws: with --spot, the master on spot too (its interruption ends the cluster "
+            "and its data)"),
+    Setting("ttl", "duration", None,
+            "power the cluster off after this long, e.g. 4h or 90m (enforced on the "
+            "cluster; `invoke extend` moves it)"),
+    Setting("idle_stop", "duration", None,
+            "the master stops (aws: terminates) the whole cluster after this long with no "
+            "Disco job, e.g. 30m (1m to 30d; enforced on the cluster)"),
+    Setting("allow_cidr", "cidr", None,
+            "aws: CIDR allowed to reach SSH and the web UI (default: your address/32)"),
+    Setting("allow_world", "bool", False,
+            "aws: allow an --allow-cidr wider than /8, e.g. 0.0.0.0/0 (every address); "
+            "refused without it", configurable=False),
+    Setting("key_name", "str", None, "aws: your EC2 key pair for SSH"),
+    Setting("placement_group", "bool", False, "aws: create a cluster placement group"),
+    Setting("keep_on_failure", "bool", False, "aws: keep what was started when launch fails"),
+    Setting("master_ami", "str", None, "aws: master AMI (default from build/images.json)"),
+    Setting("node_ami", "str", None, "aws: node AMI (default from build/images.json)"),
+    Setting("http_tokens", "tokens", None,
+            "qemu: the emulated instances' HttpTokens, required (default) or optional"),
     Setting("vars", "vars", None, "bake: Packer variables {name: value}", ("bake",),
             option=False),
 )}
+
+
+def help_for(command: str) -> dict[str, str]:
+    """The --help text of each flag of COMMAND that is a setting."""
+    return {k: s.help for k, s in SETTINGS.items() if command in s.commands}
+
+
+CONFIG_KEYS = tuple(k for k, s in SETTINGS.items() if s.configurable)
+
+
+def _only_a_flag(key: str, where: str) -> None:
+    if not SETTINGS[key].configurable:
+        raise ImagebakeError(f"{NAMESPACE}.{key} in {where}: only taken as a flag "
+                             f"(--{key.replace('_', '-')}), never from a file or the "
+                             "environment")
+
 
 _KIND_TEXT = {
     "str": "a string", "int": "a whole number of at least 1", "bool": "true or false",
@@ -182,7 +219,8 @@ def _file_layer(data: Any, where: str) -> dict[str, Any]:
     for key, value in section.items():
         if key not in SETTINGS:
             raise ImagebakeError(f"unknown key {NAMESPACE}.{key} in {where} "
-                                 f"(known: {', '.join(sorted(SETTINGS))})")
+                                 f"(known: {', '.join(sorted(CONFIG_KEYS))})")
+        _only_a_flag(key, where)
         if value is not None:
             out[key] = check(key, value, where)
     return out
@@ -194,6 +232,9 @@ def _env_layer(prefix: str, environ: dict[str, str]) -> dict[str, tuple[Any, str
     rather than silently ignored."""
     head = f"{prefix}{NAMESPACE.upper()}_"
     names = {f"{head}{key.upper()}": key for key in SETTINGS}
+    for var, key in names.items():
+        if environ.get(var, "").strip():
+            _only_a_flag(key, f"the environment ({var})")
     for var in sorted(environ):
         if var.startswith(head) and var not in names:
             raise ImagebakeError(f"unknown key {NAMESPACE}.{var[len(head):].lower()} in the "

@@ -244,3 +244,15 @@ def test_cli_runtime_file_with_f(tmp_path, home):
     proc = invoke(tmp_path, "-f", str(runtime), "config")
     assert proc.returncode == 0, proc.stderr
     assert f"runtime file {runtime}" in line_of(proc.stdout, "region")
+
+
+def test_allow_world_is_only_ever_a_flag(tmp_path, home):
+    # opening a cluster to the world is asked for on the command line, never defaulted
+    write(home / ".invoke.yaml", "imagebake:\n  allow_world: true\n")
+    with pytest.raises(ImagebakeError, match="allow_world in user file .* only taken as a flag"):
+        resolve(tmp_path)
+    (home / ".invoke.yaml").unlink()
+    with pytest.raises(ImagebakeError, match=r"environment \(INVOKE_IMAGEBAKE_ALLOW_WORLD\)"):
+        resolve(tmp_path, environ={"INVOKE_IMAGEBAKE_ALLOW_WORLD": "1"})
+    assert resolve(tmp_path, flags={"allow_world": True})["allow_world"].value is True
+    assert resolve(tmp_path)["allow_world"].value is False

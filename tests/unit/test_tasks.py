@@ -31,3 +31,23 @@ def test_ssh_takes_the_node_as_an_argument(tmp_path, args):
     # parsed: the error is about the missing cluster, not about the arguments
     assert proc.returncode == 2, proc.stderr
     assert "no cluster named 'demo'" in proc.stderr, proc.stderr
+
+
+def test_launch_flags_are_the_declared_settings_each_with_its_help():
+    # a launch flag is declared once (imagebake.settings.SETTINGS): the task's parameters,
+    # its --help and the config keys all come from that one table
+    import importlib.util
+
+    from imagebake import settings
+
+    spec = importlib.util.spec_from_file_location("tasks_under_test", ROOT / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    arguments = tasks.launch.get_arguments()  # invoke hands each help out once
+    params = {a.name for a in arguments}
+    declared = {k for k, s in settings.SETTINGS.items() if "launch" in s.commands}
+    assert params - {"dry_run"} == declared
+    for arg in arguments:
+        assert arg.help, arg.name
+        if arg.name != "dry_run":
+            assert arg.help == settings.SETTINGS[arg.name].help
