@@ -12,9 +12,28 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any, TypedDict
 
 from . import files
 from .errors import ImagebakeError
+
+
+class Record(TypedDict, total=False):
+    """What every cluster's record holds; each target's record adds its own fields
+    (DockerRecord, AwsRecord, QemuRecord beside each target's cluster.py). `nodes` lists
+    the slaves in launch order (a target that knows only instances keeps one entry per
+    instance; Target.members turns either into shrink's members)."""
+
+    name: str
+    target: str
+    token: str             # the join token: MAC key of every agent message
+    cookie: str            # the Erlang cookie
+    nodes: list[Any]
+    workers_per_node: int | None
+    ttl_deadline: int | None
+    idle_stop: int | None
+    created_at: str
+
 
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?")
 
@@ -41,7 +60,7 @@ def _path(name: str) -> Path:
     return state_dir() / "clusters" / f"{check_name(name)}.json"
 
 
-def save(record: dict) -> Path:
+def save(record: Record) -> Path:
     """Write the record atomically, 0600 in 0700 directories (it holds the cluster's
     join token and cookie): files.write_private, never through a planted link."""
     path = _path(record["name"])
@@ -50,7 +69,7 @@ def save(record: dict) -> Path:
     return files.write_private(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def load(name: str) -> dict | None:
+def load(name: str) -> Record | None:
     path = _path(name)
     if not path.exists():
         return None
@@ -72,7 +91,7 @@ def names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json"))
 
 
-def resolve(name: str | None, target: str | None = None) -> dict:
+def resolve(name: str | None, target: str | None = None) -> Record:
     """The record for NAME; with one cluster recorded, NAME may be left out."""
     if name is None:
         known = names()

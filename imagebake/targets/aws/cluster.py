@@ -27,7 +27,7 @@ from ..base import Member, Target
 from ..ready import cluster_ready
 from . import dryrun, hostkeys, inputs, network, preflight, report, ssh, userdata
 from . import instances as ec2i
-from .plan import LaunchPlan
+from .plan import AwsRecord, LaunchPlan
 
 DEFAULT_INSTANCE_TYPE = "t2.medium"
 DEFAULT_SLAVES = 4
@@ -109,7 +109,7 @@ class AwsTarget(Target):
         ttl_deadline = int(time.time()) + plan.ttl_seconds if plan.ttl_seconds else None
         mspec = userdata.master_spec(name, plan.count, plan.workers, ttl_deadline,
                                      idle_stop=plan.idle_stop)
-        record: dict[str, Any] = {
+        record: AwsRecord = {
             "target": "aws", "name": name, "region": plan.region, "profile": plan.profile,
             "az": where.az, "subnet": where.subnet, "vpc": where.vpc,
             "security_group": None, "placement_group": None,

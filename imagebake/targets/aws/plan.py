@@ -8,7 +8,35 @@ from typing import Any
 
 import boto3
 
+from ... import state
 from . import network
+
+
+class AwsRecord(state.Record, total=False):
+    region: str
+    profile: str | None
+    az: str
+    subnet: str
+    vpc: str
+    security_group: str | None
+    placement_group: str | None
+    instance_type: str
+    master_instance_type: str
+    amis: dict[str, str]
+    imdsv2: dict[str, bool]
+    spot: bool
+    spot_master: bool
+    key_name: str | None
+    allow_cidr: str
+    owner: str
+    ttl: str | None
+    master: dict | None    # the master instance: id, private_ip, public_ip, state, az
+    ids: list[str]         # every instance id, the master's first
+    node_host_keys: dict[str, str]
+    ready: bool
+    ready_seconds: float
+    launch_seconds: float
+    failed: str
 
 
 @dataclass

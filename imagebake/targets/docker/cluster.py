@@ -272,6 +272,17 @@ def _remove_everything(name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- the target
+class DockerRecord(state.Record, total=False):
+    network: str           # imagebake-<name>, the cluster's private Docker network
+    subnet: str
+    master_ip: str
+    images: dict[str, str]  # role -> image reference
+    disco_source: str
+    started_at: float
+    start_seconds: float
+    ready_seconds: float
+
+
 @dataclass
 class LaunchPlan:
     name: str
@@ -314,7 +325,7 @@ class DockerTarget(Target):
             ttl_deadline=ttl_deadline, idle_stop=plan.idle_stop,
         )
         master_spec["master"]["address"] = master_ip
-        record = {
+        record: DockerRecord = {
             "name": name, "target": "docker", "network": f"imagebake-{name}",
             "subnet": str(subnet), "master_ip": master_ip, "images": refs,
             "token": master_spec["token"], "cookie": master_spec["cookie"],

@@ -289,6 +289,24 @@ def _remove_everything(name: str, record: dict | None) -> list[str]:
 
 
 # ---------------------------------------------------------------- the target
+class QemuRecord(state.Record, total=False):
+    netns: str             # the cluster's network namespace (no route out)
+    subnet: str
+    master_ip: str
+    images: dict[str, str]  # role -> baked qcow2
+    ami_ids: dict[str, str]
+    accel: str
+    accel_cpu: str
+    accel_reason: str
+    dir: str               # overlays, keys, consoles, the emulator's files
+    ports: dict[str, int]  # ssh, web, join: forwarded to the host's 127.0.0.1
+    vms: dict[str, dict]   # host -> index, ip, role, tap, mac, instance fields
+    login: str
+    started_at: float
+    ready_seconds: float
+    capture: dict
+
+
 @dataclass
 class LaunchPlan:
     name: str
@@ -339,7 +357,7 @@ class QemuTarget(Target):
         master_spec = aws_userdata.master_spec(name, count, workers, plan.ttl_deadline,
                                                idle_stop=plan.idle_stop)
         folder = cluster_dir(name)
-        record = {
+        record: QemuRecord = {
             "name": name, "target": "qemu", "netns": netns.ns_name(name),
             "subnet": str(SUBNET), "master_ip": MASTER_IP, "images": plan.images,
             "ami_ids": {r: f"ami-0{hashlib.sha256(p.encode()).hexdigest()[:16]}"
