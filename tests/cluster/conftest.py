@@ -63,7 +63,7 @@ def images_disco_source(refs: dict) -> str:
 @pytest.fixture(scope="session")
 def with_disco(images):
     """Skip unless the baked images carry Disco."""
-    from imagebake.disco.api import NO_DISCO
+    from imagebake.clients.disco import NO_DISCO
 
     source = images_disco_source(images)
     if source in NO_DISCO:
@@ -76,7 +76,7 @@ def with_disco(images):
 @pytest.fixture(scope="session")
 def without_disco(images):
     """Skip unless the baked images were baked with disco_source=none."""
-    from imagebake.disco.api import NO_DISCO
+    from imagebake.clients.disco import NO_DISCO
 
     source = images_disco_source(images)
     if source not in NO_DISCO:
