@@ -257,14 +257,14 @@ def test_the_docker_bake_goes_on_offline_and_the_aws_bake_does_not(no_packer, mo
     monkeypatch.setattr(vendor, "upstream_reachable", lambda: False)
     monkeypatch.setattr(vendor.resolve, "__defaults__", (vendor.upstream_reachable,))
     passed = []
-    monkeypatch.setattr(build, "_bake", lambda target, roles, effective, *a: passed.append(
+    monkeypatch.setattr(build, "_bake", lambda kind, roles, effective, *a: passed.append(
         effective["disco_source"]) or {"built": list(roles)})
-    assert build.bake(target="docker", variables={})["built"] == ["master", "node"]
+    assert DOCKER.bake(variables={})["built"] == ["master", "node"]
     assert passed == ["offline"]
     with pytest.raises(ImagebakeError, match="missing archive"):
-        build.bake(target="docker", variables={"disco_source": "vendored"})
+        DOCKER.bake(variables={"disco_source": "vendored"})
     with pytest.raises(ImagebakeError, match="missing archive"):
-        build.bake(target="aws", variables={})
+        targets.get("aws").bake(variables={})
     assert passed == ["offline"]
 
 
