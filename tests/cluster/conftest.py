@@ -6,6 +6,7 @@ Every cluster made here is destroyed afterwards, even when a test fails.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -100,5 +101,6 @@ def launcher(state_dir, images):
 
 @pytest.fixture(scope="session")
 def cluster(launcher):
-    """The shared 3-slave cluster most tests read (and do not break)."""
-    return launcher("e2e", 3)
+    """The shared 3-slave cluster most tests read (and do not break); the pid keeps two
+    sessions on one host (their containers share Docker's names) apart."""
+    return launcher(f"e2e-{os.getpid() % 100000}", 3)
