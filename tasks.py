@@ -400,8 +400,8 @@ def acceptance(c, target=None, yes=False, keep_amis=False, name=None, region=Non
                instance_type=None, master_instance_type=None, report=None):
     """Prove the AWS path on your account (never run by CI, never run by us): bake, launch
     2 spot slaves, status, ddfs-load + smoke, shrink, destroy, sweep; a JSON report."""
+    from imagebake import acceptance as mod
     from imagebake.clients import aws
-    from imagebake.targets.aws import acceptance as mod
 
     plan = mod.check(target, name, instance_type, master_instance_type, keep_amis, report,
                      region)

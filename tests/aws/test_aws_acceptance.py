@@ -13,14 +13,15 @@ import subprocess
 import boto3
 import pytest
 
+from imagebake import acceptance as A
 from imagebake import shrink as S
 from imagebake import state
 from imagebake.agent import disco_config
 from imagebake.agent import spec as agent_spec
 from imagebake.errors import ImagebakeError
-from imagebake.targets.aws import acceptance as A
 from imagebake.targets.aws import instances as ec2i
 from imagebake.targets.aws import userdata
+from tests.fakes import FakeAgent
 
 from .aws_helpers import REGION, register_ami, tagged
 from .test_aws_cli import invoke
@@ -61,12 +62,12 @@ class Fake:
         def agent_call(address, port, record, path, msg, reply_type):
             return {"removed": msg["hostnames"], "unknown": []}
 
-        target.agent_call = agent_call  # the master agent's signed leave
+        target.agent = FakeAgent(agent_like, agent_call)  # the master agent's signed leave
         return S.shrink(target, record, slaves=1, calls=safe_disco, say=lambda s: None,
                         progress=lambda t, done: None)
 
     def steps(self):
-        return A.Steps(bake=self.bake, readiness=agent_like, smoke=self.smoke,
+        return A.Steps(bake=self.bake, agent=FakeAgent(agent_like), smoke=self.smoke,
                        shrink=self.shrink)
 
 
@@ -152,7 +153,7 @@ def test_an_interrupt_during_launch_still_cleans_up(amis, ec2, tmp_path):
     def interrupted(address, port, record):
         raise KeyboardInterrupt
 
-    steps.readiness = interrupted
+    steps.agent = FakeAgent(interrupted)
     report = A.run(plan(tmp_path), steps, say=lambda s: None)
     assert not report["ok"] and "interrupted" in report["failed"]
     assert not any(report["left"].values())

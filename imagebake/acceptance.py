@@ -30,13 +30,13 @@ from typing import Any, Callable
 
 import boto3
 
-from ... import files, state
-from ...clients import aws
-from ...errors import ImagebakeError
-from . import inputs, network, preflight
-from . import instances as ec2i
-from .cluster import DEFAULT_INSTANCE_TYPE, AwsTarget
-from .readiness import Readiness, agent_status
+from . import files, state, targets
+from .agent_client import AgentClient
+from .clients import aws
+from .errors import ImagebakeError
+from .targets.aws import inputs, network, preflight
+from .targets.aws import instances as ec2i
+from .targets.aws.cluster import DEFAULT_INSTANCE_TYPE, AwsTarget
 
 DEFAULT_NAME = "acceptance"
 SLAVES = 2             # at launch; one more is grown so that one can be shrunk
@@ -64,7 +64,7 @@ def check(target: str | None, name: str | None, instance_type: str | None,
           master_instance_type: str | None, keep_amis: bool, report: str | None,
           region: str | None) -> Plan:
     """The run's inputs, checked without AWS; one line when one is wrong."""
-    if (target or "aws") != "aws":
+    if target is not None and not isinstance(targets.get(target), AwsTarget):
         raise ImagebakeError(f"acceptance runs on --target aws only, not {target!r} (the "
                              "local targets are covered by `invoke test`)")
     node_type = inputs.instance_type(instance_type or DEFAULT_INSTANCE_TYPE,
@@ -118,20 +118,18 @@ def ceiling(plan: Plan) -> str:
 
 # ------------------------------------------------------------------ the injectable steps
 def _bake(plan: Plan) -> dict:
-    from ...bake import build
-
-    return build.bake(target="aws", variables={"aws_region": plan.region})
+    return AwsTarget().bake(variables={"aws_region": plan.region})
 
 
 def _smoke(record: dict) -> tuple[bool, str]:
-    from ...disco import smoke
+    from .disco import smoke
 
     return smoke.smoke(record)
 
 
 def _shrink(target: AwsTarget, record: dict) -> str:
     """One slave out, drained first (Disco and DDFS blacklists until GC says safe)."""
-    from ... import shrink
+    from . import shrink
 
     return shrink.shrink(target, record, slaves=1)
 
@@ -141,7 +139,7 @@ class Steps:
     """What needs a real cluster (or Packer): the tests hand in their own."""
 
     bake: Callable[[Plan], dict] = _bake
-    readiness: Readiness = agent_status
+    agent: AgentClient = field(default_factory=AgentClient)  # signed calls to the master
     smoke: Callable[[dict], tuple[bool, str]] = _smoke
     shrink: Callable[[AwsTarget, dict], str] = _shrink
 
@@ -275,8 +273,7 @@ def run(plan: Plan, steps: Steps | None = None,
     session = aws.make_session(plan.region or None, None, counter.factory)
     client = aws.ec2(session, plan.region)
     owner = preflight.owner(session)
-    target = AwsTarget(session_factory=counter.factory, readiness=steps.readiness,
-                       progress=False)
+    target = AwsTarget(session_factory=counter.factory, agent=steps.agent, progress=False)
     report = Report(plan, say)
     report.started = report.clock()
     if state.load(plan.name) is not None:
@@ -344,10 +341,10 @@ def run(plan: Plan, steps: Steps | None = None,
         doomed = set() if plan.keep_amis else baked
         if doomed:
             with report.step("remove the baked AMIs", cleanup=True) as entry:
-                from ...bake import images
+                from .bake import images
 
-                gone, _ = images.prune(0, "aws", region=plan.region, session=session,
-                                       only_ids=doomed)
+                gone, _ = images.prune_aws(0, region=plan.region, session=session,
+                                           only_ids=doomed)
                 entry["detail"] = ", ".join(g["id"] for g in gone) or "none"
         left: dict[str, list[str]] = {}
         with report.step("sweep", cleanup=True) as entry:
