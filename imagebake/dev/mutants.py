@@ -202,10 +202,10 @@ MUTANTS = [
     Mutant("ssh-splits-the-command-line", "invoke ssh keeps the user's quoting",
            "imagebake/targets/base.py", "shell_words(line) if line else None",
            "__import__(\"shlex\").split(line) if line else None",
-           ("tests/unit/test_fleet.py::test_cli_ssh_runs_the_command_line_as_written",)),
+           ("tests/unit/targets/test_fleet.py::test_cli_ssh_runs_the_command_line_as_written",)),
     Mutant("copy-keeps-set-id-bits", "copy drops setuid/setgid",
            "imagebake/targets/fleet.py", "st_mode) & 0o777", "st_mode)",
-           ("tests/unit/test_fleet.py::test_copy_drops_the_set_id_bits",)),
+           ("tests/unit/targets/test_fleet.py::test_copy_drops_the_set_id_bits",)),
     Mutant("aws-run-as-login-user", "run/copy act as disco on EC2 too",
            "imagebake/targets/aws/cluster.py", "[*ssh.AS_DISCO, *command]", "command",
            ("tests/aws/test_aws_launch.py::"
