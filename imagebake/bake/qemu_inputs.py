@@ -5,7 +5,7 @@ per bake, put into the base by a NoCloud seed (cd_files, label cidata). The imag
 never keeps it: imagebake/bake/qemu-finish-bake.sh removes the user at shutdown, and
 cleanup() removes the key and seed here afterwards.
 
-build.bake(target="qemu"):
+Target.bake of the qemu target:
     inputs = qemu_inputs.prepare(variables.get("qemu_base"))   # Packer variables
     ... packer build -only=qemu.master,qemu.node with {**variables, **inputs.variables}
     inputs.cleanup()
