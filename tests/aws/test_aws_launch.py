@@ -324,7 +324,7 @@ def test_run_and_copy_act_as_disco_as_on_the_local_targets(amis):
     """`invoke run`/`copy` reach a member as the login user ubuntu, who has sudo; the
     command itself runs as disco (unprivileged), as on docker and qemu."""
     from imagebake.targets import fleet
-    from tests.unit.test_fleet import remote_user
+    from tests.unit.targets.test_fleet import remote_user
 
     launch(slaves=2, wait=True, readiness=ready_stub(None))
     for node in (None, "1"):
