@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+from imagebake.agent_client import AgentClient
 from imagebake.disco import smoke
-from imagebake.targets.aws import readiness
 from imagebake.targets.qemu import cluster as qemu_cluster
 from imagebake.targets.qemu import ec2
 
@@ -27,7 +27,7 @@ BLACKLISTED_WITHIN = 60  # s; the figure measured is written to the results file
 
 
 def _interrupted(cluster) -> dict:
-    reply = readiness.agent_status("127.0.0.1", cluster["ports"]["join"], cluster) or {}
+    reply = AgentClient().status("127.0.0.1", cluster["ports"]["join"], cluster) or {}
     return reply.get("interrupted") or {}
 
 
