@@ -94,8 +94,8 @@ variable "base" {
 
 variable "imdsv2_support" {
   type        = string
-  description = "yes when the source AMI's cloud-init speaks IMDSv2 (session tokens): the AMIs are tagged imagebake:imdsv2=<this> and the launcher then sets HttpTokens=required. The default Ubuntu 14.04 base has cloud-init 0.7.5, which predates IMDSv2: no."
-  default     = "no"
+  description = "yes when the source AMI's cloud-init speaks IMDSv2 (session tokens): the AMIs are tagged imagebake:imdsv2=<this> and the launcher then sets HttpTokens=required. invoke bake always passes it, decided from the base when not given: yes for Ubuntu >= 20.04, Debian >= 11 or ImdsSupport v2.0; no for the default Ubuntu 14.04 base (cloud-init 0.7.5 predates IMDSv2) and other older bases."
+  default     = "yes"
 
   validation {
     condition     = contains(["yes", "no"], var.imdsv2_support)

@@ -3,11 +3,14 @@ Canonical's newest Ubuntu 14.04 HVM SSD image (past its end of life, so AWS mark
 images deprecated; they only show up with IncludeDeprecated=True); `debian-12` is
 Debian's own newest Debian 12 amd64 image (owner 136693071363, the Debian cloud team),
 the stack every local test runs (OTP 25, Python 3.11), logged in as `admin`, with
-IMDSv2 required (its cloud-init speaks it).
+IMDSv2 required (its cloud-init speaks it). For a source AMI the user names
+(`--var source_ami=`) the AMI itself decides IMDSv2: Ubuntu >= 20.04, Debian >= 11 or
+ImdsSupport v2.0 require it; trusty and other older bases keep IMDSv1 on.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,11 @@ from ..errors import ImagebakeError
 CANONICAL = "099720109477"
 DEBIAN = "136693071363"
 TRUSTY_PATTERN = "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-*"
+# The first releases whose cloud-init (>= 20.1) fetches user data with IMDSv2 tokens.
+IMDSV2_UBUNTU = (20, 4)
+IMDSV2_DEBIAN = 11
+_UBUNTU = re.compile(r"ubuntu-[a-z]+-(\d{2})\.(\d{2})-")
+_DEBIAN = re.compile(r"(?:^|/)debian-(\d{1,2})-")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,42 @@ def apply_base(effective: dict[str, str], region: str,
                                  "IMDSv2 (drop the variable)")
         effective["imdsv2_support"] = "yes"
     effective.setdefault("ssh_username", spec.ssh_username)
-    if not effective.get("source_ami"):
+    given = effective.get("source_ami")
+    if not given:
         effective["source_ami"] = resolve_source_ami(region, session, name)
+    if not effective.get("imdsv2_support"):
+        # not given: a user's own AMI decides by itself (Ubuntu >= 20.04, Debian >= 11:
+        # yes); the resolved trusty keeps its fence
+        effective["imdsv2_support"] = (base_imdsv2_support(region, given, session) if given
+                                       else "no")
     return spec
+
+
+def imdsv2_support(image: dict) -> str:
+    """'yes' when the base IMAGE boots with IMDSv2 only: it says so (ImdsSupport v2.0),
+    or it is Ubuntu >= 20.04 or Debian >= 11 by its name; 'no' otherwise (trusty's
+    cloud-init 0.7.5 predates IMDSv2: the launcher keeps IMDSv1 on for it)."""
+    if image.get("ImdsSupport") == "v2.0":
+        return "yes"
+    name = str(image.get("Name") or "")
+    ubuntu, debian = _UBUNTU.search(name), _DEBIAN.search(name)
+    if ubuntu:
+        return "yes" if (int(ubuntu[1]), int(ubuntu[2])) >= IMDSV2_UBUNTU else "no"
+    if debian:
+        return "yes" if int(debian[1]) >= IMDSV2_DEBIAN else "no"
+    return "no"
+
+
+def base_imdsv2_support(region: str, ami: str, session: boto3.Session | None = None) -> str:
+    """imdsv2_support of the source AMI AMI in REGION (one DescribeImages call)."""
+    session = session or aws.make_session(region, None)
+    client: Any = aws.ec2(session, region)
+    try:
+        images = client.describe_images(ImageIds=[ami], IncludeDeprecated=True)["Images"]
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise ImagebakeError(aws.explain(exc, f"looking up the source AMI {ami}",
+                                         region=region)) from None
+    if not images:
+        raise ImagebakeError(f"source AMI {ami} not found in {region}: pass one of that "
+                             "region (--var source_ami=ami-...)")
+    return imdsv2_support(images[0])

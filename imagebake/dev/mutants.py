@@ -210,6 +210,10 @@ MUTANTS = [
            "imagebake/targets/aws/cluster.py", "[*ssh.AS_DISCO, *command]", "command",
            ("tests/aws/test_aws_launch.py::"
             "test_run_and_copy_act_as_disco_as_on_the_local_targets",)),
+    Mutant("modern-base-keeps-imdsv1", "an Ubuntu >= 20.04 / Debian >= 11 base bakes IMDSv2-only",
+           "imagebake/bake/source_ami.py",
+           'return "yes" if (int(ubuntu[1]), int(ubuntu[2])) >= IMDSV2_UBUNTU else "no"',
+           'return "no"', ("tests/aws/test_aws_ami.py",)),
 ]
 
 

@@ -53,6 +53,18 @@ CANONICAL_IMAGES = [
            "2025-08-14", "Debian 13"),
     _image(8, "111111111111", "someone/debian", "debian-12-amd64-20991231-0000",
            "2099-12-31", "not Debian's"),
+    # bases a user may pass as --var source_ami (IMDSv2 default decided from the name)
+    _image(9, "099720109477", "amazon/focal",
+           "ubuntu/images/hvm-ssd/ubuntu-focal-20.04-amd64-server-20240501", "2024-05-01",
+           "focal"),
+    _image(10, "099720109477", "amazon/jammy",
+           "ubuntu/images/hvm-ssd-gp3/ubuntu-jammy-22.04-amd64-server-20240601", "2024-06-01",
+           "jammy"),
+    _image(11, "099720109477", "amazon/bionic",
+           "ubuntu/images/hvm-ssd/ubuntu-bionic-18.04-amd64-server-20230531", "2023-05-31",
+           "bionic"),
+    _image(12, "136693071363", "amazon/debian-10", "debian-10-amd64-20240104-1616",
+           "2024-01-04", "Debian 10 (20240104-1616)"),
 ]
 (_AMIS_DIR / "amis.json").write_text(json.dumps(CANONICAL_IMAGES))
 os.environ.setdefault("MOTO_AMIS_PATH", str(_AMIS_DIR / "amis.json"))

@@ -1,11 +1,13 @@
 """resolve_source_ami and apply_base: Canonical's newest trusty image, deprecated ones
 included (the default base); Debian's own newest Debian 12 image for --var base=debian-12,
-with its login user and IMDSv2 required, and the launch options an AMI of it gets."""
+with its login user and IMDSv2 required, and the launch options an AMI of it gets; the
+IMDSv2 choice for a source AMI the user names (moto's server holds the images)."""
 
 from __future__ import annotations
 
 import pytest
 
+from imagebake.bake import build
 from imagebake.bake.source_ami import apply_base, resolve_source_ami
 from imagebake.errors import ImagebakeError
 
@@ -47,7 +49,8 @@ def test_debian_12_base_logs_in_as_admin_and_requires_imdsv2(aws_env, calls):
                          "ssh_username": "admin", "imdsv2_support": "yes"}
     trusty = {}
     apply_base(trusty, REGION, calls.factory(REGION, None))
-    assert trusty == {"source_ami": "ami-0aaaaaaaaaaaaaa02", "ssh_username": "ubuntu"}
+    assert trusty == {"source_ami": "ami-0aaaaaaaaaaaaaa02", "ssh_username": "ubuntu",
+                      "imdsv2_support": "no"}
 
 
 def test_debian_12_base_refuses_imdsv1_and_keeps_what_the_user_gave(aws_env, calls):
@@ -60,3 +63,45 @@ def test_debian_12_base_refuses_imdsv1_and_keeps_what_the_user_gave(aws_env, cal
     assert calls.named("DescribeImages") == []  # a given AMI is not looked up
     with pytest.raises(ImagebakeError, match="base=focal"):
         apply_base({"base": "focal"}, REGION, calls.factory(REGION, None))
+
+
+SOURCE_AMIS = {  # conftest.CANONICAL_IMAGES: what each base's cloud-init can do
+    "ami-0aaaaaaaaaaaaaa02": "no",   # trusty 14.04: cloud-init 0.7.5 predates IMDSv2 (the fence)
+    "ami-0aaaaaaaaaaaaaa11": "no",   # bionic 18.04
+    "ami-0aaaaaaaaaaaaaa12": "no",   # debian 10
+    "ami-0aaaaaaaaaaaaaa09": "yes",  # focal 20.04
+    "ami-0aaaaaaaaaaaaaa10": "yes",  # jammy 22.04
+    "ami-0aaaaaaaaaaaaaa06": "yes",  # debian 12
+}
+
+
+@pytest.fixture
+def packer_vars(monkeypatch, aws_env):
+    """The variables the bake hands Packer (Packer itself is not run: nothing is built)."""
+    seen: list[dict] = []
+
+    def packer_build(target, todo, effective, hashes, prepared, on_event):
+        seen.append(dict(effective))
+        return {}
+
+    monkeypatch.setattr(build, "_packer_build", packer_build)
+    monkeypatch.setattr(build.packer, "packer_bin", lambda: "/bin/true")
+    return seen
+
+
+@pytest.mark.parametrize("ami", sorted(SOURCE_AMIS))
+def test_a_modern_base_is_baked_for_imdsv2_only(packer_vars, ami):
+    build.bake(target="aws", variables={"disco_source": "none", "source_ami": ami})
+    assert packer_vars[-1]["imdsv2_support"] == SOURCE_AMIS[ami]
+
+
+def test_the_default_trusty_base_keeps_its_fence(packer_vars):
+    build.bake(target="aws", variables={"disco_source": "none"})
+    assert packer_vars[-1]["source_ami"] == "ami-0aaaaaaaaaaaaaa02"
+    assert packer_vars[-1]["imdsv2_support"] == "no"
+
+
+def test_an_explicit_imdsv2_support_wins(packer_vars):
+    build.bake(target="aws", variables={"disco_source": "none", "imdsv2_support": "no",
+                                        "source_ami": "ami-0aaaaaaaaaaaaaa10"})
+    assert packer_vars[-1]["imdsv2_support"] == "no"

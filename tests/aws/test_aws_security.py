@@ -89,7 +89,7 @@ def test_the_bake_writes_the_imds_tag_the_launcher_reads():
             line = next(x for x in block.splitlines() if x.strip().startswith(field + " "))
             assert f'"{preflight.IMDS_TAG}" = var.imdsv2_support' in line, (role, field)
     declared = re.search(r'variable "imdsv2_support" \{(.*?)\n\}', variables, re.S).group(1)
-    assert 'default     = "no"' in declared and "validation {" in declared
+    assert 'default     = "yes"' in declared and "validation {" in declared
 
 
 @pytest.mark.skipif(shutil.which("packer") is None, reason="packer not installed")
