@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from imagebake import targets
 from imagebake.bake import build
 from imagebake.bake.source_ami import apply_base, resolve_source_ami
 from imagebake.errors import ImagebakeError
@@ -91,17 +92,17 @@ def packer_vars(monkeypatch, aws_env):
 
 @pytest.mark.parametrize("ami", sorted(SOURCE_AMIS))
 def test_a_modern_base_is_baked_for_imdsv2_only(packer_vars, ami):
-    build.bake(target="aws", variables={"disco_source": "none", "source_ami": ami})
+    targets.get("aws").bake(variables={"disco_source": "none", "source_ami": ami})
     assert packer_vars[-1]["imdsv2_support"] == SOURCE_AMIS[ami]
 
 
 def test_the_default_trusty_base_keeps_its_fence(packer_vars):
-    build.bake(target="aws", variables={"disco_source": "none"})
+    targets.get("aws").bake(variables={"disco_source": "none"})
     assert packer_vars[-1]["source_ami"] == "ami-0aaaaaaaaaaaaaa02"
     assert packer_vars[-1]["imdsv2_support"] == "no"
 
 
 def test_an_explicit_imdsv2_support_wins(packer_vars):
-    build.bake(target="aws", variables={"disco_source": "none", "imdsv2_support": "no",
+    targets.get("aws").bake(variables={"disco_source": "none", "imdsv2_support": "no",
                                         "source_ami": "ami-0aaaaaaaaaaaaaa10"})
     assert packer_vars[-1]["imdsv2_support"] == "no"
