@@ -1,7 +1,9 @@
 """The launcher's signed calls to the master agent, and how to read its replies.
 
 One client for every target and every command (status, launch's wait, extend, shrink's
-leave): each request is sealed with the cluster token and the reply is opened only when
+leave): each request is sealed with the launcher's own key (the record's launcher_key,
+which only the master's spec carries: a node's join token orders nothing cluster-wide,
+issue 21 N1) and the reply is opened only when
 its MAC, cluster, age, type and `in_reply_to` nonce check out (imagebake.agent.protocol),
 so a stranger on the path can neither forge readiness nor the host keys `ssh` then pins.
 
@@ -29,13 +31,25 @@ TIMEOUT = 10.0
 STATUS_TIMEOUT = 5.0
 
 
+def launcher_key(record: dict) -> str:
+    """The key every order to the master agent is signed with; one line when the record
+    predates it."""
+    key = record.get("launcher_key")
+    if not key:
+        raise ImagebakeError(f"cluster {record.get('name')!r} was launched before the "
+                             "launcher had its own key: its master takes no orders from "
+                             "here (destroy it and launch it again)")
+    return key
+
+
 class AgentClient:
     """Signed requests to the master agent's join port."""
 
     def call(self, address: str, port: int, record: dict, path: str, msg: dict,
              reply_type: str, timeout: float = TIMEOUT) -> dict:
         """POST the signed MSG; the verified reply, or one line saying why not."""
-        body = protocol.seal(record["token"], msg)
+        key = launcher_key(record)
+        body = protocol.seal(key, msg)
         request = urllib.request.Request(f"http://{address}:{port}{path}", data=body,
                                          method="POST",
                                          headers={"Content-Type": "application/json"})
@@ -50,7 +64,7 @@ class AgentClient:
             raise ImagebakeError(f"cannot reach the master agent of {record['name']!r} at "
                                  f"{address}:{port}: {exc}") from None
         try:
-            reply = protocol.open_envelope(record["token"], raw, record["name"], time.time(),
+            reply = protocol.open_envelope(key, raw, record["name"], time.time(),
                                            reply_type)
         except protocol.ProtocolError as exc:
             raise ImagebakeError(f"the master agent's reply failed verification: {exc}"

@@ -26,7 +26,8 @@ class Record(TypedDict, total=False):
 
     name: str
     target: str
-    token: str             # the join token: MAC key of every agent message
+    token: str             # the join token: every machine's spec carries it (join, heartbeat)
+    launcher_key: str      # the launcher's own key for cluster-wide orders: master spec only
     cookie: str            # the Erlang cookie
     nodes: list[Any]
     workers_per_node: int | None

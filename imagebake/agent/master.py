@@ -311,14 +311,19 @@ class Master(object):
     # wrapper: open (MAC, cluster, window, replay), check, act, seal the reply.
 
     def key_for(self, signer):
-        """The HMAC key a route's signer holds."""
-        return self.spec["token"]
+        """The HMAC key a route's signer holds; None when this master has none."""
+        if signer == NODE:
+            return self.spec["token"]
+        return self.spec.get("launcher_key")
 
     def handle(self, path, body, peer):
         route = ROUTES[path]
         log = self.ctx.log
         key = self.key_for(route.signer)
         try:
+            if key is None:
+                raise ProtocolError("this master has no launcher key (spec without "
+                                    "launcher_key): cluster-wide orders are refused")
             msg = open_envelope(key, body, self.spec["cluster"], self.ctx.now(), route.type,
                                 self.replay)
             route.check(self, msg, peer)
@@ -358,6 +363,13 @@ class Master(object):
             raise ProtocolError("this node has left the cluster (shrink)")
         if msg["hostname"] in self.interrupted and msg["hostname"] not in self.nodes:
             raise ProtocolError("this node has a spot interruption notice: it does not join")
+        # A node joins as itself: a name another machine holds (other host key, other
+        # address) is not taken over; that machine must leave first (invoke shrink).
+        with self.lock:
+            held = self.nodes.get(msg["hostname"])
+        if held is not None and held["host_pubkey"] != msg["host_pubkey"] \
+                and held["address"] != peer:
+            raise ProtocolError("hostname %s is held by another machine" % msg["hostname"])
 
     def act_join(self, msg, peer):
         spec, log = self.spec, self.ctx.log
@@ -515,13 +527,16 @@ class Master(object):
 
 
 NODE = "node"  # signed with the join token every machine's spec carries
+LAUNCHER = "launcher"  # signed with the launcher's key, only in the master's spec
 Route = namedtuple("Route", "type signer check act")
-# The one route table: path -> who signs, and what the master does with it.
+# The one route table: path -> who signs, and what the master does with it. A node's
+# token joins (and heartbeats) as itself and nothing more; every cluster-wide order
+# and the status the launcher pins host keys from need the launcher's key.
 ROUTES = {
     "/v1/join": Route("join", NODE, Master.check_join, Master.act_join),
-    "/v1/status": Route("status", NODE, Master.check_status, Master.act_status),
-    "/v1/extend": Route("extend", NODE, Master.check_extend, Master.act_extend),
-    "/v1/leave": Route("leave", NODE, Master.check_leave, Master.act_leave),
+    "/v1/status": Route("status", LAUNCHER, Master.check_status, Master.act_status),
+    "/v1/extend": Route("extend", LAUNCHER, Master.check_extend, Master.act_extend),
+    "/v1/leave": Route("leave", LAUNCHER, Master.check_leave, Master.act_leave),
     "/v1/notice": Route("notice", NODE, Master.check_notice, Master.act_notice),
 }
 

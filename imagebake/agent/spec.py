@@ -25,10 +25,10 @@ _DNSNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 
 FIELDS = ("version", "cluster", "role", "hostname", "master", "token", "cookie",
           "workers", "master_workers", "expected_nodes", "ttl_deadline",
-          "disco_port", "erlang_ports", "idle_stop")
+          "disco_port", "erlang_ports", "idle_stop", "launcher_key")
 # idle_stop is optional (left out when null): a spec without it stays readable by
-# agents baked before it existed.
-OPTIONAL = ("idle_stop",)
+# agents baked before it existed. launcher_key is in the master's spec only.
+OPTIONAL = ("idle_stop", "launcher_key")
 
 
 class SpecError(ValueError):
@@ -36,7 +36,7 @@ class SpecError(ValueError):
 
 
 def new_token():
-    """32 random bytes, hex (64 chars): the HMAC key of the join protocol."""
+    """32 random bytes, hex (64 chars): an HMAC key (the join token, the launcher key)."""
     return binascii.hexlify(os.urandom(32)).decode("ascii")
 
 
@@ -76,11 +76,13 @@ def is_address(text):
 def make_spec(cluster, role, master_address=None, workers=None, master_workers=0,
               expected_nodes=0, ttl_deadline=None, disco_port=8989, join_port=8990,
               erlang_ports=(30000, 30063), token=None, cookie=None, hostname=None,
-              master_name="master", idle_stop=None):
+              master_name="master", idle_stop=None, launcher_key=None):
     """Build and validate a spec dict; token and cookie are made when not given.
 
     idle_stop: seconds without a Disco job after which the master stops the whole
-    cluster (imagebake_agent.idle); None leaves the field out."""
+    cluster (imagebake_agent.idle); None leaves the field out.
+    launcher_key: the launcher's own HMAC key for cluster-wide orders (extend, leave,
+    status); made for a master spec when not given, refused in a node's spec."""
     spec = {
         "version": VERSION,
         "cluster": cluster,
@@ -99,6 +101,8 @@ def make_spec(cluster, role, master_address=None, workers=None, master_workers=0
     }
     if idle_stop is not None:
         spec["idle_stop"] = idle_stop
+    if launcher_key is not None or role == "master":
+        spec["launcher_key"] = launcher_key if launcher_key is not None else new_token()
     validate_spec(spec)
     return spec
 
@@ -147,6 +151,14 @@ def validate_spec(spec):
     token = spec.get("token")
     if not isinstance(token, str) or not _HEX64.fullmatch(token):
         raise SpecError("token must be 64 lowercase hex chars (32 bytes)")
+    if "launcher_key" in spec:
+        if role != "master":
+            raise SpecError("launcher_key belongs in the master's spec only (a node holding "
+                            "it could order the whole cluster)")
+        key = spec["launcher_key"]
+        if not isinstance(key, str) or not _HEX64.fullmatch(key) or key == token:
+            raise SpecError("launcher_key must be 64 lowercase hex chars (32 bytes), not the "
+                            "token")
     cookie = spec.get("cookie")
     if not isinstance(cookie, str) or not _COOKIE.fullmatch(cookie):
         raise SpecError("cookie must be 32 chars of [A-Z0-9]")

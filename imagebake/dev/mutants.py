@@ -49,6 +49,7 @@ AGENT_MASTER = "tests/unit/agent/test_master.py::"
 STOP_ORDER = ("tests/unit/agent/test_loop.py::"
               "test_forged_or_unsigned_stop_order_and_deadline_are_refused",)
 READINESS = ("tests/aws/test_aws_readiness.py",)
+LAUNCHER_KEY = (AGENT_MASTER + "test_a_nodes_token_orders_nothing_cluster_wide",)
 LAUNCH = ("tests/aws/test_aws_launch.py",)
 DESTROY = ("tests/aws/test_aws_destroy.py", "tests/aws/test_aws_launch.py::"
            "test_destroy_removes_everything_and_twice_is_safe")
@@ -145,9 +146,19 @@ MUTANTS = [
     Mutant("launcher-trusts-unsigned-status",
            "the launcher refuses a status reply without a valid MAC",
            "imagebake/agent_client.py",
-           'reply = protocol.open_envelope(record["token"], raw, record["name"], time.time(),',
+           'reply = protocol.open_envelope(key, raw, record["name"], time.time(),',
            'reply = ' + TRUST.format(body="raw")
-           + 'record["token"], raw, record["name"], time.time(),', READINESS),
+           + 'key, raw, record["name"], time.time(),', READINESS),
+    # ---------------------------------------------------------------- the launcher's key
+    Mutant("master-takes-a-nodes-token-for-orders",
+           "a node's join token orders nothing cluster-wide (extend, leave, status)",
+           "imagebake/agent/master.py",
+           '        if signer == NODE:\n            return self.spec["token"]\n',
+           '        if True:\n            return self.spec["token"]\n', LAUNCHER_KEY),
+    Mutant("extend-signed-by-a-node", "extend needs the launcher's key, not a node's token",
+           "imagebake/agent/master.py",
+           '"/v1/extend": Route("extend", LAUNCHER,', '"/v1/extend": Route("extend", NODE,',
+           LAUNCHER_KEY),
     # ---------------------------------------------------------------- launch
     Mutant("one-runinstances-per-slave", "all slaves start in one RunInstances call",
            "imagebake/targets/aws/cluster.py",

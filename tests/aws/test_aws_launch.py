@@ -170,6 +170,7 @@ def test_user_data_is_the_agent_spec_without_private_keys(amis, ec2):
     master = agent_spec.loads(master_text)
     assert master["role"] == "master" and master["expected_nodes"] == 2
     assert master["token"] == record["token"] and master["cookie"] == record["cookie"]
+    assert master["launcher_key"] == record["launcher_key"] != record["token"]
     assert before + 5400 - 5 <= master["ttl_deadline"] <= time.time() + 5400 + 5
     for node in record["nodes"]:
         text = user_data(ec2, node["id"])
@@ -177,6 +178,7 @@ def test_user_data_is_the_agent_spec_without_private_keys(amis, ec2):
         assert spec["role"] == "node"
         assert spec["master"]["address"] == record["master"]["private_ip"]
         assert (spec["token"], spec["cookie"]) == (master["token"], master["cookie"])
+        assert "launcher_key" not in spec and record["launcher_key"] not in text
         assert spec["master"]["join_port"] == 8990 and spec["disco_port"] == 8989
     for text in [master_text] + [user_data(ec2, n["id"]) for n in record["nodes"]]:
         assert "PRIVATE KEY" not in text

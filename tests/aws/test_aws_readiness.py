@@ -15,6 +15,7 @@ from imagebake.agent import spec as agent_spec
 from imagebake.agent.context import Context
 from imagebake.agent.master import JoinServer, Master
 from imagebake.agent_client import AgentClient
+from imagebake.errors import ImagebakeError
 from imagebake.targets.ready import cluster_ready
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMasterHostKeyForTheReadinessTest000000000"
@@ -35,7 +36,7 @@ def master_agent(tmp_path):
 
 def test_status_reply_is_verified_and_read(master_agent):
     spec, port = master_agent
-    record = {"name": "rdy", "token": spec["token"]}
+    record = {"name": "rdy", "token": spec["token"], "launcher_key": spec["launcher_key"]}
     reply = AgentClient().status("127.0.0.1", port, record)
     assert reply is not None and reply["type"] == "status_reply"
     assert reply["expected_nodes"] == 2 and reply["joined"] == 0
@@ -45,12 +46,22 @@ def test_status_reply_is_verified_and_read(master_agent):
 
 def test_wrong_token_gets_no_reply(master_agent):
     spec, port = master_agent
-    record = {"name": "rdy", "token": agent_spec.new_token()}
+    record = {"name": "rdy", "launcher_key": agent_spec.new_token()}
     assert AgentClient().status("127.0.0.1", port, record) is None
 
 
+def test_a_nodes_join_token_gets_no_status(master_agent):
+    """The status the launcher pins host keys from needs the launcher's own key: the join
+    token every node's spec carries is refused (issue 21 N1)."""
+    spec, port = master_agent
+    record = {"name": "rdy", "launcher_key": spec["token"]}
+    assert AgentClient().status("127.0.0.1", port, record) is None
+    with pytest.raises(ImagebakeError, match="before the launcher had its own key"):
+        AgentClient().extend("127.0.0.1", port, {"name": "rdy", "token": spec["token"]}, 60)
+
+
 def test_unreachable_agent_is_none():
-    record = {"name": "rdy", "token": agent_spec.new_token()}
+    record = {"name": "rdy", "launcher_key": agent_spec.new_token()}
     assert AgentClient().status("127.0.0.1", 9, record, timeout=1.0) is None
 
 
@@ -103,7 +114,8 @@ def ask(answer):
     token = agent_spec.new_token()
     fake = FakeMaster(lambda request: answer(token, request))
     try:
-        return AgentClient().status("127.0.0.1", fake.port, {"name": "rdy", "token": token})
+        return AgentClient().status("127.0.0.1", fake.port,
+                                    {"name": "rdy", "launcher_key": token})
     finally:
         fake.close()
 

@@ -92,7 +92,7 @@ def test_every_node_resolves_every_cluster_name_through_master_dnsmasq(cluster):
 
 
 def test_no_secret_in_docker_inspect(cluster):
-    secrets = [cluster["token"], cluster["cookie"]]
+    secrets = [cluster["token"], cluster["cookie"], cluster["launcher_key"]]
     ids = subprocess.run(["docker", "ps", "-aq", "--filter",
                           f"label=imagebake.cluster={cluster['name']}"],
                          capture_output=True, text=True).stdout.split()

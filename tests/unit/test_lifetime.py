@@ -2,7 +2,7 @@
 view through the signed calls."""
 
 import pytest
-from agent.helpers import TOKEN, Cluster, contexts, needs_keygen
+from agent.helpers import LAUNCHER_KEY, TOKEN, Cluster, contexts, needs_keygen
 
 from imagebake.agent import idle, ttl
 
@@ -48,7 +48,8 @@ def test_launcher_extend_and_status_view_through_the_signed_calls(one_node_clust
     monkeypatch.setenv("IMAGEBAKE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(lifetime.time, "time", lambda: float(one_node_cluster.mctx.now()))
     master = one_node_cluster.start_master()
-    record = {"name": "demo", "target": "docker", "token": TOKEN, "nodes": []}
+    record = {"name": "demo", "target": "docker", "token": TOKEN,
+              "launcher_key": LAUNCHER_KEY, "nodes": []}
     text = lifetime.extend(_Target(one_node_cluster.port), record, "2h")
     assert "power-off at" in text and "was none" in text
     assert record["ttl_deadline"] == one_node_cluster.mctx.now() + 7200
@@ -58,7 +59,7 @@ def test_launcher_extend_and_status_view_through_the_signed_calls(one_node_clust
     lines = lifetime.render(life)
     assert "(moved by extend)" in lines[0] and "no idle stop" in lines[1]
     with pytest.raises(ImagebakeError, match="403"):  # a launcher with the wrong token
-        lifetime.extend(_Target(one_node_cluster.port), dict(record, token="ee" * 32), "2h")
+        lifetime.extend(_Target(one_node_cluster.port), dict(record, launcher_key="ee" * 32), "2h")
     with pytest.raises(ImagebakeError, match="not running"):
         lifetime.extend(_Target(None), record, "2h")
     down = lifetime.view(_Target(None), record, {"master": {"state": "exited"}})

@@ -85,9 +85,12 @@ def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
         assert cluster["node_host_keys"][ip] == " ".join(key)
     pinned = known_hosts_path(cluster).read_text()
     assert f"[127.0.0.1]:{cluster['ports']['ssh']},{cluster['master_ip']} " in pinned
-    # a reply signed with another token is not believed (no readiness, no key)
-    forged = dict(cluster, token="0" * len(cluster["token"]))
+    # a reply signed with another key is not believed (no readiness, no key); a node's
+    # join token gets no status either (issue 21 N1)
+    forged = dict(cluster, launcher_key="0" * len(cluster["launcher_key"]))
     assert AgentClient().status("127.0.0.1", cluster["ports"]["join"], forged) is None
+    as_node = dict(cluster, launcher_key=cluster["token"])
+    assert AgentClient().status("127.0.0.1", cluster["ports"]["join"], as_node) is None
 
 
 def test_cloud_init_took_everything_from_the_ec2_datasource(cluster):

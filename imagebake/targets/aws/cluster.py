@@ -122,6 +122,7 @@ class AwsTarget(Target):
             "idle_stop": plan.idle_stop,
             "workers_per_node": plan.workers,
             "token": mspec["token"], "cookie": mspec["cookie"], "created_at": created,
+            "launcher_key": mspec["launcher_key"],
             "master": None, "nodes": [], "ids": [], "ready": False,
         }
         tags = {role: ec2i.tag_list(name, role, plan.owner, created, plan.ttl)

@@ -329,6 +329,7 @@ class DockerTarget(Target):
             "name": name, "target": "docker", "network": f"imagebake-{name}",
             "subnet": str(subnet), "master_ip": master_ip, "images": refs,
             "token": master_spec["token"], "cookie": master_spec["cookie"],
+            "launcher_key": master_spec["launcher_key"],
             "workers_per_node": workers, "ttl_deadline": ttl_deadline,
             "idle_stop": plan.idle_stop,
             "nodes": [node_hostname(i) for i in range(1, count + 1)],

@@ -364,6 +364,7 @@ class QemuTarget(Target):
                         for r, p in plan.images.items()},
             "accel": accel.name, "accel_cpu": accel.cpu, "accel_reason": accel.reason,
             "token": master_spec["token"], "cookie": master_spec["cookie"],
+            "launcher_key": master_spec["launcher_key"],
             "workers_per_node": workers, "ttl_deadline": plan.ttl_deadline,
             "idle_stop": plan.idle_stop,
             "nodes": [], "dir": str(folder), "ports": {}, "vms": {}, "login": LOGIN,

@@ -109,6 +109,7 @@ def snapshot(root):
 
 
 TOKEN = "ab" * 32
+LAUNCHER_KEY = "cd" * 32  # the launcher's own key: in the master's spec only
 COOKIE = "C0OK1E" + "X" * 26
 
 
@@ -139,7 +140,7 @@ class Cluster:
         common = dict(token=TOKEN, cookie=COOKIE, join_port=self.port, workers=workers,
                       expected_nodes=expected, master_workers=master_workers)
         self.master_spec = make_spec("demo", "master", master_address="127.0.0.1",
-                                     hostname="master", **common)
+                                     hostname="master", launcher_key=LAUNCHER_KEY, **common)
         self.node_spec = make_spec("demo", "node", master_address="127.0.0.1", **common)
         self.mctx = agent_ctx("master", hostname="master", allow_loopback=True)
         write_spec(self.mctx, self.master_spec)

@@ -21,6 +21,7 @@ from imagebake.agent.master import JoinServer, Master
 
 from .helpers import (
     COOKIE,
+    LAUNCHER_KEY,
     TOKEN,
     Clock,
     Cluster,
@@ -144,8 +145,8 @@ def test_status_endpoint_needs_a_signed_request(cluster):
         urlopen(url, timeout=5)
     assert info.value.code == 405
     req = P.make_status_request("demo", cluster.mctx.now())
-    body = urlopen(Request(url, data=P.seal(TOKEN, req), method="POST"), timeout=5).read()
-    reply = P.open_envelope(TOKEN, body, "demo", cluster.mctx.now(), "status_reply")
+    body = urlopen(Request(url, data=P.seal(LAUNCHER_KEY, req), method="POST"), timeout=5).read()
+    reply = P.open_envelope(LAUNCHER_KEY, body, "demo", cluster.mctx.now(), "status_reply")
     assert reply["in_reply_to"] == req["nonce"]
     assert reply["joined"] == 1 and reply["ready"] is False and reply["expected_nodes"] == 3
     assert reply["host_pubkey"] == cluster.master.host_pubkey
@@ -252,14 +253,14 @@ def test_stopped_disco_is_started_once(agent_ctx):
 
 
 def _join_body(now, hostname="node01", addresses=("10.0.0.11",), key=1):
-    return protocol.seal(TOKEN, protocol.make_join("demo", now, hostname, list(addresses), 2,
+    return protocol.seal(LAUNCHER_KEY, protocol.make_join("demo", now, hostname, list(addresses), 2,
                                                    fake_key(key) + " disco@x",
                                                    fake_key(key + 1)))
 
 
 def _bare_master(ctx, addresses=("10.0.0.1",)):
     the_spec = spec.make_spec("demo", "master", master_address=None, hostname="master",
-                              token=TOKEN, cookie=COOKIE, expected_nodes=1)
+                              token=LAUNCHER_KEY, cookie=COOKIE, expected_nodes=1)
     return Master(ctx, the_spec, "master", list(addresses), fake_key(90) + " disco@master",
                   fake_key(91))
 
@@ -468,7 +469,7 @@ def test_status_replay_is_refused(agent_ctx):
     try:
         c.start_master()
         url = f"http://127.0.0.1:{c.port}/v1/status"
-        body = protocol.seal(TOKEN, protocol.make_status_request("demo", c.mctx.now()))
+        body = protocol.seal(LAUNCHER_KEY, protocol.make_status_request("demo", c.mctx.now()))
         urlopen(Request(url, data=body, method="POST"), timeout=5).read()
         with pytest.raises(HTTPError) as info:
             urlopen(Request(url, data=body, method="POST"), timeout=5)
@@ -499,16 +500,16 @@ def test_extend_moves_the_deadline_and_nodes_follow_it(one_node_cluster):
     node = one_node_cluster.add_node(1)
     now = one_node_cluster.mctx.now()
     request = P.make_extend_request("demo", now, 7200)
-    code, body = _post_extend(one_node_cluster.port, P.seal(TOKEN, request))
+    code, body = _post_extend(one_node_cluster.port, P.seal(LAUNCHER_KEY, request))
     assert code == 200, body
-    reply = P.open_envelope(TOKEN, body, "demo", now, "extend_reply")
+    reply = P.open_envelope(LAUNCHER_KEY, body, "demo", now, "extend_reply")
     assert reply["in_reply_to"] == request["nonce"]
     assert reply["ttl_deadline"] == now + 7200 and reply["previous"] is None
     assert ttl.deadline(one_node_cluster.mctx, master.spec) == now + 7200
     assert master.master.summary()["lifetime"]["ttl_deadline"] == now + 7200
     assert node.heartbeat() is True  # the next heartbeat reply carries it
     assert ttl.deadline(node.ctx, node.spec) == now + 7200
-    code, _ = _post_extend(one_node_cluster.port, P.seal(TOKEN, request))
+    code, _ = _post_extend(one_node_cluster.port, P.seal(LAUNCHER_KEY, request))
     assert code == 403  # a replay
 
 
@@ -523,7 +524,7 @@ def test_forged_extend_is_refused_and_nothing_moves(one_node_cluster, how):
         body = json.dumps({"msg": request, "mac": "0" * 64}, sort_keys=True,
                           separators=(",", ":")).encode()
     else:  # signed for one hour, then changed to 30 days
-        body = P.seal(TOKEN, dict(request, ttl_seconds=3600)).replace(
+        body = P.seal(LAUNCHER_KEY, dict(request, ttl_seconds=3600)).replace(
             b'"ttl_seconds":3600', b'"ttl_seconds":2592000')
     code, text = _post_extend(one_node_cluster.port, body)
     assert code == 403 and b"bad mac" in text
@@ -537,10 +538,10 @@ def test_extend_with_bad_seconds_or_while_stopping_is_refused(one_node_cluster):
     for seconds in (0, -5, 31 * 24 * 3600):
         request = P.make_extend_request("demo", one_node_cluster.mctx.now(), 1)
         request["ttl_seconds"] = seconds
-        code, text = _post_extend(one_node_cluster.port, P.seal(TOKEN, request))
+        code, text = _post_extend(one_node_cluster.port, P.seal(LAUNCHER_KEY, request))
         assert code == 403 and b"ttl_seconds" in text
     master.master.begin_stop("idle stop: no Disco job for 60 s", one_node_cluster.mctx.now())
-    code, text = _post_extend(one_node_cluster.port, P.seal(TOKEN, P.make_extend_request(
+    code, text = _post_extend(one_node_cluster.port, P.seal(LAUNCHER_KEY, P.make_extend_request(
         "demo", one_node_cluster.mctx.now(), 3600)))
     assert code == 409 and b"stopping" in text
     assert ttl.deadline(one_node_cluster.mctx, master.spec) is None
@@ -573,9 +574,9 @@ def test_leave_removes_the_node_everywhere_and_its_heartbeat_stays_out(cluster):
     mctx = cluster.mctx
     assert master.master.summary()["ddfs_replicas"] == 3
     request = P.make_leave_request("demo", mctx.now(), ["node03", "node09"])
-    code, body = _post_leave(cluster.port, P.seal(TOKEN, request))
+    code, body = _post_leave(cluster.port, P.seal(LAUNCHER_KEY, request))
     assert code == 200, body
-    reply = P.open_envelope(TOKEN, body, "demo", mctx.now(), "leave_reply")
+    reply = P.open_envelope(LAUNCHER_KEY, body, "demo", mctx.now(), "leave_reply")
     assert reply["in_reply_to"] == request["nonce"]
     assert reply["removed"] == ["node03"] and reply["unknown"] == ["node09"]
     assert [h[0] for h in reply["hosts"]] == ["master", "node01", "node02"]
@@ -595,7 +596,7 @@ def test_leave_removes_the_node_everywhere_and_its_heartbeat_stays_out(cluster):
     assert "node03" not in master.master.nodes
     assert "node03" not in read(mctx, "/etc/imagebake/hosts")
     assert nodes[0].heartbeat() is True  # the others stay members
-    code, _ = _post_leave(cluster.port, P.seal(TOKEN, request))
+    code, _ = _post_leave(cluster.port, P.seal(LAUNCHER_KEY, request))
     assert code == 403  # a replay
 
 
@@ -623,15 +624,99 @@ def test_forged_or_bad_leave_is_refused_and_nothing_changes(cluster, how):
                           separators=(",", ":")).encode()
         says = b"bad mac"
     elif how == "tampered":  # signed for node02, changed to node01 afterwards
-        body = P.seal(TOKEN, request).replace(b'"node02"', b'"node01"')
+        body = P.seal(LAUNCHER_KEY, request).replace(b'"node02"', b'"node01"')
         says = b"bad mac"
     elif how == "master":
-        body, says = P.seal(TOKEN, dict(request, hostnames=["master"])), b"master cannot leave"
+        body = P.seal(LAUNCHER_KEY, dict(request, hostnames=["master"]))
+        says = b"master cannot leave"
     elif how == "other-cluster":
-        body, says = P.seal(TOKEN, dict(request, cluster="other")), b"cluster"
+        body, says = P.seal(LAUNCHER_KEY, dict(request, cluster="other")), b"cluster"
     else:
-        body, says = P.seal(TOKEN, dict(request, hostnames=["node02", "x y"])), b"hostnames"
+        body, says = P.seal(LAUNCHER_KEY, dict(request, hostnames=["node02", "x y"])), b"hostnames"
     code, text = _post_leave(cluster.port, body)
     assert code == 403 and says in text, text
     assert _files(cluster.mctx) == before
     assert sorted(master.master.nodes) == ["node01", "node02", "node03"]
+
+
+# A node's join token joins and heartbeats as that node, and nothing more: every
+# cluster-wide order and the status the launcher pins host keys from need the launcher's
+# own key, which only the master's spec carries (issue 21 N1).
+
+def _post(port, path, body):
+    try:
+        response = urlopen(Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                   method="POST"), timeout=5)
+        return response.status, response.read()
+    except HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@needs_keygen
+def test_a_nodes_token_orders_nothing_cluster_wide(cluster):
+    master = cluster.start_master()
+    cluster.add_node(1)
+    node02 = cluster.add_node(2)
+    node_token = cluster.node_spec["token"]  # what root on any node can read
+    now = cluster.mctx.now()
+    before = snapshot(cluster.mctx.root)
+    orders = {"extend to 30 days": ("/v1/extend", P.make_extend_request("demo", now,
+                                                                        P.MAX_EXTEND)),
+              "stop in 1 s": ("/v1/extend", P.make_extend_request("demo", now, 1)),
+              "leave node02": ("/v1/leave", P.make_leave_request("demo", now, ["node02"])),
+              "status": ("/v1/status", P.make_status_request("demo", now))}
+    for what, (path, msg) in orders.items():
+        code, text = _post(cluster.port, path, P.seal(node_token, msg))
+        assert code == 403, (what, text)
+    assert snapshot(cluster.mctx.root) == before
+    assert ttl.deadline(cluster.mctx, master.spec) is None
+    assert sorted(master.master.nodes) == ["node01", "node02"]
+    assert node02.heartbeat() and node02.stopped is None
+
+
+@needs_keygen
+def test_the_launchers_key_is_accepted_for_every_order(cluster):
+    master = cluster.start_master()
+    cluster.add_node(1)
+    cluster.add_node(2)
+    key = cluster.master_spec["launcher_key"]
+    now = cluster.mctx.now()
+    for path, msg, reply_type in (
+            ("/v1/status", P.make_status_request("demo", now), "status_reply"),
+            ("/v1/extend", P.make_extend_request("demo", now, 3600), "extend_reply"),
+            ("/v1/leave", P.make_leave_request("demo", now, ["node02"]), "leave_reply")):
+        code, raw = _post(cluster.port, path, P.seal(key, msg))
+        assert code == 200, (path, raw)
+        reply = P.open_envelope(key, raw, "demo", now, reply_type)
+        assert reply["in_reply_to"] == msg["nonce"]
+        with pytest.raises(P.ProtocolError, match="bad mac"):  # sealed with the key, not the token
+            P.open_envelope(cluster.node_spec["token"], raw, "demo", now, reply_type)
+    assert ttl.deadline(cluster.mctx, master.spec) == now + 3600
+    assert sorted(master.master.nodes) == ["node01"]
+
+
+def test_a_master_without_a_launcher_key_refuses_every_order(agent_ctx):
+    ctx = agent_ctx()
+    m = _bare_master(ctx)
+    del m.spec["launcher_key"]
+    for path, msg in (("/v1/extend", P.make_extend_request("demo", ctx.now(), 3600)),
+                      ("/v1/status", P.make_status_request("demo", ctx.now()))):
+        for key in (TOKEN, "00" * 32):
+            code, text = m.handle(path, P.seal(key, msg), "10.0.0.9")
+            assert code == 403 and b"launcher key" in text
+    assert m.handle_join(_join_body(ctx.now()), "10.0.0.11")[0] == 200
+
+
+def test_a_token_holder_cannot_take_over_another_nodes_name(agent_ctx):
+    ctx = agent_ctx()
+    m = _bare_master(ctx)
+    assert m.handle_join(_join_body(ctx.now()), "10.0.0.11")[0] == 200
+    held = dict(m.nodes["node01"])
+    evil = _join_body(ctx.now(), hostname="node01", addresses=("10.0.0.66",), key=5)
+    code, text = m.handle_join(evil, "10.0.0.66")
+    assert code == 403 and b"held by another machine" in text
+    assert m.nodes == {"node01": held}
+    # the same machine (same host key) moving to a new address is still itself
+    moved = _join_body(ctx.now(), hostname="node01", addresses=("10.0.0.12",))
+    assert m.handle_join(moved, "10.0.0.12")[0] == 200
+    assert m.nodes["node01"]["address"] == "10.0.0.12"

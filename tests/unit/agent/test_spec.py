@@ -2,6 +2,7 @@
 read back unchanged."""
 
 import json
+import re
 
 import pytest
 
@@ -136,3 +137,20 @@ def test_spec_idle_stop_is_optional_and_positive():
         with pytest.raises(SpecError, match="idle_stop"):
             make_spec("demo", "master", idle_stop=bad) if bad is not None else loads(
                 dumps(plain)[:-1] + ',"idle_stop":null}')
+
+
+def test_only_the_masters_spec_carries_the_launcher_key():
+    master = make_spec("demo", "master")
+    assert re.fullmatch("[0-9a-f]{64}", master["launcher_key"])
+    assert master["launcher_key"] not in (master["token"], make_spec("demo", "master")[
+        "launcher_key"])
+    node = make_spec("demo", "node", master_address="10.0.0.5", token=master["token"])
+    assert "launcher_key" not in node and master["launcher_key"] not in dumps(node)
+    with pytest.raises(SpecError, match="launcher_key"):
+        make_spec("demo", "node", master_address="10.0.0.5",
+                  launcher_key=master["launcher_key"])
+    with pytest.raises(SpecError, match="launcher_key"):
+        loads(dumps(dict(node, launcher_key=master["launcher_key"]), check=False))
+    with pytest.raises(SpecError, match="launcher_key"):
+        loads(dumps(dict(master, launcher_key="ab" * 31), check=False))
+    assert loads(dumps(master)) == master
