@@ -156,6 +156,16 @@ class Target:
     def exec(self, record: dict, command: str, user: str = "root",
              stdin: BinaryIO | None = None) -> tuple[int, str]:
         """Run a shell command on the master as USER, fed from STDIN; (exit code, output)."""
+        import subprocess
+
+        proc = subprocess.run(self.exec_argv(record, command, user),
+                              stdin=subprocess.DEVNULL if stdin is None else stdin,
+                              capture_output=True, timeout=3600)
+        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+
+    def exec_argv(self, record: dict, command: str, user: str = "root") -> list[str]:
+        """argv running the shell COMMAND on the master as USER, no terminal, its stdin and
+        stdout the caller's pipes (for streaming: `invoke ddfs-load`, `invoke job`)."""
         raise ImagebakeError(f"running commands is not available for the {self.name} target")
 
     def authorize_ip(self, record: dict, cidr: str | None = None,

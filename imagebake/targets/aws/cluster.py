@@ -443,6 +443,9 @@ class AwsTarget(Target):
              stdin: BinaryIO | None = None) -> tuple[int, str]:
         return ssh.master_exec(record, command, user, stdin)
 
+    def exec_argv(self, record: dict, command: str, user: str = "root") -> list[str]:
+        return ssh.master_exec_argv(record, command, user)
+
     def tunnel(self, record: dict) -> str:
         return ssh.tunnel(record)
 

@@ -84,12 +84,17 @@ def tunnel(record: dict) -> str:
     return f"http://localhost:{ports.DISCO}/"
 
 
+def master_exec_argv(record: dict, command: str, user: str = "root") -> list[str]:
+    """ssh argv (pinned host key, no terminal) running COMMAND on the master as USER."""
+    remote = f"sudo -u {shlex.quote(user)} -H sh -c {shlex.quote(command)}"
+    return [*base_argv(record), "-o", "BatchMode=yes", master_target(record), remote]
+
+
 def master_exec(record: dict, command: str, user: str = "root",
                 stdin: BinaryIO | None = None) -> tuple[int, str]:
     """Run a shell command on the master over ssh (pinned host key) as USER via sudo,
     optionally fed from the binary file STDIN; returns (exit code, output)."""
-    remote = f"sudo -u {shlex.quote(user)} -H sh -c {shlex.quote(command)}"
-    full = [*base_argv(record), "-o", "BatchMode=yes", master_target(record), remote]
+    full = master_exec_argv(record, command, user)
     try:
         proc = subprocess.run(full, stdin=stdin, capture_output=True, timeout=3600)
     except (OSError, subprocess.TimeoutExpired) as exc:

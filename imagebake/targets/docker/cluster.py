@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ... import durations, files, ports, state
 from ...agent import spec as agent_spec
@@ -431,20 +431,12 @@ class DockerTarget(Target):
                 "su", "-", "disco"]
         return argv + (["-c", " ".join(command)] if command else [])
 
-    def exec(self, record: dict, command: str, user: str = "root",
-             stdin: BinaryIO | None = None) -> tuple[int, str]:
-        """Run a shell command in the master container (as USER), optionally fed from the
-        binary file STDIN; returns (exit code, output)."""
-        import subprocess
-
-        argv = ["docker", "exec", *(["-i"] if stdin else []),
-                container_name(record["name"], "master")]
+    def exec_argv(self, record: dict, command: str, user: str = "root") -> list[str]:
+        """docker exec in the master container, as USER (a login shell for non-root)."""
+        argv = ["docker", "exec", "-i", container_name(record["name"], "master")]
         if user == "root":
-            argv += ["sh", "-c", command]
-        else:
-            argv += ["su", "-", user, "-c", command]
-        proc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=3600)
-        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+            return argv + ["sh", "-c", command]
+        return argv + ["su", "-", user, "-c", command]
 
     def status(self, record: dict) -> dict:
         return status(record)

@@ -460,6 +460,11 @@ class QemuTarget(Target):
             command = f"su - {shlex.quote(user)} -c {shlex.quote(command)}"
         return vm_exec(record, "master", command, timeout=3600, stdin=stdin)
 
+    def exec_argv(self, record: dict, command: str, user: str = "root") -> list[str]:
+        if user != "root":
+            command = f"su - {shlex.quote(user)} -c {shlex.quote(command)}"
+        return ssh_base(record, "master") + [f"sudo -n sh -c {shlex.quote(command)}"]
+
     def status(self, record: dict) -> dict:
         return status(record, agent=self.agent)
 
