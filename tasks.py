@@ -455,7 +455,8 @@ def lint(c):
     """ruff, shellcheck, vermin (the agent must run on Python 3.4), workflow schema."""
     c.run("ruff check .", echo=True)
     c.run("shellcheck " + " ".join(_shell_files()), echo=True)
-    c.run("vermin --no-tips --violations -t=3.4- imagebake/agent", echo=True)
+    c.run("vermin --no-tips --violations -t=3.4- imagebake/agent imagebake/disco/ddfs_push.py",
+          echo=True)
     import glob
 
     workflows = sorted(glob.glob(".github/workflows/*.yml"))
@@ -524,17 +525,34 @@ def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region
 
 
 @task(
-    iterable=["input"],
+    iterable=["input", "sha256"],
     help={
         "name": "cluster name",
-        "input": "a file path or http(s) URL, .gz/.bz2/.zip unpacked (repeatable)",
+        "input": "a file path (.gz/.bz2 unpacked as a stream, .zip member by member), an "
+                 "http(s):// URL or s3://bucket/key (both downloaded by the slaves "
+                 "themselves; s3 presigned here with your credentials); repeatable",
         "tag": "DDFS tag to store under (default data:2grams)",
+        "chunk": "store Disco's chunk format (`ddfs chunk`'s) instead of plain line-aligned "
+                 "blobs: a job must then read it with map_reader=chain_reader; without "
+                 "--chunk, Disco's default reader gives map() each line (bytes)",
+        "blob_mb": "blob (or chunk) size in MiB, 1-1024 (default 16): one map task each",
+        "sha256": "expected sha256 of each --input as given (before unpacking), in the "
+                  "same order, `-` for none; checked before the tag changes",
     },
 )
 @_cli
-def ddfs_load(c, name=None, input=None, tag="data:2grams"):  # noqa: A002 - the flag's name
-    """Push files into the cluster's DDFS through the master (`ddfs chunk`)."""
+def ddfs_load(c, name=None, input=None, tag="data:2grams", chunk=False,  # noqa: A002
+              blob_mb=None, sha256=None):
+    """Store files in the cluster's DDFS: streamed to a pusher on the master that writes
+    blobs to several storage nodes at once, then updates the tag once (or not at all)."""
     from imagebake.disco import ddfs_load as mod
 
-    count = mod.load(_record(name), input or [], mod.check_tag(tag))
-    print(f"stored {count} file(s) under tag://{tag}")
+    mod.check_tag(tag)
+    blob = mod.BLOB_MB
+    if blob_mb is not None:
+        if not str(blob_mb).isdigit():
+            raise ImagebakeError(f"--blob-mb {blob_mb!r}: whole MiB, 1-1024")
+        blob = int(blob_mb)
+    done = mod.load(_record(name), input or [], tag, chunk=chunk, blob_mb=blob,
+                    sha256=sha256 or None)
+    print(mod.summary(done, mod.check_tag(tag)))

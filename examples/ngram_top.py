@@ -6,7 +6,7 @@ do not parse are skipped and counted. Output: the top K as CSV ``ngram,count``.
 
 Run on a cluster (after ``invoke ddfs-load ... --tag data:2grams``)::
 
-    python ngram_top.py tag://data:2grams 20 > top.csv
+    invoke job --name demo examples/ngram_top.py -- tag://data:2grams 20
 
 map_ngram and reduce_counts are self-contained (Disco ships the function code
 to the workers), so they are unit-tested here without Disco.
@@ -20,7 +20,7 @@ import sys
 def map_ngram(line, params):
     """Yield (ngram, match_count) for one well-formed line; nothing for a malformed one.
 
-    Lines of `ddfs chunk`ed input (read with chain_reader) arrive as bytes on Python 3."""
+    Lines arrive as bytes on Python 3 (Disco's default reader and chain_reader alike)."""
     if isinstance(line, bytes):
         line = line.decode("utf-8", "replace")
     fields = line.rstrip("\r\n").split("\t")
@@ -60,19 +60,31 @@ def run_local(lines, k):
     return top_k(reduce_counts(mapped, None), k)
 
 
+def parse_args(argv):
+    """([--chunked] INPUT ... K) -> (inputs, k, chunked); INPUTs default to
+    tag://data:2grams, K to 20."""
+    args = list(argv[1:])
+    chunked = "--chunked" in args
+    args = [a for a in args if a != "--chunked"]
+    inputs, k = args[:-1] or ["tag://data:2grams"], int(args[-1]) if args else 20
+    return inputs, k, chunked
+
+
 def main(argv):
-    """python ngram_top.py [INPUT ...] K: INPUTs default to tag://data:2grams (written by
-    `invoke ddfs-load`, i.e. `ddfs chunk`: read with chain_reader). The job's name goes
-    to stderr as `job NAME` (for `disco events NAME`); JOB_TIMEOUT (seconds, default 600)
-    bounds the wait: a job that never ends is a failure, not a hang."""
+    """python ngram_top.py [--chunked] [INPUT ...] K: INPUTs default to tag://data:2grams.
+    `invoke ddfs-load` stores plain line-aligned blobs, read with Disco's default reader;
+    data stored with `ddfs-load --chunk` (Disco's chunk format, as `ddfs chunk`) needs
+    --chunked (map_reader=chain_reader). The job's name goes to stderr as `job NAME` (for
+    `disco events NAME`); JOB_TIMEOUT (seconds, default 600) bounds the wait: a job that
+    never ends is a failure, not a hang."""
     import os
 
     from disco.core import Job, result_iterator
     from disco.worker.task_io import chain_reader
 
-    inputs, k = argv[1:-1] or ["tag://data:2grams"], int(argv[-1]) if len(argv) > 1 else 20
+    inputs, k, chunked = parse_args(argv)
     job = Job().run(input=inputs, map=map_ngram, reduce=reduce_counts,
-                    map_reader=chain_reader)
+                    map_reader=chain_reader if chunked else None)
     sys.stderr.write("job " + job.name + "\n")
     sys.stderr.flush()
     timeout = float(os.environ.get("JOB_TIMEOUT", "600"))

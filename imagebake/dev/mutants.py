@@ -191,7 +191,7 @@ MUTANTS = [
     Mutant("zip-member-outside-accepted",
            "ddfs-load refuses a zip member that resolves outside its folder",
            "imagebake/disco/ddfs_load.py",
-           'if name.startswith(("/", "\\\\")) or not where.is_relative_to(root) or where == root:',
+           'if name.startswith(("/", "\\\\")) or ":" in (parts[0] if parts else "") or escapes:',
            "if False:", DDFS_LOAD),
     # ---------------------------------------------------------------- owner scope
     Mutant("cluster-filter-ignores-owner",

@@ -104,7 +104,8 @@ def ngram_smoke(target: Target, record: dict) -> tuple[bool, str]:
         want = local_answer(paths, TOP_K)
         target.exec(record, f"ddfs rm {SMOKE_TAG} >/dev/null 2>&1", user="disco")
         stored = ddfs_load.load(record, [str(p) for p in paths], SMOKE_TAG)
-    lines.append(f"ddfs-load: {stored} generated 2-gram files under tag://{SMOKE_TAG}")
+    lines.append(f"ddfs-load: {stored['inputs']} generated 2-gram files under "
+                 f"tag://{SMOKE_TAG} ({stored['new']} blobs)")
     run = jobs.run_script(target, record, NGRAM_JOB, [f"tag://{SMOKE_TAG}", str(TOP_K)],
                           timeout=JOB_TIMEOUT)
     if not run.ok:

@@ -177,7 +177,7 @@ def test_every_target_implements_the_interface():
         target = targets.get(name)
         assert isinstance(target, Target) and target.name == name
         for method in ("_check_launch", "_launch", "_check_grow", "_grow", "_destroy",
-                       "_ssh_argv", "status", "tunnel", "summary", "exec"):
+                       "_ssh_argv", "status", "tunnel", "summary", "exec_argv"):
             assert getattr(type(target), method) is not getattr(Target, method), (name, method)
 
 

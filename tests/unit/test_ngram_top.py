@@ -56,3 +56,10 @@ def test_pipeline_matches_a_direct_count_on_generated_sample():
         want[gram] += count
     lines += ["garbage\n", "x\ty\tz\n"]
     assert ngram_top.run_local(lines, 3) == sorted(want.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+
+
+def test_arguments_choose_the_reader_of_the_stored_format():
+    assert ngram_top.parse_args(["x", "tag://a", "5"]) == (["tag://a"], 5, False)
+    assert ngram_top.parse_args(["x", "--chunked", "tag://a", "tag://b", "3"]) == (
+        ["tag://a", "tag://b"], 3, True)
+    assert ngram_top.parse_args(["x"]) == (["tag://data:2grams"], 20, False)

@@ -1,11 +1,16 @@
-"""Input handling of `invoke ddfs-load`: paths, URLs, compressed files, tags."""
+"""`invoke ddfs-load` end to end on loopback: the laptop half (imagebake.disco.ddfs_load)
+streams to the real pusher (ddfs_push.py, run here with `sh -c` as the target's exec channel
+would run it on the master), which talks DDFS's push protocol to a fake DDFS master and two
+fake storage nodes (node01 = 127.0.0.1, node02 = localhost: one HTTP server)."""
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import http.server
-import tempfile
+import json
+import subprocess
 import threading
 import zipfile
 
@@ -17,52 +22,209 @@ from imagebake.errors import ImagebakeError
 TEXT = b"of the\t1999\t12\t3\t1\n"
 
 
-@pytest.mark.parametrize("suffix,writer", [
-    (".gz", lambda p: p.write_bytes(gzip.compress(TEXT))),
-    (".bz2", lambda p: p.write_bytes(bz2.compress(TEXT))),
-    (".tsv", lambda p: p.write_bytes(TEXT)),
-])
-def test_compressed_inputs_are_unpacked(tmp_path, suffix, writer):
-    path = tmp_path / f"grams{suffix}"
-    writer(path)
-    out = tmp_path / "out"
-    out.mkdir()
-    [plain] = ddfs_load._plain(path, out)
-    assert plain.read_bytes() == TEXT
+class FakeDDFS(http.server.ThreadingHTTPServer):
+    """new_blob, PUT to a node, GET/POST of a tag: the calls the pusher makes."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.blobs: dict[str, bytes] = {}  # disco:// url -> bytes
+        self.tags: dict[str, list[list[str]]] = {}
+        self.tag_posts = 0
+        self.dead: set[str] = set()  # node names whose PUTs fail
+        self.replicas = 2
+        self.lock = threading.Lock()
+
+    def hosts(self) -> dict[str, str]:
+        return {"node01": "127.0.0.1", "node02": "localhost"}
+
+    def tag_bytes(self, tag: str) -> list[bytes]:
+        return [self.blobs[replicas[0]] for replicas in self.tags.get(tag, [])]
 
 
-def test_zip_with_several_members(tmp_path):
-    path = tmp_path / "googlebooks-eng-all-2gram-20090715-0.csv.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("a.csv", TEXT)
-        archive.writestr("b.csv", TEXT * 2)
-    out = tmp_path / "out"
-    out.mkdir()
-    assert sorted(p.read_bytes() for p in ddfs_load._plain(path, out)) == [TEXT, TEXT * 2]
+class Handler(http.server.BaseHTTPRequestHandler):
+    server: FakeDDFS
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status: int, value) -> None:
+        body = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        path, _, query = self.path.partition("?")
+        if path.startswith("/ddfs/tag/"):
+            tag = path[len("/ddfs/tag/"):]
+            if tag not in self.server.tags:
+                return self.reply(404, "Tag not found.")
+            return self.reply(200, {"id": tag, "urls": self.server.tags[tag]})
+        if path.startswith("/ddfs/new_blob/"):
+            name = path[len("/ddfs/new_blob/"):]
+            excluded = set(query.partition("exclude=")[2].split(",")) if query else set()
+            port = self.server.server_port
+            hosts = [(n, h) for n, h in self.server.hosts().items() if h not in excluded]
+            if len(hosts) < self.server.replicas:
+                return self.reply(403, "Not enough nodes for replicas.")
+            return self.reply(200, [f"http://{h}:{port}/put/{n}/{name}$5f3-1"
+                                    for n, h in hosts[:self.server.replicas]])
+        return self.reply(404, "?")
+
+    def do_PUT(self):  # noqa: N802
+        _, _, node, name = self.path.split("/", 3)
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        if node in self.server.dead:
+            return self.reply(503, "node down")
+        url = f"disco://{node}/ddfs/vol0/blob/{name}"
+        with self.server.lock:
+            self.server.blobs[url] = data
+        return self.reply(201, url)
+
+    def do_POST(self):  # noqa: N802
+        tag = self.path.split("?")[0][len("/ddfs/tag/"):]
+        urls = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self.server.tags.setdefault(tag, []).extend(urls)
+            self.server.tag_posts += 1
+        return self.reply(200, urls)
 
 
-def test_url_is_downloaded(tmp_path):
-    (tmp_path / "grams.tsv").write_bytes(TEXT)
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+class LocalTarget:
+    """A target whose master is this machine: the pusher runs under `sh -c`."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def exec(self, record, command, user="root", stdin=None):
+        assert command == "command -v ddfs"
+        return 0, "/usr/bin/ddfs"
+
+    def exec_argv(self, record, command, user="root"):
+        self.started += 1
+        return ["sh", "-c", command]
+
+
+RECORD = {"name": "c", "target": "local", "nodes": ["node01", "node02"]}
+
+
+@pytest.fixture
+def ddfs(monkeypatch):
+    server = FakeDDFS()
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        dest = tmp_path / "dl"
-        dest.mkdir()
-        url = f"http://127.0.0.1:{server.server_port}/grams.tsv"
-        assert ddfs_load._fetch(url, dest).read_bytes() == TEXT
-        with pytest.raises(ImagebakeError, match="cannot download"):
-            ddfs_load._fetch(url + ".missing", dest)
-    finally:
-        server.shutdown()
+    monkeypatch.setenv("DISCO_PORT", str(server.server_port))
+    target = LocalTarget()
+    monkeypatch.setattr("imagebake.targets.get", lambda name: target)
+    server.target = target
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
-@pytest.mark.parametrize("source", ["/nonexistent/file.gz", "ftp://example.invalid/x"])
-def test_bad_sources_are_one_line(tmp_path, source):
-    with pytest.raises(ImagebakeError) as err:
-        ddfs_load._fetch(source, tmp_path)
-    assert "\n" not in str(err.value)
+def _lines(n: int, seed: str = "") -> bytes:
+    return b"".join(f"{seed}gram{i} x\t{1800 + i % 200}\t{i}\t1\t1\n".encode()
+                    for i in range(n))
+
+
+def test_inputs_are_stored_as_line_aligned_blobs_with_one_tag_update(ddfs, tmp_path):
+    big = _lines(90_000)  # 2.5 MB: three blobs of at most 1 MiB
+    (tmp_path / "a.tsv").write_bytes(big)
+    (tmp_path / "b.tsv.gz").write_bytes(gzip.compress(TEXT * 3))
+    (tmp_path / "c.tsv.bz2").write_bytes(bz2.compress(TEXT * 5))
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as archive:
+        archive.writestr("m1.csv", b"zip one\t1\t1\t1\n")
+        archive.writestr("dir/m2.csv", b"zip two\t1\t1\t1\n")
+    sources = [str(tmp_path / n) for n in ("a.tsv", "b.tsv.gz", "c.tsv.bz2", "d.zip")]
+    done = ddfs_load.load(RECORD, sources, "data:x", blob_mb=1)
+    blobs = ddfs.tag_bytes("data:x")
+    assert ddfs.tag_posts == 1
+    assert b"".join(blobs) == big + TEXT * 3 + TEXT * 5 + b"zip one\t1\t1\t1\n" \
+        + b"zip two\t1\t1\t1\n"
+    assert all(b.endswith(b"\n") and len(b) <= 2**20 for b in blobs)
+    assert done["new"] == len(blobs) == 7 and done["replicas"] == 2
+    assert done["bytes"] == len(b"".join(blobs))
+    assert done["written"] == 2 * done["bytes"]
+    for replicas in ddfs.tags["data:x"]:  # every replica holds the same bytes
+        assert len({ddfs.blobs[u] for u in replicas}) == 1 and len(replicas) == 2
+        name = replicas[0].rsplit("/", 1)[1].split("$")[0]
+        assert name.endswith(hashlib.sha256(ddfs.blobs[replicas[0]]).hexdigest()[:32])
+
+
+def test_loading_the_same_input_again_stores_nothing_new(ddfs, tmp_path):
+    (tmp_path / "a.tsv").write_bytes(_lines(40_000))
+    first = ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=1)
+    again = ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=1)
+    assert first["new"] == 2 and again["new"] == 0 and again["skipped"] == 2
+    assert ddfs.tag_posts == 1 and len(ddfs.tags["data:x"]) == 2
+    assert "2 already there" in ddfs_load.summary(again, "data:x")
+
+
+def test_a_storage_node_failing_fails_the_load_and_leaves_the_tag(ddfs, tmp_path):
+    (tmp_path / "a.tsv").write_bytes(_lines(40_000))
+    ddfs.tags["data:x"] = [["disco://node01/ddfs/vol0/blob/old$1"]]
+    ddfs.blobs["disco://node01/ddfs/vol0/blob/old$1"] = TEXT
+    ddfs.dead.add("node02")
+    with pytest.raises(ddfs_load.LoadFailed) as err:
+        ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=1)
+    assert err.value.exit_code == 1 and "\n" not in str(err.value)
+    assert "localhost" in str(err.value) and "tag data:x not changed" in str(err.value)
+    assert ddfs.tag_posts == 0 and ddfs.tags["data:x"] == [["disco://node01/ddfs/vol0/blob/old$1"]]
+
+
+def test_a_failed_store_is_retried_on_another_node(ddfs, tmp_path):
+    """With one replica, a node that fails a PUT is excluded and the blob goes elsewhere."""
+    ddfs.replicas = 1
+    ddfs.dead.add("node01")
+    (tmp_path / "a.tsv").write_bytes(TEXT)
+    done = ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x")
+    assert done["new"] == 1 and ddfs.tags["data:x"][0][0].startswith("disco://node02/")
+
+
+def test_ctrl_c_midway_leaves_the_tag_and_no_pusher(ddfs, tmp_path, monkeypatch):
+    (tmp_path / "a.tsv").write_bytes(_lines(100_000))
+    reads = {"n": 0}
+    real = ddfs_load.Capped.read
+
+    def interrupted(self, size=-1):
+        reads["n"] += 1
+        if reads["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, size)
+
+    monkeypatch.setattr(ddfs_load.Capped, "read", interrupted)
+    procs = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: procs.append(popen(*a, **k))
+                        or procs[-1])
+    with pytest.raises(KeyboardInterrupt):
+        ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=1)
+    assert ddfs.tag_posts == 0 and "data:x" not in ddfs.tags
+    assert procs and all(p.poll() is not None for p in procs)
+
+
+def test_the_pusher_never_tags_a_stream_that_ends_early(ddfs):
+    """The stream cut after a whole input but before Z (a dead laptop): no tag change."""
+    stream = ddfs_load.frame("F", b"a") + ddfs_load.frame("D", TEXT) + ddfs_load.frame("E")
+    proc = subprocess.run(["sh", "-c", ddfs_load.pusher_command("data:x", 2**20, 2, False)],
+                          input=stream, capture_output=True)
+    assert proc.returncode == 1 and b"ended early" in proc.stdout
+    assert ddfs.tag_posts == 0
+
+
+@pytest.mark.parametrize("suffix,writer", [
+    (".gz", lambda p, d: p.write_bytes(gzip.compress(d))),
+    (".bz2", lambda p, d: p.write_bytes(bz2.compress(d))),
+])
+def test_a_decompression_bomb_stops_at_the_cap_and_leaves_the_tag(ddfs, tmp_path, monkeypatch,
+                                                                   suffix, writer):
+    monkeypatch.setattr(ddfs_load, "MAX_UNPACKED", 3_000_000)
+    path = tmp_path / f"bomb.csv{suffix}"
+    writer(path, b"0" * 1000 + b"\n" * 4_000_000)
+    with pytest.raises(ImagebakeError, match="unpacks to more than 3,000,000 bytes") as err:
+        ddfs_load.load(RECORD, [str(path)], "data:x")
+    assert "\n" not in str(err.value) and path.name in str(err.value)
+    assert ddfs.tag_posts == 0
 
 
 @pytest.mark.parametrize("tag", ["", "data grams", "data;rm", "x/y", "data.2grams", "a" * 512])
@@ -76,71 +238,42 @@ def test_tag_prefix_is_dropped_and_ddfs_legal_names_pass():
     assert ddfs_load.check_tag("user@x_y-z:1") == "user@x_y-z:1"
 
 
-class FakeMaster:
-    """A target whose exec records the commands and fails the ones matching FAIL."""
-
-    def __init__(self, fail: str = "", has_ddfs: bool = True) -> None:
-        self.calls: list[str] = []
-        self.uploaded: list[bytes] = []
-        self.fail, self.has_ddfs = fail, has_ddfs
-
-    def exec(self, record, command, user="root", stdin=None):
-        self.calls.append(command)
-        if command == "command -v ddfs":
-            return (0, "/usr/bin/ddfs") if self.has_ddfs else (1, "")
-        if command.startswith("mktemp"):
-            return 0, "/tmp/imagebake-ddfs.abc123\n"
-        if stdin is not None:
-            self.uploaded.append(stdin.read())
-        if self.fail and self.fail in command:
-            return 1, "Traceback ...\nCommError: not enough nodes\n"
-        return 0, ""
+def test_blob_names_are_ddfs_legal():
+    assert ddfs_load.blob_prefix("dir/googlebooks-eng.2gram.csv.zip") == "googlebooks-eng_2gram_csv"
+    assert set(ddfs_load.blob_prefix("a b$c.gz")) <= ddfs_load.TAG_CHARS
 
 
-@pytest.fixture
-def master(monkeypatch):
-    fake = FakeMaster()
-    monkeypatch.setattr("imagebake.targets.get", lambda name: fake)
-    return fake
-
-
-def _files(tmp_path, n=3):
-    paths = []
-    for i in range(n):
-        (tmp_path / f"f{i}.tsv").write_bytes(TEXT)
-        paths.append(str(tmp_path / f"f{i}.tsv"))
-    return paths
-
-
-def test_all_files_go_in_one_ddfs_chunk_and_the_copy_is_removed(master, tmp_path):
-    assert ddfs_load.load({"name": "c", "target": "fake"}, _files(tmp_path), "data:x") == 3
-    chunks = [c for c in master.calls if c.startswith("ddfs chunk")]
-    assert len(chunks) == 1 and chunks[0].count("/tmp/imagebake-ddfs.abc123/") == 3
-    assert master.calls[-1] == "rm -rf /tmp/imagebake-ddfs.abc123"
-
-
-def test_a_failed_chunk_is_one_line_and_the_copy_is_removed(master, tmp_path):
-    master.fail = "ddfs chunk"
-    with pytest.raises(ImagebakeError) as err:
-        ddfs_load.load({"name": "c", "target": "fake"}, _files(tmp_path), "data:x")
-    assert "\n" not in str(err.value) and "not enough nodes" in str(err.value)
-    assert "was not changed" in str(err.value)
-    assert master.calls[-1] == "rm -rf /tmp/imagebake-ddfs.abc123"
-
-
-@pytest.mark.parametrize("case", ["missing file", "bad tag", "no disco"])
-def test_bad_input_stores_nothing(master, tmp_path, case):
-    sources, tag = _files(tmp_path), "data:x"
+@pytest.mark.parametrize("case", ["missing file", "bad tag", "ftp url", "bad sha256",
+                                  "sha256 count", "checksum mismatch", "not a zip"])
+def test_bad_input_is_one_line_exit_2_and_starts_nothing(ddfs, tmp_path, case):
+    (tmp_path / "a.tsv").write_bytes(TEXT)
+    sources, tag, sums = [str(tmp_path / "a.tsv")], "data:x", None
     if case == "missing file":
         sources.append(str(tmp_path / "absent.tsv"))
     elif case == "bad tag":
         tag = "data.x"
+    elif case == "ftp url":
+        sources.append("ftp://example.invalid/x")
+    elif case == "bad sha256":
+        sums = ["abc"]
+    elif case == "sha256 count":
+        sums = ["-", "-"]
+    elif case == "checksum mismatch":
+        sums = ["0" * 64]
     else:
-        master.has_ddfs = False
+        (tmp_path / "b.zip").write_bytes(TEXT)
+        sources.append(str(tmp_path / "b.zip"))
     with pytest.raises(ImagebakeError) as err:
-        ddfs_load.load({"name": "c", "target": "fake"}, sources, tag)
-    assert "\n" not in str(err.value)
-    assert not [c for c in master.calls if c != "command -v ddfs"]  # nothing copied or stored
+        ddfs_load.load(RECORD, sources, tag, sha256=sums)
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
+    assert ddfs.target.started == 0 and ddfs.tag_posts == 0
+
+
+def test_a_matching_sha256_loads(ddfs, tmp_path):
+    (tmp_path / "a.tsv.gz").write_bytes(gzip.compress(TEXT))
+    digest = hashlib.sha256((tmp_path / "a.tsv.gz").read_bytes()).hexdigest()
+    assert ddfs_load.load(RECORD, [str(tmp_path / "a.tsv.gz")], "data:x",
+                          sha256=[digest])["new"] == 1
 
 
 # ---------------------------------------------------------------- issue 21 N2: zip members
@@ -157,45 +290,40 @@ def _zip(path, members):
 
 
 @pytest.mark.parametrize("member", ["../secret", "../../secret", "a/../../secret",
-                                    "/etc/passwd"])
-def test_a_zip_member_outside_the_folder_is_refused(master, tmp_path, monkeypatch, member):
-    """A member named ../x or /x would make the laptop upload that real file: refused in one
-    line, and nothing at all reaches the master."""
-    (tmp_path / "t").mkdir()  # the laptop's temporary folders go here
-    for where in (tmp_path, tmp_path / "t"):  # where ../secret and ../../secret point
-        (where / "secret").write_bytes(b"aws_secret_access_key = AKIA...\n")
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+                                    "/etc/passwd", "C:/secret", "..\\secret"])
+def test_a_zip_member_outside_the_folder_is_refused(ddfs, tmp_path, member):
+    """A member named ../x or /x once made the laptop upload that real file: refused in one
+    line, exit 2, and nothing at all reaches the cluster."""
+    (tmp_path / "secret").write_bytes(b"aws_secret_access_key = AKIA...\n")
     work = tmp_path / "in"
     work.mkdir()
     path = _zip(work / "data.zip", [("ok.csv", TEXT), (member, TEXT)])
     with pytest.raises(ImagebakeError) as err:
-        ddfs_load.load({"name": "c", "target": "fake"}, [str(path)], "data:x")
-    assert "\n" not in str(err.value) and member in str(err.value)
-    assert "outside" in str(err.value)
-    assert not [c for c in master.calls if c != "command -v ddfs"] and not master.uploaded
+        ddfs_load.load(RECORD, [str(path)], "data:x")
+    assert "\n" not in str(err.value) and repr(member) in str(err.value)
+    assert "outside" in str(err.value) and err.value.exit_code == 2
+    assert ddfs.target.started == 0 and not ddfs.blobs
 
 
-def test_a_symlink_member_is_refused(master, tmp_path):
+@pytest.mark.parametrize("member", ["ok.csv", "dir/sub/ok.csv", "./ok.csv", "a/../ok.csv",
+                                    "dir/"])
+def test_zip_members_inside_the_folder_pass(member):
+    assert ddfs_load.check_member(member, "x.zip") == member
+
+
+def test_a_symlink_member_is_refused(ddfs, tmp_path):
     path = _zip(tmp_path / "data.zip", [("ok.csv", TEXT),
                                         ("link.csv", b"/home/u/.ssh/id_rsa", 0o120777)])
     with pytest.raises(ImagebakeError, match="symlink") as err:
-        ddfs_load.load({"name": "c", "target": "fake"}, [str(path)], "data:x")
+        ddfs_load.load(RECORD, [str(path)], "data:x")
     assert "\n" not in str(err.value) and "link.csv" in str(err.value)
-    assert not [c for c in master.calls if c != "command -v ddfs"]
+    assert ddfs.target.started == 0 and not ddfs.blobs
 
 
-@pytest.mark.parametrize("kind", ["zip", "gz"])
-def test_unpacked_bytes_are_capped(master, tmp_path, monkeypatch, kind):
-    """A zip bomb (or a gzip one) stops at the cap with a clear line, before the master
-    is given anything."""
-    monkeypatch.setattr(ddfs_load, "MAX_UNPACKED", 1_000_000, raising=False)
-    data = b"0" * 2_000_000
-    if kind == "zip":
-        path = _zip(tmp_path / "bomb.zip", [("a.csv", data)])
-    else:
-        path = tmp_path / "bomb.csv.gz"
-        path.write_bytes(gzip.compress(data))
+def test_a_zip_bomb_is_refused_before_anything_is_sent(ddfs, tmp_path, monkeypatch):
+    monkeypatch.setattr(ddfs_load, "MAX_UNPACKED", 1_000_000)
+    path = _zip(tmp_path / "bomb.zip", [("a.csv", b"0" * 600_000), ("b.csv", b"0" * 600_000)])
     with pytest.raises(ImagebakeError, match="unpacks to more than 1,000,000 bytes") as err:
-        ddfs_load.load({"name": "c", "target": "fake"}, [str(path)], "data:x")
-    assert "\n" not in str(err.value) and path.name in str(err.value)
-    assert not [c for c in master.calls if c != "command -v ddfs"]
+        ddfs_load.load(RECORD, [str(path)], "data:x")
+    assert "\n" not in str(err.value) and "bomb.zip" in str(err.value)
+    assert ddfs.target.started == 0 and not ddfs.blobs

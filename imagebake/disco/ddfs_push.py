@@ -1,0 +1,333 @@
+"""The in-cluster half of `invoke ddfs-load`: run on the master as disco, stdlib only
+(Python 3.4+, so it runs on every image), fed a framed stream on stdin by the laptop
+(imagebake.disco.ddfs_load) through the target's exec channel:
+
+    python3 -c "$(cat ddfs_push.py)" TAG BLOB_BYTES WORKERS MODE    (MODE: blobs | chunks)
+
+Frames: one kind byte, 8 bytes of big-endian length, the payload.
+  F name      an input starts (NAME: DDFS-legal, the blob name's prefix)
+  D bytes     its (decompressed) bytes
+  E {json}    it ends: {"bytes": n}
+  U {json}    an input the slaves download themselves: {"url", "name", "shown", "sha256"}
+  Z {json}    everything was sent: store the tag ({"inputs": n})
+Anything else, or the stream ending before Z (Ctrl-C, a dead laptop), aborts: the tag is
+not touched. Progress and the outcome are JSON lines on stdout.
+
+Each input is cut into line-aligned blobs of about BLOB_BYTES (MODE blobs: the bytes as
+they are, read by Disco's default map reader; MODE chunks: Disco's own chunk format,
+disco.fileutils.Chunker, read with chain_reader). A blob is named
+`NAME-<first 32 hex of its sha256>`; one that the tag (or this load) already has is not
+stored again, so loading the same input under the same tag twice stores it once. Blobs
+are stored with DDFS's push protocol (GET /ddfs/new_blob/NAME on the master gives one URL
+per replica; HTTP PUT of the bytes to each), WORKERS at once, and only when every input
+arrived and every blob is stored does ONE POST /ddfs/tag/TAG add the new blobs. A store
+that fails is retried on other nodes (exclude=host) before the load fails.
+"""
+
+import hashlib
+import http.client as httplib
+import json
+import os
+import queue
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.error as urlerror
+import urllib.parse as urlparse
+
+MASTER = "http://127.0.0.1:%s" % os.environ.get("DISCO_PORT", "8989")
+HEADER = struct.Struct(">cQ")
+MAX_FRAME = 64 * 1024 * 1024
+TRIES = 3
+
+
+class Failed(Exception):
+    """One line saying why the load failed (the tag was not changed)."""
+
+
+def say(**fields):
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def read_exact(stream, size):
+    parts, left = [], size
+    while left:
+        part = stream.read(left)
+        if not part:
+            return None
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def frames(stream):
+    """(kind, payload) pairs; ("", b"") when the stream ended before a Z frame."""
+    while True:
+        head = read_exact(stream, HEADER.size)
+        if head is None:
+            yield "", b""
+            return
+        kind, size = HEADER.unpack(head)
+        if size > MAX_FRAME:
+            raise Failed("a frame of %d bytes from the laptop: refused" % size)
+        payload = read_exact(stream, size) if size else b""
+        if payload is None:
+            yield "", b""
+            return
+        yield kind.decode("ascii"), payload
+
+
+def http(method, url, body=None, timeout=300):
+    """(status, body bytes) of one request; status 0 with the error when none answered."""
+    parts = urlparse.urlsplit(url)
+    conn = httplib.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        path = parts.path + ("?" + parts.query if parts.query else "")
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, httplib.HTTPException) as exc:
+        return 0, str(exc).encode()
+    finally:
+        conn.close()
+
+
+def existing_blobs(tag):
+    """Names (without the $timestamp) of the blobs TAG holds now; none when it is new."""
+    status, body = http("GET", "%s/ddfs/tag/%s" % (MASTER, tag), timeout=60)
+    if status == 404:
+        return set()
+    if status != 200:
+        raise Failed("reading tag %s failed: HTTP %s %s" % (tag, status, body[:120]))
+    names = set()
+    for replicas in json.loads(body.decode("utf-8")).get("urls", []):
+        for url in replicas[:1]:
+            names.add(url.rsplit("/", 1)[-1].split("$", 1)[0])
+    return names
+
+
+def store(name, data, exclude=()):
+    """Push DATA as blob NAME to every replica DDFS picks; its replica URLs."""
+    query = "?exclude=" + ",".join(sorted(exclude)) if exclude else ""
+    status, body = http("GET", "%s/ddfs/new_blob/%s%s" % (MASTER, name, query), timeout=60)
+    if status != 200:
+        raise Failed("DDFS gave no storage nodes for a blob: HTTP %s %s" % (
+            status, body.decode("utf-8", "replace").strip()[:160]))
+    urls, bad = json.loads(body.decode("utf-8")), set(exclude)
+    replies = [None] * len(urls)
+
+    def put(i):
+        replies[i] = http("PUT", urls[i], data)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(len(urls))]
+    for thread in threads:  # every replica at once
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = []
+    for url, (status, body) in zip(urls, replies):
+        if status not in (200, 201):
+            host = urlparse.urlsplit(url).hostname
+            bad.add(host)
+            return None, bad, "storing on %s failed: %s" % (
+                host, ("HTTP %s" % status) if status else body.decode("utf-8", "replace"))
+        stored.append(json.loads(body.decode("utf-8")))
+    return stored, bad, ""
+
+
+class Pusher:
+    """WORKERS threads storing blobs; results kept in input order."""
+
+    def __init__(self, tag, workers, known):
+        self.tag, self.known, self.new_names = tag, known, set()
+        self.jobs = queue.Queue(maxsize=workers)
+        self.results = {}
+        self.lock = threading.Lock()
+        self.error = ""
+        self.stored_bytes = self.replica_bytes = self.skipped = 0
+        self.replicas = 0
+        self.threads = [threading.Thread(target=self.work) for _ in range(workers)]
+        for thread in self.threads:
+            thread.daemon = True
+            thread.start()
+
+    def submit(self, index, prefix, data):
+        if self.error:
+            raise Failed(self.error)
+        self.jobs.put((index, prefix, data))
+
+    def fresh(self, name):
+        """Whether blob NAME is neither in the tag nor stored by this load already."""
+        with self.lock:
+            if name in self.known or name in self.new_names:
+                self.skipped += 1
+                return False
+            self.new_names.add(name)
+            return True
+
+    def work(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            index, prefix, data = job
+            if self.error:
+                continue
+            name = "%s-%s" % (prefix, hashlib.sha256(data).hexdigest()[:32])
+            if not self.fresh(name):
+                continue
+            try:
+                urls, bad, why = None, set(), ""
+                for _ in range(TRIES):
+                    try:
+                        urls, bad, failed = store(name, data, bad)
+                    except Failed as exc:  # no node left to try
+                        raise Failed("%s; then %s" % (why, exc) if why else str(exc)) from None
+                    if urls:
+                        break
+                    why = failed
+                if not urls:
+                    raise Failed(why + " (and on every other node DDFS offered)")
+                with self.lock:
+                    self.results[index] = urls
+                    self.stored_bytes += len(data)
+                    self.replica_bytes += len(data) * len(urls)
+                    self.replicas = max(self.replicas, len(urls))
+            except Failed as exc:
+                self.error = self.error or str(exc)
+            except Exception as exc:  # one line, never a traceback on the laptop
+                self.error = self.error or "%s: %s" % (type(exc).__name__, exc)
+
+    def finish(self):
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
+        if self.error:
+            raise Failed(self.error)
+        return [self.results[i] for i in sorted(self.results)]
+
+
+def line_blobs(pieces, size):
+    """Cut the byte PIECES of one input into blobs of about SIZE bytes, each ending at a
+    line end (the last one as the input ends)."""
+    buf = bytearray()
+    for piece in pieces:
+        buf += piece
+        while len(buf) >= size:
+            cut = buf.rfind(b"\n", 0, size)
+            if cut < 0:
+                cut = buf.find(b"\n", size)
+                if cut < 0:
+                    if len(buf) > 4 * size:
+                        raise Failed("a line longer than %d bytes: raise --blob-mb" % (4 * size))
+                    break
+            yield bytes(buf[:cut + 1])
+            del buf[:cut + 1]
+    if buf:
+        yield bytes(buf)
+
+
+def chunk_blobs(pieces, size):
+    """Disco's chunk format (ddfs chunk's), of the lines of PIECES, about SIZE bytes each."""
+    from disco.fileutils import Chunker
+
+    def lines():
+        for blob in line_blobs(pieces, 1 << 20):
+            for line in blob.splitlines(True):
+                yield line
+
+    return Chunker(chunk_size=size).chunks(lines())
+
+
+class Load:
+    def __init__(self, tag, blob_bytes, workers, mode):
+        self.tag, self.blob_bytes, self.mode = tag, blob_bytes, mode
+        self.known = existing_blobs(tag)
+        self.pusher = Pusher(tag, workers, self.known)
+        self.received = 0
+        self.blobs = 0
+        self.last = 0.0
+
+    def progress(self, force=False):
+        now = time.time()
+        if force or now - self.last >= 0.5:
+            self.last = now
+            say(received=self.received, stored=self.pusher.stored_bytes,
+                written=self.pusher.replica_bytes, blobs=self.blobs)
+
+    def add(self, prefix, data):
+        self.blobs += 1
+        self.pusher.submit(self.blobs, prefix, data)
+
+    def pieces(self, stream):
+        for kind, payload in stream:
+            if kind == "D":
+                self.received += len(payload)
+                self.progress()
+                yield payload
+            elif kind == "E":
+                return
+            else:
+                raise Failed("the stream from the laptop ended in the middle of an input "
+                             "(interrupted?)")
+
+    def cut(self, pieces):
+        return (chunk_blobs if self.mode == "chunks" else line_blobs)(pieces, self.blob_bytes)
+
+    def run(self, stream):
+        inputs = 0
+        for kind, payload in stream:
+            if kind == "F":
+                name = payload.decode("utf-8")
+                for data in self.cut(self.pieces(stream)):
+                    self.add(name, data)
+                inputs += 1
+            elif kind == "U":
+                from_url(self, json.loads(payload.decode("utf-8")))
+                inputs += 1
+            elif kind == "Z":
+                return self.commit(inputs)
+            else:
+                break
+        raise Failed("the stream from the laptop ended early (interrupted?)")
+
+    def commit(self, inputs):
+        urls = self.pusher.finish()
+        self.progress(force=True)
+        if urls:
+            status, body = http("POST", "%s/ddfs/tag/%s" % (MASTER, self.tag),
+                                json.dumps(urls).encode("utf-8"), timeout=120)
+            if status != 200:
+                raise Failed("updating tag %s failed: HTTP %s %s" % (
+                    self.tag, status, body.decode("utf-8", "replace")[:160]))
+        say(done=True, inputs=inputs, blobs=self.blobs, new=len(urls),
+            skipped=self.pusher.skipped, replicas=self.pusher.replicas,
+            bytes=self.received, written=self.pusher.replica_bytes)
+
+
+def from_url(load, item):
+    """An input the cluster downloads itself (filled in by ddfs-load's url support)."""
+    raise Failed("input %s: downloads by the cluster are not supported by this pusher"
+                 % item.get("shown"))
+
+
+def main(argv):
+    tag, blob_bytes, workers, mode = argv[1], int(argv[2]), int(argv[3]), argv[4]
+    socket.setdefaulttimeout(300)
+    try:
+        Load(tag, blob_bytes, workers, mode).run(frames(sys.stdin.buffer))
+    except Failed as exc:
+        say(error=str(exc))
+        return 1
+    except (OSError, ValueError, urlerror.URLError) as exc:
+        say(error="%s: %s" % (type(exc).__name__, exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
