@@ -455,8 +455,8 @@ def lint(c):
     """ruff, shellcheck, vermin (the agent must run on Python 3.4), workflow schema."""
     c.run("ruff check .", echo=True)
     c.run("shellcheck " + " ".join(_shell_files()), echo=True)
-    c.run("vermin --no-tips --violations -t=3.4- imagebake/agent imagebake/disco/ddfs_push.py",
-          echo=True)
+    c.run("vermin --no-tips --violations -t=3.4- imagebake/agent imagebake/disco/ddfs_push.py "
+          "imagebake/disco/job_runner.py", echo=True)
     import glob
 
     workflows = sorted(glob.glob(".github/workflows/*.yml"))
@@ -556,3 +556,81 @@ def ddfs_load(c, name=None, input=None, tag="data:2grams", chunk=False,  # noqa:
     done = mod.load(_record(name), input or [], tag, chunk=chunk, blob_mb=blob,
                     sha256=sha256 or None)
     print(mod.summary(done, mod.check_tag(tag)))
+
+
+JOB_FLAGS = {"--name", "-n", "--with", "-w", "--results", "-r", "--on-interrupt", "-o",
+             "--target", "-t", "--script", "-s"}
+
+
+@task(positional=_given_positionals(sys.argv, "job", JOB_FLAGS, ["script"]),
+      iterable=["with"],
+      help={"name": "cluster name", "target": TARGET_HELP,
+            "script": "the job script (.py; first argument); its arguments go after --",
+            "with": "a folder of modules the script imports, copied beside it (repeatable)",
+            "detach": "print the job's name once Disco accepted it and return; follow it "
+                      "with job-status, job-logs, job-kill",
+            "results": "write the job's results (result_iterator) to this local file, one "
+                       "`key TAB value` line each",
+            "on_interrupt": "what Ctrl-C does to the running job: ask (default on a "
+                            "terminal; elsewhere kill), kill, or leave it running"})
+@_cli
+def job(c, script=None, name=None, with_=None, detach=False, results=None,
+        on_interrupt="ask", target=None):
+    """Run a Disco job script on the master as disco, with the job's stages as it runs:
+    invoke job --name demo examples/ngram_top.py [--with DIR] -- tag://data:2grams 20.
+    Exit 0 when Disco says the job is done, 1 with the failure reason."""
+    import shlex
+
+    from imagebake.disco import job_submit
+
+    if not script:
+        raise ImagebakeError("which job? invoke job --name X SCRIPT.py [-- ARGS]")
+    job_submit.bundle(script, with_ or [])  # a missing file is named before the cluster
+    record = _record(name, target)
+    print(job_submit.run(record, script, shlex.split(c.remainder or ""), with_ or [],
+                         detach=detach, results=results, on_interrupt=on_interrupt))
+
+
+JOB_HELP = {"name": "cluster name", "target": TARGET_HELP,
+            "job": "the Disco job name (default: the newest job on the cluster)"}
+JOB_ONLY = {"--name", "-n", "--target", "-t", "--job", "-j"}
+
+
+@task(positional=_given_positionals(sys.argv, "job-status", JOB_ONLY, ["job"]), help=JOB_HELP)
+@_cli
+def job_status(c, job=None, name=None, target=None):
+    """A job's state and stages (tasks done/total); exit 1 when it failed."""
+    from imagebake.disco import job_submit
+
+    line, alive = job_submit.status(_record(name, target), job_submit.check_job_name(job))
+    print(line)
+    if not alive:
+        raise Exit(code=1)
+
+
+@task(positional=_given_positionals(sys.argv, "job-logs", JOB_ONLY, ["job"]), help=JOB_HELP)
+@_cli
+def job_logs(c, job=None, name=None, target=None):
+    """A job's events from Disco (assignments, messages, errors)."""
+    from imagebake.disco import job_submit
+
+    print(job_submit.logs(_record(name, target), job_submit.check_job_name(job)))
+
+
+@task(positional=_given_positionals(sys.argv, "job-kill", JOB_ONLY, ["job"]), help=JOB_HELP)
+@_cli
+def job_kill(c, job=None, name=None, target=None):
+    """Kill a running job (`disco kill`): nothing of it keeps running on the slaves."""
+    from imagebake.disco import job_submit
+
+    print(job_submit.kill(_record(name, target), job_submit.check_job_name(job)))
+
+
+@task(help={"name": "cluster name", "target": TARGET_HELP})
+@_cli
+def job_list(c, name=None, target=None):
+    """The cluster's jobs, newest first: state and name."""
+    from imagebake.disco import job_submit
+
+    for _, state, job_name in job_submit.job_list(_record(name, target)):
+        print(f"{state:<8} {job_name}")
