@@ -38,6 +38,9 @@ import urllib.error as urlerror
 import urllib.parse as urlparse
 
 MASTER = "http://127.0.0.1:%s" % os.environ.get("DISCO_PORT", "8989")
+# how the slaves reach the master's Disco API (every node resolves `master`)
+MASTER_NAME = os.environ.get("IMAGEBAKE_MASTER_URL",
+                             "http://master:%s" % os.environ.get("DISCO_PORT", "8989"))
 HEADER = struct.Struct(">cQ")
 MAX_FRAME = 64 * 1024 * 1024
 TRIES = 3
@@ -250,14 +253,18 @@ class Load:
         self.pusher = Pusher(tag, workers, self.known)
         self.received = 0
         self.blobs = 0
+        self.urls = []
+        self.remote = [0, 0, 0, 0]  # received, stored, written, blobs on the slaves
+        self.remote_skipped = self.remote_replicas = 0
         self.last = 0.0
 
     def progress(self, force=False):
         now = time.time()
         if force or now - self.last >= 0.5:
             self.last = now
-            say(received=self.received, stored=self.pusher.stored_bytes,
-                written=self.pusher.replica_bytes, blobs=self.blobs)
+            say(received=self.received + self.remote[0], stored=self.pusher.stored_bytes
+                + self.remote[1], written=self.pusher.replica_bytes + self.remote[2],
+                blobs=self.blobs + self.remote[3])
 
     def add(self, prefix, data):
         self.blobs += 1
@@ -287,16 +294,17 @@ class Load:
                     self.add(name, data)
                 inputs += 1
             elif kind == "U":
-                from_url(self, json.loads(payload.decode("utf-8")))
+                self.urls.append(json.loads(payload.decode("utf-8")))
                 inputs += 1
             elif kind == "Z":
-                return self.commit(inputs)
+                fetched = fetch_on_slaves(self) if self.urls else []
+                return self.commit(inputs, fetched)
             else:
                 break
         raise Failed("the stream from the laptop ended early (interrupted?)")
 
-    def commit(self, inputs):
-        urls = self.pusher.finish()
+    def commit(self, inputs, fetched=()):
+        urls = self.pusher.finish() + list(fetched)
         self.progress(force=True)
         if urls:
             status, body = http("POST", "%s/ddfs/tag/%s" % (MASTER, self.tag),
@@ -304,21 +312,247 @@ class Load:
             if status != 200:
                 raise Failed("updating tag %s failed: HTTP %s %s" % (
                     self.tag, status, body.decode("utf-8", "replace")[:160]))
-        say(done=True, inputs=inputs, blobs=self.blobs, new=len(urls),
-            skipped=self.pusher.skipped, replicas=self.pusher.replicas,
-            bytes=self.received, written=self.pusher.replica_bytes)
+        say(done=True, inputs=inputs, blobs=self.blobs + self.remote[3], new=len(urls),
+            skipped=self.pusher.skipped + self.remote_skipped,
+            replicas=max(self.pusher.replicas, self.remote_replicas),
+            bytes=self.received + self.remote[0],
+            written=self.pusher.replica_bytes + self.remote[2])
 
 
-def from_url(load, item):
-    """An input the cluster downloads itself (filled in by ddfs-load's url support)."""
-    raise Failed("input %s: downloads by the cluster are not supported by this pusher"
-                 % item.get("shown"))
+# ---------------------------------------------------------------- inputs the slaves fetch
+MAX_UNPACKED = 100 * 10 ** 9
+S_IFMT, S_IFLNK = 0o170000, 0o120000
+
+
+def config_hosts():
+    """The hosts in Disco's table (the slaves; the master too when it has workers)."""
+    status, body = http("GET", "%s/disco/ctrl/load_config_table" % MASTER, timeout=30)
+    if status != 200:
+        raise Failed("reading Disco's hosts failed: HTTP %s" % status)
+    me = socket.gethostname().split(".")[0]
+    hosts = [str(row[0]) for row in json.loads(body.decode("utf-8"))]
+    return [h for h in hosts if h != me] or hosts
+
+
+def own_code():
+    """This program's source: it was given with -c (Linux: /proc/self/cmdline)."""
+    with open("/proc/self/cmdline", "rb") as fh:
+        args = fh.read().split(b"\0")
+    return args[args.index(b"-c") + 1].decode("utf-8")
+
+
+def fetch_on_slaves(load):
+    """Each slave downloads its share of LOAD.urls (round robin), over ssh as disco (the
+    access Disco itself uses), stores blobs and reports their URLs; every URL list, in
+    input order. The first failure fails the load."""
+    import subprocess
+
+    hosts = config_hosts()
+    shares = {}
+    for index, item in enumerate(load.urls):
+        shares.setdefault(hosts[index % len(hosts)], []).append((index, item))
+    code = own_code()
+    procs = {}
+    for host, items in shares.items():
+        remote = "python3 -c %s fetch %s %d %d %s %s" % (
+            quote(code), load.tag, load.blob_bytes, 2, load.mode, quote(MASTER_NAME))
+        procs[host] = subprocess.Popen(
+            ["ssh", "-o", "BatchMode=yes", host, remote], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs[host].stdin.write(json.dumps([i for _, i in items]).encode("utf-8"))
+        procs[host].stdin.close()
+    results, errors, lock = {}, [], threading.Lock()
+    seen = {}
+
+    def follow(host):
+        proc = procs[host]
+        for raw in iter(proc.stdout.readline, b""):
+            try:
+                said = json.loads(raw.decode("utf-8"))
+            except ValueError:
+                continue
+            with lock:
+                if "error" in said:
+                    errors.append("%s (on %s)" % (said["error"], host))
+                elif "fetched" in said:
+                    results[host] = said
+                else:
+                    seen[host] = said
+                    load.remote[:] = [sum(v.get(k, 0) for v in seen.values())
+                                      for k in ("received", "stored", "written", "blobs")]
+        proc.wait()
+        if proc.returncode and not errors:
+            with lock:
+                errors.append("fetching on %s failed: %s" % (
+                    host, proc.stderr.read().decode("utf-8", "replace").strip()[-200:]
+                    or "exit %s" % proc.returncode))
+
+    threads = [threading.Thread(target=follow, args=(h,)) for h in procs]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        load.progress()
+        if errors:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+        time.sleep(0.3)
+    if errors:
+        raise Failed(errors[0])
+    urls = []
+    for host in shares:
+        said = results.get(host) or {}
+        urls += said.get("fetched", [])
+        load.remote_skipped += int(said.get("skipped", 0))
+        load.remote_replicas = max(load.remote_replicas, int(said.get("replicas", 0)))
+    for key, field in enumerate(("received", "stored", "written", "blobs")):
+        load.remote[key] = sum(int(r.get(field, 0)) for r in results.values())
+    return urls
+
+
+def quote(text):
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def download(item):
+    """The response for ITEM's URL; one line naming the URL and the HTTP status when the
+    server refuses."""
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(item["url"], timeout=120)
+    except urlerror.HTTPError as exc:
+        raise Failed("download of %s failed: HTTP %s %s" % (item["shown"], exc.code,
+                                                             exc.reason)) from None
+    except (urlerror.URLError, OSError) as exc:
+        raise Failed("download of %s failed: %s" % (
+            item["shown"], getattr(exc, "reason", exc))) from None
+
+
+class Hashed:
+    """Reads RAW, hashing and counting every byte (the download as served)."""
+
+    def __init__(self, raw, item):
+        self.raw, self.item, self.sha = raw, item, hashlib.sha256()
+
+    def read(self, size=-1):
+        try:
+            block = self.raw.read(size)
+        except (OSError, httplib.HTTPException) as exc:
+            raise Failed("download of %s broke off: %s" % (self.item["shown"], exc)) from None
+        self.sha.update(block)
+        return block
+
+    def check(self):
+        want = self.item.get("sha256")
+        if want and self.sha.hexdigest() != want:
+            raise Failed("checksum mismatch for %s: sha256 %s, expected %s" % (
+                self.item["shown"], self.sha.hexdigest(), want))
+
+
+def member_ok(info, shown):
+    """The checks ddfs-load makes on the laptop (issue 21 N2), for a zip the slave got."""
+    name = info.filename.replace("\\", "/")
+    depth = 0
+    for part in name.split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            break
+    first = name.split("/")[0]
+    if name.startswith("/") or ":" in first or depth < 0:
+        raise Failed("zip member %r of %s resolves outside its folder: refused" % (
+            info.filename, shown))
+    if (info.external_attr >> 16) & S_IFMT == S_IFLNK:
+        raise Failed("zip member %r of %s is a symlink: refused" % (info.filename, shown))
+    return not name.endswith("/")
+
+
+def url_parts(item, budget):
+    """(name, stream) of the unpacked parts of ITEM, and the Hashed download."""
+    import bz2
+    import gzip
+    import tempfile
+    import zipfile
+
+    path = urlparse.urlsplit(item["url"]).path
+    raw = Hashed(download(item), item)
+    if path.endswith(".gz"):
+        return [(item["name"], gzip.GzipFile(fileobj=raw))], raw
+    if path.endswith(".bz2"):
+        return [(item["name"], bz2.BZ2File(raw))], raw
+    if path.endswith(".zip"):  # needs seeking: an anonymous file, gone when closed
+        spool = tempfile.TemporaryFile()
+        while True:
+            block = raw.read(1 << 20)
+            if not block:
+                break
+            spool.write(block)
+        raw.check()
+        archive = zipfile.ZipFile(spool)
+        infos = [i for i in archive.infolist() if member_ok(i, item["shown"])]
+        if sum(i.file_size for i in infos) > budget[0]:
+            raise Failed("%s unpacks to more than %d bytes: refused" % (item["shown"],
+                                                                       MAX_UNPACKED))
+        return [(safe_name(i.filename), archive.open(i)) for i in infos], None
+    return [(item["name"], raw)], raw
+
+
+def safe_name(name):
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    legal = ":@-_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return "".join(c if c in legal else "_" for c in base)[:100] or "input"
+
+
+def fetch(argv):
+    """On a slave: download each item given on stdin, store its blobs, report their URLs."""
+    global MASTER
+    tag, blob_bytes, workers, mode, master = argv[2], int(argv[3]), int(argv[4]), argv[5], \
+        argv[6]
+    MASTER = master
+    items = json.loads(sys.stdin.read())
+    load = Load(tag, blob_bytes, workers, mode)
+    budget = [MAX_UNPACKED]
+
+    def pieces(stream, shown):
+        while True:
+            try:
+                block = stream.read(1 << 20)
+            except (OSError, EOFError, ValueError) as exc:
+                raise Failed("unpacking %s failed: %s" % (shown, exc)) from None
+            if not block:
+                return
+            budget[0] -= len(block)
+            if budget[0] < 0:
+                raise Failed("%s unpacks to more than %d bytes: refused" % (shown,
+                                                                            MAX_UNPACKED))
+            load.received += len(block)
+            load.progress()
+            yield block
+
+    for item in items:
+        parts, raw = url_parts(item, budget)
+        for name, stream in parts:
+            for data in load.cut(pieces(stream, item["shown"])):
+                load.add(name, data)
+        if raw is not None:
+            while raw.read(1 << 20):  # a compressed stream may end before its download
+                pass
+            raw.check()
+    urls = load.pusher.finish()
+    load.progress(force=True)
+    say(fetched=urls, received=load.received, stored=load.pusher.stored_bytes,
+        written=load.pusher.replica_bytes, blobs=load.blobs, skipped=load.pusher.skipped,
+        replicas=load.pusher.replicas)
 
 
 def main(argv):
-    tag, blob_bytes, workers, mode = argv[1], int(argv[2]), int(argv[3]), argv[4]
     socket.setdefaulttimeout(300)
     try:
+        if argv[1] == "fetch":
+            fetch(argv)
+            return 0
+        tag, blob_bytes, workers, mode = argv[1], int(argv[2]), int(argv[3]), argv[4]
         Load(tag, blob_bytes, workers, mode).run(frames(sys.stdin.buffer))
     except Failed as exc:
         say(error=str(exc))

@@ -109,6 +109,50 @@ def test_a_zip_member_outside_its_folder_is_one_line_and_stores_nothing(dl, stat
     assert "outside" in out.stderr and blobs(dl, "data:h4evil") == []
 
 
+@pytest.fixture(scope="module")
+def web(dl, images, sample):
+    """A web server in the cluster's network (a container of the node image), serving the
+    sample: the slaves download from it, nothing leaves the host."""
+    name = "imagebake-h4dl-web"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--init", "--name", name, "--network",
+                    dl["network"], "--network-alias", "h4web", "--entrypoint", "python3",
+                    images["node"], "-m", "http.server", "8000", "--directory", "/srv"],
+                   check=True, capture_output=True)
+    for path in sample.iterdir():
+        subprocess.run(["docker", "cp", str(path), f"{name}:/srv/"], check=True,
+                       capture_output=True)
+    yield "http://h4web:8000"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_http_inputs_are_downloaded_by_the_slaves(dl, web, sample, state_dir):
+    import hashlib
+
+    gz = sample / "extra.tsv.gz"
+    args = []
+    for path in sorted(sample.iterdir()):
+        args += ["--input", f"{web}/{path.name}", "--sha256",
+                 hashlib.sha256(path.read_bytes()).hexdigest() if path == gz else "-"]
+    out = invoke("ddfs-load", "--name", "h4dl", *args, "--tag", "data:h4http")
+    assert out.returncode == 0, out.stderr
+    assert "as 3 new blob(s)" in out.stdout, out.stdout
+    run = run_job(dl, "tag://data:h4http", "5")
+    assert run.ok, run.reason
+    assert run.stdout.strip() == _answer(sample).strip()
+
+
+def test_a_failed_download_names_the_url_and_status_and_leaves_the_tag(dl, web, state_dir):
+    before = blobs(dl, "data:h4http")
+    out = invoke("ddfs-load", "--name", "h4dl", "--input", f"{web}/absent.tsv", "--tag",
+                 "data:h4http")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) >= 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert f"download of {web}/absent.tsv failed: HTTP 404" in last, last
+    assert blobs(dl, "data:h4http") == before
+    assert pushers(dl) == 0
+
+
 def _big(tmp_path: Path) -> Path:
     [path] = write_big_sample(tmp_path, 150, files=1)
     return path

@@ -10,8 +10,11 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import subprocess
 import threading
+import time
+import urllib.parse
 import zipfile
 
 import pytest
@@ -32,6 +35,7 @@ class FakeDDFS(http.server.ThreadingHTTPServer):
         self.tag_posts = 0
         self.dead: set[str] = set()  # node names whose PUTs fail
         self.replicas = 2
+        self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
 
     def hosts(self) -> dict[str, str]:
@@ -56,6 +60,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         path, _, query = self.path.partition("?")
+        if path == "/disco/ctrl/load_config_table":
+            return self.reply(200, [["node01", "2"], ["node02", "2"]])
+        if path.startswith("/files/"):  # the web server inputs are downloaded from
+            data = self.server.files.get(path[len("/files/"):])
+            if data is None:
+                return self.reply(404, "no such file")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
         if path.startswith("/ddfs/tag/"):
             tag = path[len("/ddfs/tag/"):]
             if tag not in self.server.tags:
@@ -109,11 +124,25 @@ class LocalTarget:
 RECORD = {"name": "c", "target": "local", "nodes": ["node01", "node02"]}
 
 
+SSH = """#!/bin/sh
+# a stand-in for `ssh -o BatchMode=yes HOST COMMAND`: runs COMMAND here, logs HOST
+echo "$3" >> "$(dirname "$0")/hosts"
+exec sh -c "$4"
+"""
+
+
 @pytest.fixture
-def ddfs(monkeypatch):
+def ddfs(monkeypatch, tmp_path):
     server = FakeDDFS()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("DISCO_PORT", str(server.server_port))
+    monkeypatch.setenv("IMAGEBAKE_MASTER_URL", f"http://127.0.0.1:{server.server_port}")
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    server.ssh_hosts = bin_dir / "hosts"
     target = LocalTarget()
     monkeypatch.setattr("imagebake.targets.get", lambda name: target)
     server.target = target
@@ -327,3 +356,95 @@ def test_a_zip_bomb_is_refused_before_anything_is_sent(ddfs, tmp_path, monkeypat
         ddfs_load.load(RECORD, [str(path)], "data:x")
     assert "\n" not in str(err.value) and "bomb.zip" in str(err.value)
     assert ddfs.target.started == 0 and not ddfs.blobs
+
+
+# ---------------------------------------------------------------- inputs the slaves download
+def _url(ddfs, name):
+    return f"http://127.0.0.1:{ddfs.server_port}/files/{name}"
+
+
+def test_url_inputs_are_downloaded_by_the_slaves_each_its_share(ddfs, tmp_path):
+    ddfs.files["a.tsv.gz"] = gzip.compress(TEXT * 4)
+    ddfs.files["b.tsv"] = TEXT * 2
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as archive:
+        archive.writestr("m.csv", TEXT * 3)
+    ddfs.files["c.zip"] = (tmp_path / "c.zip").read_bytes()
+    (tmp_path / "local.tsv").write_bytes(TEXT)
+    sums = ["-", hashlib.sha256(TEXT * 2).hexdigest(), "-", "-"]
+    done = ddfs_load.load(RECORD, [_url(ddfs, "a.tsv.gz"), _url(ddfs, "b.tsv"),
+                                   _url(ddfs, "c.zip"), str(tmp_path / "local.tsv")],
+                          "data:x", sha256=sums)
+    assert sorted(ddfs.tag_bytes("data:x")) == sorted([TEXT * 4, TEXT * 2, TEXT * 3, TEXT])
+    assert ddfs.tag_posts == 1 and done["new"] == 4 and done["bytes"] == len(TEXT) * 10
+    assert sorted(ddfs.ssh_hosts.read_text().split()) == ["node01", "node02"]  # one ssh each
+
+
+@pytest.mark.parametrize("case,says", [
+    ("missing", "download of {url} failed: HTTP 404"),
+    ("checksum", "checksum mismatch for {url}: sha256 "),
+    ("zip outside", "zip member '../../x' of {url} resolves outside its folder"),
+])
+def test_a_failed_download_is_one_line_naming_the_url_and_leaves_the_tag(ddfs, tmp_path,
+                                                                        case, says):
+    ddfs.tags["data:x"] = [["disco://node01/ddfs/vol0/blob/old$1"]]
+    name, sums = "a.tsv", None
+    if case == "checksum":
+        ddfs.files[name], sums = TEXT, ["0" * 64]
+    elif case == "zip outside":
+        name = "evil.zip"
+        with zipfile.ZipFile(tmp_path / name, "w") as archive:
+            archive.writestr("../../x", TEXT)
+        ddfs.files[name] = (tmp_path / name).read_bytes()
+    with pytest.raises(ddfs_load.LoadFailed) as err:
+        ddfs_load.load(RECORD, [_url(ddfs, name) + "?sig=SECRET"], "data:x", sha256=sums)
+    assert err.value.exit_code == 1 and "\n" not in str(err.value)
+    assert says.format(url=_url(ddfs, name)) in str(err.value)
+    assert "SECRET" not in str(err.value)  # a presigned URL's signature is never printed
+    assert ddfs.tag_posts == 0 and ddfs.tags["data:x"] == [["disco://node01/ddfs/vol0/blob/old$1"]]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="grams")
+        client.put_object(Bucket="grams", Key="dir/a.tsv.gz", Body=gzip.compress(TEXT))
+        yield client
+
+
+def test_an_s3_input_is_presigned_here_with_a_short_expiry(s3):
+    from imagebake.disco import ddfs_url
+
+    [source] = ddfs_load.check_sources(["s3://grams/dir/a.tsv.gz"])
+    ddfs_url.prepare([source])
+    item = ddfs_url.item(source)
+    assert item["url"].startswith("https://grams.s3.amazonaws.com/dir/a.tsv.gz?")
+    query = dict(urllib.parse.parse_qsl(item["url"].split("?", 1)[1]))
+    expires = (int(query["X-Amz-Expires"]) if "X-Amz-Expires" in query
+               else int(query["Expires"]) - time.time())
+    assert 0 < expires <= ddfs_url.PRESIGN_SECONDS <= 900
+    assert item["shown"] == "s3://grams/dir/a.tsv.gz" and item["name"] == "a_tsv"
+
+
+@pytest.mark.parametrize("given,says", [("s3://grams/dir/absent.gz", "no such object"),
+                                        ("s3://nobucket/a.gz", "no such bucket")])
+def test_a_missing_s3_object_is_one_line_exit_2_before_anything(ddfs, s3, given, says):
+    with pytest.raises(ImagebakeError) as err:
+        ddfs_load.load(RECORD, [given], "data:x")
+    assert err.value.exit_code == 2 and says in str(err.value) and given in str(err.value)
+    assert ddfs.target.started == 0
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "gopher://h/x",
+                                 "http:///nohost", "s3://bucketonly"])
+def test_urls_that_are_not_http_or_s3_are_refused(url):
+    with pytest.raises(ImagebakeError) as err:
+        ddfs_load.check_sources([url])
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
