@@ -538,11 +538,12 @@ def prune(c, keep="2", target="docker", dry_run=False, discard_new=False, region
         "blob_mb": "blob (or chunk) size in MiB, 1-1024 (default 16): one map task each",
         "sha256": "expected sha256 of each --input as given (before unpacking), in the "
                   "same order, `-` for none; checked before the tag changes",
+        "replicas": "copies of each blob (default: DDFS's DDFS_BLOB_REPLICAS, min(3, slaves))",
     },
 )
 @_cli
 def ddfs_load(c, name=None, input=None, tag="data:2grams", chunk=False,  # noqa: A002
-              blob_mb=None, sha256=None):
+              blob_mb=None, sha256=None, replicas=None):
     """Store files in the cluster's DDFS: streamed to a pusher on the master that writes
     blobs to several storage nodes at once, then updates the tag once (or not at all)."""
     from imagebake.disco import ddfs_load as mod
@@ -553,8 +554,13 @@ def ddfs_load(c, name=None, input=None, tag="data:2grams", chunk=False,  # noqa:
         if not str(blob_mb).isdigit():
             raise ImagebakeError(f"--blob-mb {blob_mb!r}: whole MiB, 1-1024")
         blob = int(blob_mb)
+    copies = 0
+    if replicas is not None:
+        if not str(replicas).isdigit() or not 1 <= int(replicas) <= 16:
+            raise ImagebakeError(f"--replicas {replicas!r}: 1-16")
+        copies = int(replicas)
     done = mod.load(_record(name), input or [], tag, chunk=chunk, blob_mb=blob,
-                    sha256=sha256 or None)
+                    sha256=sha256 or None, replicas=copies)
     print(mod.summary(done, mod.check_tag(tag)))
 
 

@@ -4,10 +4,11 @@ dns  4 slaves; the master's dnsmasq is restarted with --log-queries into a file 
      cluster's own resolver, same config); a Disco job of >= 60 s runs on all slaves;
      every query dnsmasq saw is counted by asker, answered locally (hosts table, cache,
      domain-needed) or forwarded upstream, per machine-minute.
-job  a generated 2-gram sample (>= 200 MB, Google Books 2009 format): `invoke ddfs-load`'s
-     rate in MB/s beside `docker cp` of the same bytes into the master (ratio); the 2-gram
-     top-K job's wall time at N = 1, 2, 4 slaves on that same data (one cluster per N, the
-     data loaded into each); and containers running -> first job accepted, N = 4 vs 16.
+job  generated 2-gram samples (Google Books 2009 format): `invoke ddfs-load`'s rate,
+     counting every replica, beside `docker cp` of the same bytes into the master (ratio),
+     for one large file, many small ones and the large one fetched by the slaves over http;
+     the laptop's peak RSS at 50 vs 500 MB; the 2-gram top-K job's wall time at N = 1, 2, 4
+     slaves over the blobs and over the chunk format (bench_job).
 
 Clusters are made in a private state directory and destroyed afterwards.
 """
@@ -163,12 +164,18 @@ def _size(paths: list[Path]) -> int:
 
 
 def _docker_cp_rate(record: dict, paths: list[Path]) -> float:
+    """MB/s of `docker cp` of PATHS into the master (one folder copy when they share one)."""
     master = container_name(record["name"], "master")
     subprocess.run(["docker", "exec", master, "mkdir", "-p", "/tmp/bench-cp"], check=True)
+    folders = {p.parent for p in paths}
     began = time.monotonic()
-    for path in paths:
-        subprocess.run(["docker", "cp", str(path), f"{master}:/tmp/bench-cp/"], check=True,
-                       capture_output=True)
+    if len(paths) > 1 and len(folders) == 1 and sorted(folders.pop().iterdir()) == sorted(paths):
+        subprocess.run(["docker", "cp", str(paths[0].parent), f"{master}:/tmp/bench-cp/"],
+                       check=True, capture_output=True)
+    else:
+        for path in paths:
+            subprocess.run(["docker", "cp", str(path), f"{master}:/tmp/bench-cp/"],
+                           check=True, capture_output=True)
     took = time.monotonic() - began
     subprocess.run(["docker", "exec", master, "rm", "-rf", "/tmp/bench-cp"], check=True)
     return _size(paths) / MB / took
@@ -213,46 +220,131 @@ def use_slaves(record: dict, n: int) -> list[str]:
     return keep
 
 
-def bench_job(megabytes: int = 200, sizes=(1, 2, 4)) -> dict:
-    """One cluster of max(SIZES) slaves: docker cp vs ddfs-load of the same generated
-    sample, then the 2-gram job on that one copy of the data with Disco allowed N slaves
-    (the rest blacklisted for tasks); then first job accepted at N = 4 vs 16."""
+def _load(record: dict, sources: list[str], tag: str, **kw) -> dict:
+    done = ddfs_load.load(record, sources, tag, **kw)
+    seconds = max(done["seconds"], 1e-6)
+    return {"mb": round(done["bytes"] / MB, 1), "seconds": round(seconds, 1),
+            "mb_s": round(done["bytes"] / MB / seconds, 2),
+            "replica_mb_s": round(done["written"] / MB / seconds, 2),
+            "replicas": done["replicas"], "blobs": done["new"]}
+
+
+def _line(what: str, got: dict, cp: float) -> str:
+    return (f"job: ddfs-load {what}: {got['mb']} MB in {got['seconds']}s = {got['mb_s']} MB/s, "
+            f"x{got['replicas']} replicas = {got['replica_mb_s']} MB/s written vs docker cp "
+            f"{cp:.1f} MB/s: ratio {got['replica_mb_s'] / cp:.2f}")
+
+
+def _peak_rss_mb(record: dict, path: Path, tag: str) -> float:
+    """Peak RSS (MB) of `invoke ddfs-load` of PATH, run as a child (os.wait4's rusage)."""
+    import sys
+
+    env = {**os.environ}
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "ddfs-load", "--name",
+                             record["name"], "--input", str(path), "--tag", tag,
+                             "--replicas", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise ImagebakeError(f"ddfs-load of {path.name} for the RSS figure failed")
+    return usage.ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def web_server(record: dict, folder: Path):
+    """A web server in the cluster's network serving FOLDER (a container of the node
+    image); yields its base URL (by address: the nodes resolve only cluster names)."""
+    from ..targets.docker.cluster import image_refs
+
+    name = f"imagebake-{record['name']}-web"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--init", "--name", name, "--network",
+                    record["network"], "--entrypoint", "python3", image_refs()["node"], "-m",
+                    "http.server", "8000", "--directory", "/srv"], check=True,
+                   capture_output=True)
+    try:
+        subprocess.run(["docker", "cp", f"{folder}/.", f"{name}:/srv/"], check=True,
+                       capture_output=True)
+        address = subprocess.run(
+            ["docker", "inspect", "--format",
+             "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name],
+            check=True, capture_output=True, text=True).stdout.strip()
+        yield f"http://{address}:8000"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def bench_job(megabytes: int | None = None, sizes=(1, 2, 4)) -> dict:
+    """One cluster of max(SIZES) slaves. ddfs-load beside `docker cp` of the same bytes into
+    the master (ratio counting every replica written): one large file (DDFS's replicas, and
+    1), many small files, the same large file from a web server in the cluster's network
+    (the slaves download it); the laptop's peak RSS loading 50 MB vs 500 MB; then the 2-gram
+    job on that data with Disco allowed N slaves (the rest blacklisted for tasks), over the
+    blobs and over the same data in Disco's chunk format. MEGABYTES (default 200, or
+    IMAGEBAKE_BENCH_MB) is the large file's size."""
+    megabytes = int(megabytes or os.environ.get("IMAGEBAKE_BENCH_MB") or 200)
     result: dict = {"sample_mb": megabytes, "by_n": {}}
     n_max = max(sizes)
     with tempfile.TemporaryDirectory(dir=os.environ.get("IMAGEBAKE_BENCH_TMP")) as tmp:
         began = time.monotonic()
-        paths = write_big_sample(Path(tmp), megabytes)
-        size_mb = _size(paths) / MB
-        want = streamed_answer(paths, 10)
-        print(f"job: generated {size_mb:.0f} MB of 2-grams in {len(paths)} files and their "
-              f"plain-Python top-10 ({time.monotonic() - began:.0f}s)")
+        big_dir, small_dir = Path(tmp) / "big", Path(tmp) / "small"
+        big_dir.mkdir()
+        small_dir.mkdir()
+        [big] = write_big_sample(big_dir, megabytes, files=1)
+        small = write_big_sample(small_dir, megabytes // 2, files=200)
+        size_mb = _size([big]) / MB
+        want = streamed_answer([big], 10)
+        print(f"job: generated one {size_mb:.0f} MB 2-gram file, 200 files of "
+              f"{_size(small) / MB / 200:.2f} MB and the plain-Python top-10 "
+              f"({time.monotonic() - began:.0f}s)")
         with cluster(f"benchjob{n_max}", n_max) as (docker, record):
             _require_disco(docker, record)
-            cp = _docker_cp_rate(record, paths)
-            began = time.monotonic()
-            ddfs_load.load(record, [str(p) for p in paths], "data:bench")
-            load_s = time.monotonic() - began
-            load = size_mb / load_s
-            result.update({"docker_cp_mb_s": round(cp, 1), "ddfs_load_mb_s": round(load, 2),
-                           "ddfs_load_s": round(load_s, 1), "load_vs_cp": round(load / cp, 4),
-                           "slaves": n_max})
-            print(f"job: ddfs-load {load:.2f} MB/s ({load_s:.0f}s) vs docker cp {cp:.1f} MB/s "
-                  f"of the same {size_mb:.0f} MB into the master: ratio {load / cp:.4f} "
-                  f"({n_max} slaves, DDFS replicas {min(3, n_max)})")
+            cp_big, cp_small = _docker_cp_rate(record, [big]), _docker_cp_rate(record, small)
+            loads = {"large": _load(record, [str(big)], "data:bench"),
+                     "large_replicas1": _load(record, [str(big)], "data:bench1", replicas=1),
+                     "small": _load(record, [str(p) for p in small], "data:benchsmall")}
+            with web_server(record, big_dir) as url:
+                loads["http"] = _load(record, [f"{url}/{big.name}"], "data:benchhttp")
+            loads["chunks"] = _load(record, [str(big)], "data:benchchunk", chunk=True)
+            rates = {"large": cp_big, "large_replicas1": cp_big, "small": cp_small,
+                     "http": cp_big, "chunks": cp_big}
+            for what, got in loads.items():
+                got["docker_cp_mb_s"] = round(rates[what], 1)
+                got["ratio"] = round(got["replica_mb_s"] / rates[what], 3)
+                print(_line(what, got, rates[what]))
+            result["loads"] = loads
+            rss = {}
+            for mb in (50, 500):
+                folder = Path(tmp) / f"rss{mb}"
+                folder.mkdir()
+                [path] = write_big_sample(folder, mb, files=1)
+                rss[str(mb)] = round(_peak_rss_mb(record, path, f"data:rss{mb}"), 1)
+                path.unlink()
+            result["laptop_peak_rss_mb"] = rss
+            print(f"job: laptop peak RSS of invoke ddfs-load: {rss['50']} MB loading 50 MB, "
+                  f"{rss['500']} MB loading 500 MB")
             for n in sizes:
                 allowed = use_slaves(record, n)
-                began = time.monotonic()
-                run = jobs.run_script(docker, record, smoke.NGRAM_JOB,
-                                      ["tag://data:bench", "10"], timeout=3600)
-                took = time.monotonic() - began
-                if not run.ok:
-                    raise ImagebakeError(f"job benchmark N={n}: {run.reason}")
-                hosts = {h: len(t) for h, t in run.hosts().items()}
-                entry = {"job_s": round(took, 1), "correct": run.stdout.strip() == want.strip(),
-                         "tasks_by_host": hosts, "only_allowed": set(hosts) <= set(allowed)}
+                entry = {}
+                for form, args in (("blobs", ["tag://data:bench", "10"]),
+                                   ("chunks", ["--chunked", "tag://data:benchchunk", "10"])):
+                    began = time.monotonic()
+                    run = jobs.run_script(docker, record, smoke.NGRAM_JOB, args, timeout=3600)
+                    took = time.monotonic() - began
+                    if not run.ok:
+                        raise ImagebakeError(f"job benchmark N={n} {form}: {run.reason}")
+                    hosts = {h: len(t) for h, t in run.hosts().items()}
+                    entry[form] = {"job_s": round(took, 1),
+                                   "correct": run.stdout.strip() == want.strip(),
+                                   "tasks_by_host": hosts,
+                                   "only_allowed": set(hosts) <= set(allowed)}
                 result["by_n"][str(n)] = entry
-                print(f"job N={n}: 2-gram top-10 over {size_mb:.0f} MB in {took:.1f}s "
-                      f"({'correct' if entry['correct'] else 'WRONG'}; tasks {hosts})")
+                print(f"job N={n}: 2-gram top-10 over {size_mb:.0f} MB: blobs "
+                      f"{entry['blobs']['job_s']}s, chunks {entry['chunks']['job_s']}s "
+                      f"(correct: {entry['blobs']['correct']}/{entry['chunks']['correct']})")
+    if os.environ.get("IMAGEBAKE_BENCH_SKIP_FIRST_JOB") == "1":
+        return result
     first = {n: _first_job_accepted(n) for n in (4, 16)}
     result["first_job"] = {str(k): v for k, v in first.items()}
     for n, f in first.items():

@@ -47,7 +47,7 @@ TAG_MAX = 511
 MAX_UNPACKED = 100 * 10**9
 S_IFMT, S_IFLNK = 0o170000, 0o120000
 BLOB_MB = 16
-PIECE = 1 << 20  # bytes per data frame
+PIECE = 4 << 20  # bytes per data frame
 MB = 1_000_000
 SCHEMES = ("", "file", "http", "https", "s3")
 PUSHER = Path(ddfs_push.__file__)
@@ -234,12 +234,13 @@ def check_disco(record: dict) -> None:
                              "vendored Disco (`invoke bake`) and launch again")
 
 
-def pusher_command(tag: str, blob_bytes: int, workers: int, chunk: bool) -> str:
+def pusher_command(tag: str, blob_bytes: int, workers: int, chunk: bool,
+                   replicas: int = 0) -> str:
     """The shell line that runs the pusher on the master (its code given with -c: nothing
-    is written on the master)."""
+    is written on the master). REPLICAS 0: DDFS's own setting."""
     args = [tag, str(blob_bytes), str(workers), "chunks" if chunk else "blobs"]
-    return (f"exec python3 -c {shlex.quote(PUSHER.read_text())} "
-            + " ".join(map(shlex.quote, args)))
+    return (f"IMAGEBAKE_REPLICAS={int(replicas)} exec python3 -c "
+            f"{shlex.quote(PUSHER.read_text())} " + " ".join(map(shlex.quote, args)))
 
 
 @dataclass
@@ -308,10 +309,7 @@ def _send(proc: subprocess.Popen, items: list[Source], progress: Progress,
     budget = [MAX_UNPACKED]
     pipe = proc.stdin
     try:
-        for source in items:
-            if source.url:
-                pipe.write(frame("U", json.dumps(url_item(source)).encode()))
-                continue
+        for source in [s for s in items if not s.url]:  # local inputs first: one stream
             with _opened(source.path) as parts:
                 for name, stream in parts:
                     capped = Capped(stream, source.path.name, budget)
@@ -321,11 +319,14 @@ def _send(proc: subprocess.Popen, items: list[Source], progress: Progress,
                         block = capped.read(PIECE)
                         if not block:
                             break
-                        pipe.write(frame("D", block))
+                        pipe.write(ddfs_push.HEADER.pack(b"D", len(block)))
+                        pipe.write(block)  # no copy of the block into a frame
                         size += len(block)
                         sent += len(block)
                         progress.show(outcome, sent)
                     pipe.write(frame("E", json.dumps({"bytes": size}).encode()))
+        for source in [s for s in items if s.url]:
+            pipe.write(frame("U", json.dumps(url_item(source)).encode()))
         pipe.write(frame("Z", json.dumps({"inputs": len(items)}).encode()))
         pipe.close()
     except (BrokenPipeError, ConnectionResetError):
@@ -344,7 +345,7 @@ def url_item(source: Source) -> dict:
 
 def load(record: dict, sources: list[str], tag: str, chunk: bool = False,
          blob_mb: int = BLOB_MB, sha256: list[str] | None = None,
-         label: str = "ddfs-load") -> dict:
+         label: str = "ddfs-load", replicas: int = 0) -> dict:
     """Store every source under TAG with one tag update; returns the pusher's summary
     (inputs, blobs, new, skipped, replicas, bytes, written, seconds). Bad input (a missing
     file, a bad tag or --sha256, an unsafe zip, a cluster without Disco) is refused before
@@ -359,7 +360,8 @@ def load(record: dict, sources: list[str], tag: str, chunk: bool = False,
     check_disco(record)
     target = targets.get(record["target"])
     argv = target.exec_argv(record, pusher_command(tag, int(blob_mb) * 2**20,
-                                                   workers_for(record), chunk), user="disco")
+                                                   workers_for(record), chunk, replicas),
+                            user="disco")
     outcome, progress = Outcome(), Progress(label)
     began = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -13,11 +13,13 @@ Frames: one kind byte, 8 bytes of big-endian length, the payload.
 Anything else, or the stream ending before Z (Ctrl-C, a dead laptop), aborts: the tag is
 not touched. Progress and the outcome are JSON lines on stdout.
 
-Each input is cut into line-aligned blobs of about BLOB_BYTES (MODE blobs: the bytes as
-they are, read by Disco's default map reader; MODE chunks: Disco's own chunk format,
+The local inputs, one after the other as one stream of lines (many small files make few
+blobs), are cut into line-aligned blobs of about BLOB_BYTES (MODE blobs: the bytes as they
+are, read by Disco's default map reader; MODE chunks: Disco's own chunk format,
 disco.fileutils.Chunker, read with chain_reader). A blob is named
-`NAME-<first 32 hex of its sha256>`; one that the tag (or this load) already has is not
-stored again, so loading the same input under the same tag twice stores it once. Blobs
+`NAME-<first 32 hex of its sha256>` (NAME: the first input's); one that the tag (or this
+load) already has is not stored again, so loading the same input under the same tag twice
+stores it once. Blobs
 are stored with DDFS's push protocol (GET /ddfs/new_blob/NAME on the master gives one URL
 per replica; HTTP PUT of the bytes to each), WORKERS at once, and only when every input
 arrived and every blob is stored does ONE POST /ddfs/tag/TAG add the new blobs. A store
@@ -43,6 +45,8 @@ MASTER_NAME = os.environ.get("IMAGEBAKE_MASTER_URL",
                              "http://master:%s" % os.environ.get("DISCO_PORT", "8989"))
 HEADER = struct.Struct(">cQ")
 MAX_FRAME = 64 * 1024 * 1024
+# replicas per blob; 0: DDFS's own DDFS_BLOB_REPLICAS
+REPLICAS = int(os.environ.get("IMAGEBAKE_REPLICAS") or 0)
 TRIES = 3
 
 
@@ -114,7 +118,9 @@ def existing_blobs(tag):
 
 def store(name, data, exclude=()):
     """Push DATA as blob NAME to every replica DDFS picks; its replica URLs."""
-    query = "?exclude=" + ",".join(sorted(exclude)) if exclude else ""
+    params = ([("replicas", str(REPLICAS))] if REPLICAS else []) + (
+        [("exclude", ",".join(sorted(exclude)))] if exclude else [])
+    query = "?" + urlparse.urlencode(params, safe=",") if params else ""
     status, body = http("GET", "%s/ddfs/new_blob/%s%s" % (MASTER, name, query), timeout=60)
     if status != 200:
         raise Failed("DDFS gave no storage nodes for a blob: HTTP %s %s" % (
@@ -228,8 +234,10 @@ def line_blobs(pieces, size):
                     if len(buf) > 4 * size:
                         raise Failed("a line longer than %d bytes: raise --blob-mb" % (4 * size))
                     break
-            yield bytes(buf[:cut + 1])
+            with memoryview(buf) as view:  # one copy, not two
+                blob = bytes(view[:cut + 1])
             del buf[:cut + 1]
+            yield blob
     if buf:
         yield bytes(buf)
 
@@ -286,22 +294,38 @@ class Load:
         return (chunk_blobs if self.mode == "chunks" else line_blobs)(pieces, self.blob_bytes)
 
     def run(self, stream):
-        inputs = 0
-        for kind, payload in stream:
-            if kind == "F":
-                name = payload.decode("utf-8")
-                for data in self.cut(self.pieces(stream)):
-                    self.add(name, data)
-                inputs += 1
-            elif kind == "U":
-                self.urls.append(json.loads(payload.decode("utf-8")))
-                inputs += 1
-            elif kind == "Z":
-                fetched = fetch_on_slaves(self) if self.urls else []
-                return self.commit(inputs, fetched)
-            else:
-                break
+        """Local inputs first (F frames, their lines cut into blobs as one stream), then the
+        inputs the slaves fetch (U), then Z: commit."""
+        self.inputs, self.prefix, self.after = 0, None, ("", b"")
+        for data in self.cut(self.local(stream)):
+            self.add(self.prefix, data)
+        kind, payload = self.after
+        while kind == "U":
+            self.urls.append(json.loads(payload.decode("utf-8")))
+            self.inputs += 1
+            kind, payload = next(stream, ("", b""))
+        if kind == "Z":
+            fetched = fetch_on_slaves(self) if self.urls else []
+            return self.commit(self.inputs, fetched)
         raise Failed("the stream from the laptop ended early (interrupted?)")
+
+    def local(self, stream):
+        """The bytes of every local input one after the other, so that many small files
+        make few blobs (a newline put between two inputs when the first does not end with
+        one: lines never merge), until the first frame that is not an input. Blobs are named
+        after the first input."""
+        for kind, payload in stream:
+            if kind != "F":
+                self.after = (kind, payload)
+                return
+            self.prefix = self.prefix or payload.decode("utf-8")
+            last = b"\n"
+            for piece in self.pieces(stream):
+                last = piece[-1:]
+                yield piece
+            if last != b"\n":
+                yield b"\n"
+            self.inputs += 1
 
     def commit(self, inputs, fetched=()):
         urls = self.pusher.finish() + list(fetched)
@@ -354,8 +378,8 @@ def fetch_on_slaves(load):
     code = own_code()
     procs = {}
     for host, items in shares.items():
-        remote = "python3 -c %s fetch %s %d %d %s %s" % (
-            quote(code), load.tag, load.blob_bytes, 2, load.mode, quote(MASTER_NAME))
+        remote = "IMAGEBAKE_REPLICAS=%d python3 -c %s fetch %s %d %d %s %s" % (
+            REPLICAS, quote(code), load.tag, load.blob_bytes, 2, load.mode, quote(MASTER_NAME))
         procs[host] = subprocess.Popen(
             ["ssh", "-o", "BatchMode=yes", host, remote], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -116,13 +116,17 @@ def web(dl, images, sample):
     name = "imagebake-h4dl-web"
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     subprocess.run(["docker", "run", "-d", "--init", "--name", name, "--network",
-                    dl["network"], "--network-alias", "h4web", "--entrypoint", "python3",
+                    dl["network"], "--entrypoint", "python3",
                     images["node"], "-m", "http.server", "8000", "--directory", "/srv"],
                    check=True, capture_output=True)
     for path in sample.iterdir():
         subprocess.run(["docker", "cp", str(path), f"{name}:/srv/"], check=True,
                        capture_output=True)
-    yield "http://h4web:8000"
+    address = subprocess.run(  # by address: the nodes' resolver (dnsmasq) knows only the
+        ["docker", "inspect", "--format",  # cluster's own short names
+         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name],
+        check=True, capture_output=True, text=True).stdout.strip()
+    yield f"http://{address}:8000"
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 

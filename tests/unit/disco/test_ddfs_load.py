@@ -78,13 +78,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(200, {"id": tag, "urls": self.server.tags[tag]})
         if path.startswith("/ddfs/new_blob/"):
             name = path[len("/ddfs/new_blob/"):]
-            excluded = set(query.partition("exclude=")[2].split(",")) if query else set()
+            asked = dict(urllib.parse.parse_qsl(query))
+            excluded = set(asked.get("exclude", "").split(",")) - {""}
+            replicas = int(asked.get("replicas", self.server.replicas))
             port = self.server.server_port
             hosts = [(n, h) for n, h in self.server.hosts().items() if h not in excluded]
-            if len(hosts) < self.server.replicas:
+            if len(hosts) < replicas:
                 return self.reply(403, "Not enough nodes for replicas.")
             return self.reply(200, [f"http://{h}:{port}/put/{n}/{name}$5f3-1"
-                                    for n, h in hosts[:self.server.replicas]])
+                                    for n, h in hosts[:replicas]])
         return self.reply(404, "?")
 
     def do_PUT(self):  # noqa: N802
@@ -171,13 +173,24 @@ def test_inputs_are_stored_as_line_aligned_blobs_with_one_tag_update(ddfs, tmp_p
     assert b"".join(blobs) == big + TEXT * 3 + TEXT * 5 + b"zip one\t1\t1\t1\n" \
         + b"zip two\t1\t1\t1\n"
     assert all(b.endswith(b"\n") and len(b) <= 2**20 for b in blobs)
-    assert done["new"] == len(blobs) == 7 and done["replicas"] == 2
+    assert done["new"] == len(blobs) == 3 and done["replicas"] == 2  # 2.5 MB in all
     assert done["bytes"] == len(b"".join(blobs))
     assert done["written"] == 2 * done["bytes"]
     for replicas in ddfs.tags["data:x"]:  # every replica holds the same bytes
         assert len({ddfs.blobs[u] for u in replicas}) == 1 and len(replicas) == 2
         name = replicas[0].rsplit("/", 1)[1].split("$")[0]
         assert name.endswith(hashlib.sha256(ddfs.blobs[replicas[0]]).hexdigest()[:32])
+
+
+def test_many_small_inputs_make_few_blobs_and_lines_never_merge(ddfs, tmp_path):
+    sources = []
+    for i in range(30):
+        (tmp_path / f"s{i}.tsv").write_bytes(TEXT * 3 + b"no newline at the end")
+        sources.append(str(tmp_path / f"s{i}.tsv"))
+    done = ddfs_load.load(RECORD, sources, "data:x")
+    assert done["new"] == 1 and done["inputs"] == 30
+    [blob] = ddfs.tag_bytes("data:x")
+    assert blob == (TEXT * 3 + b"no newline at the end\n") * 30
 
 
 def test_loading_the_same_input_again_stores_nothing_new(ddfs, tmp_path):
@@ -201,6 +214,13 @@ def test_a_storage_node_failing_fails_the_load_and_leaves_the_tag(ddfs, tmp_path
     assert ddfs.tag_posts == 0 and ddfs.tags["data:x"] == [["disco://node01/ddfs/vol0/blob/old$1"]]
 
 
+def test_replicas_can_be_asked_for(ddfs, tmp_path):
+    (tmp_path / "a.tsv").write_bytes(TEXT)
+    done = ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", replicas=1)
+    assert done["replicas"] == 1 and [len(r) for r in ddfs.tags["data:x"]] == [1]
+    assert done["written"] == len(TEXT)
+
+
 def test_a_failed_store_is_retried_on_another_node(ddfs, tmp_path):
     """With one replica, a node that fails a PUT is excluded and the blob goes elsewhere."""
     ddfs.replicas = 1
@@ -217,7 +237,7 @@ def test_ctrl_c_midway_leaves_the_tag_and_no_pusher(ddfs, tmp_path, monkeypatch)
 
     def interrupted(self, size=-1):
         reads["n"] += 1
-        if reads["n"] == 3:
+        if reads["n"] == 2:  # after the first block, before the input ends
             raise KeyboardInterrupt
         return real(self, size)
 
