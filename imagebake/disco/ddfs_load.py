@@ -340,7 +340,7 @@ def url_item(source: Source) -> dict:
     """The U frame of an input the cluster downloads (see ddfs_url)."""
     from . import ddfs_url
 
-    return ddfs_url.item(source)
+    return ddfs_url.item(source, blob_prefix)
 
 
 def load(record: dict, sources: list[str], tag: str, chunk: bool = False,

@@ -54,11 +54,10 @@ def prepare(items: list, session=None) -> None:
         item.given = f"s3://{bucket}/{key}"
 
 
-def item(source) -> dict:
-    """The U frame's fields for SOURCE: the URL to fetch, the blob name prefix, what to
-    print (no query: a presigned URL's signature stays off screens and logs), the sha256."""
-    from .ddfs_load import blob_prefix
-
+def item(source, blob_prefix) -> dict:
+    """The U frame's fields for SOURCE: the URL to fetch, the blob name prefix (BLOB_PREFIX
+    of the URL's file name), what to print (no query: a presigned URL's signature stays off
+    screens and logs), the sha256."""
     path = urllib.parse.urlparse(source.url).path
     shown = source.given if source.given.startswith("s3://") else source.url.split("?", 1)[0]
     return {"url": source.url, "name": blob_prefix(PurePosixPath(path).name or "download"),

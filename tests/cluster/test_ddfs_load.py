@@ -74,16 +74,17 @@ def test_blobs_are_read_by_disco_default_reader_and_a_reload_adds_nothing(dl, sa
     inputs = [a for p in sorted(sample.iterdir()) for a in ("--input", str(p))]
     out = invoke("ddfs-load", "--name", "h4dl", *inputs, "--tag", "data:h4blobs")
     assert out.returncode == 0, out.stderr
-    assert "as 3 new blob(s) under tag://data:h4blobs" in out.stdout, out.stdout
+    # three small inputs, one stream of lines: one blob, 2 replicas (2 slaves)
+    assert "as 1 new blob(s) under tag://data:h4blobs" in out.stdout, out.stdout
     assert "MB/s" in out.stderr  # progress
     stored = blobs(dl, "data:h4blobs")
-    assert len(stored) == 3 * 2  # 3 blobs, 2 replicas each (2 slaves)
+    assert len(stored) == 1 * 2
     run = run_job(dl, "tag://data:h4blobs", "5")  # no --chunked: Disco's default reader
     assert run.ok, run.reason
     assert run.stdout.strip() == _answer(sample).strip()
     again = invoke("ddfs-load", "--name", "h4dl", *inputs, "--tag", "data:h4blobs")
     assert again.returncode == 0, again.stderr
-    assert "0 new blob(s), 3 already there" in again.stdout and "(tag unchanged)" in again.stdout
+    assert "0 new blob(s), 1 already there" in again.stdout and "(tag unchanged)" in again.stdout
     assert blobs(dl, "data:h4blobs") == stored
     assert pushers(dl) == 0
 

@@ -444,7 +444,7 @@ def test_an_s3_input_is_presigned_here_with_a_short_expiry(s3):
 
     [source] = ddfs_load.check_sources(["s3://grams/dir/a.tsv.gz"])
     ddfs_url.prepare([source])
-    item = ddfs_url.item(source)
+    item = ddfs_url.item(source, ddfs_load.blob_prefix)
     assert item["url"].startswith("https://grams.s3.amazonaws.com/dir/a.tsv.gz?")
     query = dict(urllib.parse.parse_qsl(item["url"].split("?", 1)[1]))
     expires = (int(query["X-Amz-Expires"]) if "X-Amz-Expires" in query
