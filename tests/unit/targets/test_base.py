@@ -16,7 +16,7 @@ from tests.fakes import FakeAgent
 from tests.fourth import cluster as fourth
 
 HALVES = ("_check_launch", "_launch", "_check_grow", "_grow", "_destroy", "_ssh_argv",
-          "status", "tunnel", "summary", "exec")
+          "status", "tunnel", "summary", "exec_argv")
 
 
 @pytest.fixture
