@@ -73,6 +73,10 @@ class FourthTarget(Target):
         self.log.append(("exec", command))
         return 0, ""
 
+    def exec_argv(self, record: dict, command: str, user: str = "root") -> list[str]:
+        self.log.append(("exec_argv", command))
+        return ["true"]
+
     def status(self, record: dict) -> dict:
         machines = MACHINES.get(record["name"], {})
         nodes = [{"hostname": h, "state": machines.get(h, "missing"), "joined": True}
