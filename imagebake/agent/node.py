@@ -103,25 +103,15 @@ def join_once(ctx, spec, identity, timeout=5.0, url=None):
     """
     msg = make_join(spec["cluster"], ctx.now(), identity.hostname, identity.addresses,
                     identity.cores, identity.disco_pubkey, identity.host_pubkey)
-    try:
-        status, body = _post(url or join_url(spec), seal(spec["token"], msg), timeout,
-                             identity.addresses[0] if identity.addresses else None)
-    except (OSError, socket.timeout, http.client.HTTPException) as exc:
-        raise JoinError("master unreachable: %s" % exc) from None
-    if status != 200:
-        detail = body[:200].decode("utf-8", "replace").strip()
-        raise JoinError("master answered HTTP %d: %s" % (status, detail))
+    body = _send_sealed(spec, url or join_url(spec), msg, identity, timeout)
     welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")
     return check_welcome_fields(welcome, msg["nonce"],
                                 allow_loopback=getattr(ctx, "allow_loopback", False))
 
 
-def send_notice(ctx, spec, identity, seen, timeout=5.0):
-    """One signed spot notice ({kind, action, time}) to the master, from the address it
-    knows this node by; the master's verified answer (one short line)."""
-    msg = make_notice(spec["cluster"], ctx.now(), identity.hostname, seen["kind"],
-                      seen["action"], seen["time"])
-    url = "http://%s:%d/v1/notice" % (spec["master"]["address"], join_port(spec))
+def _send_sealed(spec, url, msg, identity, timeout):
+    """POST MSG sealed with the node's token, from the address the master knows this node
+    by; the answer's body when the master said 200, else JoinError in one line."""
     try:
         status, body = _post(url, seal(spec["token"], msg), timeout,
                              identity.addresses[0] if identity.addresses else None)
@@ -130,6 +120,16 @@ def send_notice(ctx, spec, identity, seen, timeout=5.0):
     if status != 200:
         detail = body[:200].decode("utf-8", "replace").strip()
         raise JoinError("master answered HTTP %d: %s" % (status, detail))
+    return body
+
+
+def send_notice(ctx, spec, identity, seen, timeout=5.0):
+    """One signed spot notice ({kind, action, time}) to the master, from the address it
+    knows this node by; the master's verified answer (one short line)."""
+    msg = make_notice(spec["cluster"], ctx.now(), identity.hostname, seen["kind"],
+                      seen["action"], seen["time"])
+    url = "http://%s:%d/v1/notice" % (spec["master"]["address"], join_port(spec))
+    body = _send_sealed(spec, url, msg, identity, timeout)
     reply = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "notice_reply")
     if reply.get("in_reply_to") != msg["nonce"] or not isinstance(reply.get("outcome"), str):
         raise ProtocolError("notice reply does not answer our notice")

@@ -4,7 +4,6 @@ runs standalone as imagebake_agent."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 
 from imagebake.agent.spec import dumps, make_spec
 
-from .helpers import HAVE_SSH_KEYGEN
+from .helpers import HAVE_SSH_KEYGEN, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -38,12 +37,6 @@ def test_bad_spec_exits_2_with_one_line(tmp_path):
     assert rc == 2 and "phase spec: failed" in err
 
 
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 @pytest.mark.skipif(not HAVE_SSH_KEYGEN, reason="ssh-keygen is not installed")

@@ -19,7 +19,7 @@ from imagebake.agent.runner import Result
 from imagebake.agent.spec import dumps, make_spec
 from imagebake.targets.qemu import imds as emulator
 
-from .helpers import snapshot
+from .helpers import free_port, snapshot
 
 NODE01_SPEC = make_spec("demo", "node", master_address="10.0.0.5", hostname="node01")
 
@@ -258,14 +258,6 @@ def test_agent_dhcp_offer_gives_the_fixed_address_and_the_metadata_route_only():
     assert emulator.dhcp_reply(bytes(packet), {}, "10.77.0.1", 24) is None  # unknown MAC
 
 
-def _closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 def _lines(log):
     return [r for r in log.records if r.levelno >= logging.WARNING]
 
@@ -294,7 +286,7 @@ def agent_log():
 def test_agent_metadata_service_down_retries_with_backoff_then_one_line_exit_2(
         agent_ctx, agent_log):
     slept = []
-    ctx = agent_ctx(imds_url=f"http://127.0.0.1:{_closed_port()}", sleep=slept.append)
+    ctx = agent_ctx(imds_url=f"http://127.0.0.1:{free_port()}", sleep=slept.append)
     before = snapshot(ctx.root)
     agent = Agent(ctx)
     with pytest.raises(SystemExit) as exc:
@@ -322,7 +314,7 @@ def test_agent_metadata_service_back_during_backoff_is_used(agent_ctx, emulated)
     def sleep(seconds):
         calls.append(seconds)
 
-    ctx = agent_ctx(imds_url=f"http://127.0.0.1:{_closed_port()}", sleep=sleep)
+    ctx = agent_ctx(imds_url=f"http://127.0.0.1:{free_port()}", sleep=sleep)
     real = imds.get_user_data
 
     def flaky(base, timeout=2.0):

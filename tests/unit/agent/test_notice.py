@@ -17,8 +17,8 @@ from imagebake.agent.runner import Result
 from imagebake.report import render_status
 from imagebake.targets.qemu import imds as emulator
 
-from .helpers import Clock, Cluster, needs_keygen, write_spec
-from .test_imds import _closed_port, _instance
+from .helpers import Clock, Cluster, free_port, needs_keygen, write_spec
+from .test_imds import _instance
 from .test_master import FakeDisco
 
 ACTION = {"action": "terminate", "time": "2026-12-03T10:42:00Z"}
@@ -98,7 +98,7 @@ def test_watch_fetches_a_new_token_after_a_401(agent_ctx, metadata):
 
 def test_watch_without_a_metadata_service_backs_off(agent_ctx, log):
     clock = Clock()
-    watch = notice.Watch(agent_ctx(clock=clock), f"http://127.0.0.1:{_closed_port()}")
+    watch = notice.Watch(agent_ctx(clock=clock), f"http://127.0.0.1:{free_port()}")
     assert watch.poll() == []
     assert watch.next_at == clock.now + notice.UNREACHABLE_INTERVAL
     assert not log.warnings("spot")  # an info line, not a warning per poll
@@ -261,7 +261,7 @@ def test_the_node_loop_sends_its_notice_and_retries_until_the_master_answers(
         agent.notices = notice.Watch(agent.ctx, metadata.url)
         metadata.change(**{"spot-instance-action": ACTION})
         real_port = agent.spec["master"]["join_port"]
-        agent.spec["master"]["join_port"] = _closed_port()  # the master unreachable
+        agent.spec["master"]["join_port"] = free_port()  # the master unreachable
         agent.watch_notices()
         assert agent.unsent and blacklisted(disco) == []
         agent.spec["master"]["join_port"] = real_port
