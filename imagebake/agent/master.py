@@ -361,7 +361,11 @@ class Master(object):
             raise ProtocolError("the join does not come from an address it lists")
         if self.left.get(msg["hostname"]) == msg["host_pubkey"]:
             raise ProtocolError("this node has left the cluster (shrink)")
-        if msg["hostname"] in self.interrupted and msg["hostname"] not in self.nodes:
+        # A notice kept for a name not yet joined keeps out only the address it came from:
+        # a token holder cannot pre-empt another machine's name with a notice.
+        noticed = self.interrupted.get(msg["hostname"])
+        if noticed is not None and msg["hostname"] not in self.nodes \
+                and noticed["address"] == peer:
             raise ProtocolError("this node has a spot interruption notice: it does not join")
         # A node joins as itself: a name another machine holds (other host key, other
         # address) is not taken over; that machine must leave first (invoke shrink).
@@ -377,6 +381,10 @@ class Master(object):
                  "addresses": [peer], "cores": msg["cores"],
                  "disco_pubkey": msg["disco_pubkey"], "host_pubkey": msg["host_pubkey"]}
         with self.lock:
+            noticed = self.interrupted.get(entry["hostname"])
+            if noticed is not None and noticed["address"] != peer:
+                # a notice sent under this name from another address was not this node's
+                del self.interrupted[entry["hostname"]]
             if self._register(entry):
                 self.apply()
             self.last_seen[entry["hostname"]] = self.ctx.now()

@@ -232,6 +232,27 @@ def test_a_notice_while_still_joining_keeps_the_node_out(agent_ctx, log):
 
 
 @needs_keygen
+def test_a_notice_under_a_name_not_yet_joined_does_not_keep_out_another_address(agent_ctx):
+    """A token holder cannot pre-empt a future node's name: a notice sent for node03 from
+    one address refuses node03's join only from that address, not the real node03's."""
+    c, disco = disco_cluster(agent_ctx)
+    try:
+        squatter = c.nodes[0].identity()
+        squatter.hostname, squatter.addresses = "node03", ["127.0.0.13"]
+        N.send_notice(c.nodes[0].ctx, c.nodes[0].spec, squatter, NOTICE)
+        real = c.nodes[0].identity()
+        real.hostname, real.addresses = "node03", ["127.0.0.14"]
+        N.join_once(c.nodes[0].ctx, c.nodes[0].spec, real)
+        assert c.master.master.nodes["node03"]["address"] == "127.0.0.14"
+        # the squatter's notice is not the real node's: not shown, never forgets it
+        assert "node03" not in c.master.master.summary()["interrupted"]
+        assert blacklisted(disco) == []
+    finally:
+        c.master.stop()
+        disco.close()
+
+
+@needs_keygen
 def test_an_interrupted_node_is_forgotten_once_its_heartbeat_stops(agent_ctx, log):
     c, disco = disco_cluster(agent_ctx)
     master = c.master.master
