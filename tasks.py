@@ -12,6 +12,7 @@ from invoke import Exit, task
 
 from imagebake import settings
 from imagebake.errors import ImagebakeError
+from imagebake.terminal import safe_text
 
 # Tools installed beside this interpreter (ruff, vermin, pytest) come first on PATH.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -27,13 +28,20 @@ def _cli(fn):
         try:
             return fn(*args, **kwargs)
         except ImagebakeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {safe_text(exc)}", file=sys.stderr)  # may quote a node's words
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise Exit(code=130) from None
 
     return wrapper
+
+
+def _say(text) -> None:
+    """Print TEXT that may carry what a node, its agent or Disco said, its control
+    characters shown escaped (imagebake/terminal.py); --json output is printed as is:
+    json.dumps escapes them itself."""
+    print(safe_text(text))
 
 
 def _target(name: str):
@@ -135,7 +143,7 @@ def launch(
             raise Exit(code=1)
         return
     record = driver.launch(**given)
-    print(driver.summary(record))
+    _say(driver.summary(record))
 
 
 @task(help={"command": "launch (default) or bake: the settings that command uses",
@@ -181,7 +189,7 @@ def status(c, name=None, target=None, json_=False):
     else:
         from imagebake.report import render_status
 
-        print("\n".join([render_status(report), *lifetime.render(report["lifetime"])]))
+        _say("\n".join([render_status(report), *lifetime.render(report["lifetime"])]))
     if not report.get("ready"):
         raise Exit(code=1)
 
@@ -197,7 +205,7 @@ def extend(c, name=None, ttl=None, target=None):
     lifetime.ttl_seconds(ttl)  # a bad value: one line, before anything is asked
     record = _record(name, target)
     driver = _target(record["target"])
-    print(lifetime.extend(driver, record, ttl, driver.agent))
+    _say(lifetime.extend(driver, record, ttl, driver.agent))
 
 
 @task(help={"slaves": "how many slaves to add", "name": "cluster name", "target": TARGET_HELP})
@@ -206,7 +214,7 @@ def grow(c, slaves=None, name=None, target=None):
     """Add slaves to a running cluster without restarting the master."""
     record = _record(name, target)
     driver = _target(record["target"])
-    print(driver.summary(driver.grow(record, slaves)))
+    _say(driver.summary(driver.grow(record, slaves)))
 
 
 @task(help={"slaves": "how many slaves to remove (the newest ones)",
@@ -229,7 +237,7 @@ def shrink(c, slaves=None, node=None, name=None, force=False, timeout=None, targ
         wait = float(timeout)
     record = _record(name, target)
     driver = _target(record["target"])
-    print(shrinking.shrink(driver, record, slaves=slaves, node=node, force=force, timeout=wait))
+    _say(shrinking.shrink(driver, record, slaves=slaves, node=node, force=force, timeout=wait))
 
 
 def _given_positionals(argv: list[str], task_name: str, value_flags: set[str],
@@ -267,7 +275,7 @@ ON_HELP = "all (default), slaves, master, or names such as node01,node02"
 
 
 def _fleet_done(outcome) -> None:
-    print(outcome.summary())
+    _say(outcome.summary())
     if not outcome.ok:
         raise Exit(code=1)
 
@@ -308,7 +316,7 @@ def authorize_ip(c, name=None, cidr=None, allow_world=False, target=None):
     """Let your current address (or --cidr) reach SSH and the agent port instead of the
     address allowed now; the replaced rule is removed."""
     record = _record(name, target)
-    print(_target(record["target"]).authorize_ip(record, cidr, allow_world))
+    _say(_target(record["target"]).authorize_ip(record, cidr, allow_world))
 
 
 @task(help={"name": "cluster name", "target": TARGET_HELP})
@@ -316,7 +324,7 @@ def authorize_ip(c, name=None, cidr=None, allow_world=False, target=None):
 def tunnel(c, name=None, target=None):
     """Print (and for AWS, open) the Disco web UI address."""
     record = _record(name, target)
-    print(_target(record["target"]).tunnel(record))
+    _say(_target(record["target"]).tunnel(record))
 
 
 @task(help={"name": "cluster name", "target": TARGET_HELP})
@@ -340,7 +348,7 @@ def destroy(c, name=None, target=None):
             return
     else:
         driver = _target(tgt)
-    print(driver.destroy(name or record["name"], record))
+    _say(driver.destroy(name or record["name"], record))
 
 
 @task(help={"name": "cluster name"})
@@ -351,7 +359,7 @@ def smoke(c, name=None):
 
     record = _record(name)
     ok, message = mod.smoke(record)
-    print(message)
+    _say(message)
     if not ok:
         raise Exit(code=1)
 
@@ -372,14 +380,14 @@ def disco_selftest(c, name=None, module=None, timeout=None, json=False):
     limit = mod.parse_timeout(timeout)
 
     def progress(result):
-        print(f"{result.module}: {result.status} in {result.seconds:.1f}s", file=sys.stderr,
-              flush=True)
+        print(safe_text(f"{result.module}: {result.status} in {result.seconds:.1f}s"),
+              file=sys.stderr, flush=True)
 
     results = mod.selftest(record, module.split(",") if module else None, limit, progress)
     if json:
         print(json_mod.dumps([vars(r) for r in results], indent=1))
     else:
-        print(mod.table(results))
+        _say(mod.table(results))
     if not all(r.ok for r in results):
         raise Exit(code=1)
 
@@ -561,7 +569,7 @@ def ddfs_load(c, name=None, input=None, tag="data:2grams", chunk=False,  # noqa:
         copies = int(replicas)
     done = mod.load(_record(name), input or [], tag, chunk=chunk, blob_mb=blob,
                     sha256=sha256 or None, replicas=copies)
-    print(mod.summary(done, mod.check_tag(tag)))
+    _say(mod.summary(done, mod.check_tag(tag)))
 
 
 JOB_FLAGS = {"--name", "-n", "--with", "-w", "--results", "-r", "--on-interrupt", "-o",
@@ -593,7 +601,7 @@ def job(c, script=None, name=None, with_=None, detach=False, results=None,
         raise ImagebakeError("which job? invoke job --name X SCRIPT.py [-- ARGS]")
     job_submit.bundle(script, with_ or [])  # a missing file is named before the cluster
     record = _record(name, target)
-    print(job_submit.run(record, script, shlex.split(c.remainder or ""), with_ or [],
+    _say(job_submit.run(record, script, shlex.split(c.remainder or ""), with_ or [],
                          detach=detach, results=results, on_interrupt=on_interrupt))
 
 
@@ -609,7 +617,7 @@ def job_status(c, job=None, name=None, target=None):
     from imagebake.disco import job_submit
 
     line, alive = job_submit.status(_record(name, target), job_submit.check_job_name(job))
-    print(line)
+    _say(line)
     if not alive:
         raise Exit(code=1)
 
@@ -620,7 +628,7 @@ def job_logs(c, job=None, name=None, target=None):
     """A job's events from Disco (assignments, messages, errors)."""
     from imagebake.disco import job_submit
 
-    print(job_submit.logs(_record(name, target), job_submit.check_job_name(job)))
+    _say(job_submit.logs(_record(name, target), job_submit.check_job_name(job)))
 
 
 @task(positional=_given_positionals(sys.argv, "job-kill", JOB_ONLY, ["job"]), help=JOB_HELP)
@@ -629,7 +637,7 @@ def job_kill(c, job=None, name=None, target=None):
     """Kill a running job (`disco kill`): nothing of it keeps running on the slaves."""
     from imagebake.disco import job_submit
 
-    print(job_submit.kill(_record(name, target), job_submit.check_job_name(job)))
+    _say(job_submit.kill(_record(name, target), job_submit.check_job_name(job)))
 
 
 @task(help={"name": "cluster name", "target": TARGET_HELP})
@@ -639,4 +647,4 @@ def job_list(c, name=None, target=None):
     from imagebake.disco import job_submit
 
     for _, state, job_name in job_submit.job_list(_record(name, target)):
-        print(f"{state:<8} {job_name}")
+        _say(f"{state:<8} {job_name}")

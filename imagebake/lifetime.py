@@ -14,6 +14,7 @@ from typing import Any
 from .agent_client import AgentClient
 from .durations import IDLE_MIN_ENV, idle_stop_seconds, ttl_seconds
 from .errors import ImagebakeError
+from .terminal import safe_fields, safe_text
 
 __all__ = ["IDLE_MIN_ENV", "extend", "idle_stop_seconds", "render", "ttl_seconds", "view",
            "when"]
@@ -62,7 +63,7 @@ def extend(target: Any, record: dict, ttl: Any, agent: AgentClient | None = None
 
     state.save(record)
     previous = reply.get("previous")
-    armed = reply.get("armed") or "-"
+    armed = safe_text(reply.get("armed") or "-", one_line=True)
     return (f"TTL of {record['name']}: power-off at {when(deadline)}; was "
             f"{when(previous) if previous else 'none'}\n"
             f"  master: {armed}; nodes take it from their next heartbeat (within 30 s)")
@@ -98,6 +99,7 @@ def render(life: dict | None) -> list[str]:
     """Status lines: TTL deadline, idle stop (last job, stop at), stopping/stopped."""
     if not life:
         return []
+    life = safe_fields(life)  # the master's and Disco's words, shown escaped
     now = life.get("now") or time.time()
     lines = [f"  ttl     {when(life.get('ttl_deadline'), now)}"
              + (" (moved by extend)" if life.get("ttl_moved") else "")]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from .terminal import safe_fields
+
 
 def render_status(report: dict) -> str:
+    """Lines of `invoke status`; every string the cluster sent is shown escaped, on one line."""
+    report = safe_fields(report)
     master = report.get("master") or {}
     lines = [
         f"cluster {report.get('name')} ({report.get('target')}): "

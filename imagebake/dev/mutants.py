@@ -56,6 +56,10 @@ DESTROY = ("tests/aws/test_aws_destroy.py", "tests/aws/test_aws_launch.py::"
 DOCKER_DESTROY = ("tests/cluster/test_local_destroy.py",)
 DDFS_LOAD = ("tests/unit/disco/test_ddfs_load.py",)
 LAUNCHER_INPUTS = ("tests/unit/test_launcher_inputs.py",)
+TERMINAL = ("tests/unit/test_terminal.py", "tests/unit/test_report.py",
+            "tests/unit/test_tasks.py::test_an_error_carrying_a_nodes_text_reaches_the_terminal"
+            "_escaped", "tests/unit/targets/test_fleet.py::"
+            "test_run_output_reaches_the_terminal_escaped")
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,15 @@ MUTANTS = [
            "imagebake/bake/source_ami.py",
            'return "yes" if (int(ubuntu[1]), int(ubuntu[2])) >= IMDSV2_UBUNTU else "no"',
            'return "no"', ("tests/aws/test_aws_ami.py",)),
+    # ---------------------------------------------------------------- terminal escapes (N4)
+    Mutant("terminal-obeys-node-escapes",
+           "a node's control characters are shown escaped, never sent to the terminal",
+           "imagebake/terminal.py",
+           "_escape(c) if c not in keep and unicodedata.category(c) in ESCAPED else c", "c",
+           TERMINAL),
+    Mutant("run-output-unescaped", "invoke run shows a member's escape sequences as text",
+           "imagebake/targets/fleet.py", ": {safe_text(text)}\\n", ": {text}\\n",
+           ("tests/unit/targets/test_fleet.py::test_run_output_reaches_the_terminal_escaped",)),
 ]
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .. import targets
 from ..errors import ImagebakeError
+from ..terminal import safe_text
 from . import job_runner, jobs
 
 RUNNER = Path(job_runner.__file__)
@@ -107,7 +108,7 @@ class Watch:
     def take(self, line: str, err) -> None:
         if not line.startswith(job_runner.MARK):
             self.stderr.append(line.rstrip("\n"))
-            err.write(_printable(line))
+            err.write(safe_text(line))
             err.flush()
             return
         try:
@@ -118,7 +119,7 @@ class Watch:
             self.pid = int(said["pid"])
         elif "job" in said:
             self.names.append(str(said["job"]))
-            err.write(f"job {_printable(str(said['job']))} submitted\n")
+            err.write(f"job {safe_text(said['job'], one_line=True)} submitted\n")
         elif "progress" in said or "final" in said:
             name = str(said.get("progress") or said.get("final"))
             text = f"job {name}: {said.get('active')}: {stages(said.get('pipeline'))}"
@@ -128,7 +129,7 @@ class Watch:
             if text != self.shown and (now - self.last > 2 or "final" in said
                                        or said.get("active") != "active"):
                 self.shown, self.last = text, now
-                err.write(_printable(text) + "\n")
+                err.write(safe_text(text, one_line=True) + "\n")
                 err.flush()
 
 
@@ -144,11 +145,6 @@ def stages(pipeline) -> str:
         except (TypeError, ValueError):
             continue
     return ", ".join(parts) or "starting"
-
-
-def _printable(text: str) -> str:
-    """Control characters from the cluster never reach the terminal (tabs, newlines kept)."""
-    return "".join(c if c in "\t\n" or c.isprintable() else "?" for c in text)
 
 
 def _pump(stream, take) -> None:
@@ -187,7 +183,7 @@ def run(record: dict, script: str, args: list[str], with_dirs: list[str] | None 
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     pumps = [threading.Thread(target=_pump, args=(proc.stdout, lambda s: (
-                 out.write(_printable(s)), out.flush())), daemon=True),
+                 out.write(safe_text(s)), out.flush())), daemon=True),
              threading.Thread(target=_pump, args=(proc.stderr, lambda s: watch.take(s, err)),
                               daemon=True)]
     for pump in pumps:
@@ -239,11 +235,12 @@ def _interrupted(target, record: dict, watch: Watch, on_interrupt: str,
         on_interrupt == "ask" and _ask_kill(name)))
     if watch.pid:
         target.exec(record, f"kill {watch.pid} 2>/dev/null", user="disco")
+    shown = safe_text(name or "", one_line=True)  # Disco's name for it: shown escaped
     if kill:
         target.exec(record, f"disco kill {shlex.quote(name)}", user="disco")
-        print(f"job {name} killed", file=sys.stderr)
+        print(f"job {shown} killed", file=sys.stderr)
     elif name:
-        print(f"job {name} left running: invoke job-status --name {record['name']} {name}",
+        print(f"job {shown} left running: invoke job-status --name {record['name']} {shown}",
               file=sys.stderr)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=20)
@@ -254,7 +251,7 @@ def _interrupted(target, record: dict, watch: Watch, on_interrupt: str,
 
 def _last(lines: list[str]) -> str:
     lines = [x for x in lines if x.strip() and "Warning" not in x and "warnings.warn" not in x]
-    return _printable(lines[-1].strip())[:200] if lines else ""
+    return safe_text(lines[-1].strip())[:200] if lines else ""
 
 
 def check_disco(target, record: dict) -> None:
@@ -293,7 +290,7 @@ def write_results(target, record: dict, name: str, path: str) -> int:
         if proc.returncode != 0:
             why = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise JobFailed(f"reading the results of {name} failed: "
-                            f"{_printable(why[-1]) if why else proc.returncode}")
+                            f"{safe_text(why[-1]) if why else proc.returncode}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -340,7 +337,7 @@ def status(record: dict, name: str | None = None) -> tuple[str, bool]:
     line = f"job {name}: {state}: {stages(info.get('pipeline'))}"
     if state == "dead":
         line += f"; {jobs.failure_reason(jobs.events(target, record, name)) or 'failed'}"
-    return _printable(line), state != "dead"
+    return safe_text(line, one_line=True), state != "dead"
 
 
 def logs(record: dict, name: str | None = None) -> str:
@@ -349,7 +346,7 @@ def logs(record: dict, name: str | None = None) -> str:
     events = jobs.events(targets.get(record["target"]), record, name)
     if not events:
         raise ImagebakeError(f"no events for job {name!r} on cluster {record['name']!r}")
-    return "\n".join(_printable(f"{when} {host} {message}".rstrip())
+    return "\n".join(safe_text(f"{when} {host} {message}".rstrip())
                      for when, host, message in events)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
 from ..errors import ImagebakeError
+from ..terminal import safe_text
 
 MAX_PARALLEL = 16  # members reached at once
 DEFAULT_TIMEOUT = 3600.0  # seconds one member may take
@@ -166,7 +167,8 @@ def copy_script(dest: str, basename: str, mode: int) -> str:
 
 # ------------------------------------------------------------------ acting
 class _Printer:
-    """Each member's lines prefixed with its name; whole lines, never interleaved."""
+    """Each member's lines prefixed with its name; whole lines, never interleaved, with
+    control characters shown escaped (the member's output never steers the terminal)."""
 
     def __init__(self, nodes: list[str], out: TextIO | None) -> None:
         self.width = max(len(n) for n in nodes)
@@ -176,7 +178,7 @@ class _Printer:
     def line(self, node: str, text: str) -> None:
         out = self.out or sys.stdout
         with self.lock:
-            out.write(f"{node:<{self.width}}: {text}\n")
+            out.write(f"{node:<{self.width}}: {safe_text(text)}\n")
             out.flush()
 
 

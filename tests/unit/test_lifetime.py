@@ -80,3 +80,17 @@ def test_render_shows_the_idle_state():
     text = "\n".join(lifetime.render(life))
     assert "stop after 30m 0s without a job" in text and "last job wc@1" in text
     assert "stop at 2023-11-14" in text
+
+
+def test_render_escapes_what_the_master_and_disco_said():
+    from imagebake import lifetime
+
+    life = {"now": T0, "ttl_deadline": T0 + 60, "idle_stop": 1800,
+            "idle": {"last_job": {"name": "wc\x1b]0;pwned\x07@1", "status": "ready\r",
+                                  "start": T0 - 5},
+                     "running_jobs": [], "idle_for": 5, "stop_at": T0 + 1795,
+                     "disco": "up\x1b[2J"},
+            "stopping": "ttl\x9b", "told": ["node01\x1b[1m"]}
+    text = "\n".join(lifetime.render(life))
+    assert [c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7f <= ord(c) <= 0x9f] == []
+    assert "last job wc\\x1b]0;pwned\\x07@1 (ready\\r" in text

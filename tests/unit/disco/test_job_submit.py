@@ -191,4 +191,4 @@ def test_stages_from_jobinfo_rows():
 
 
 def test_control_characters_from_the_cluster_never_reach_the_terminal():
-    assert job_submit._printable("ok\x1b]0;pwned\x07\tx\n") == "ok?]0;pwned?\tx\n"
+    assert job_submit.safe_text("ok\x1b]0;pwned\x07\tx\n") == "ok\\x1b]0;pwned\\x07\tx\n"

@@ -426,3 +426,12 @@ def test_docker_and_qemu_run_and_copy_as_disco(tmp_path):
               "ports": {"ssh": 2222}, "login": "ubuntu", "vms": {"node01": {"ip": "10.0.0.2"}}}
     qemu = QemuTarget().batch_argv(record, "node01", words)
     assert remote_user(qemu, "ubuntu") == "disco"
+
+
+def test_run_output_reaches_the_terminal_escaped(target):
+    # a member's output may carry escape sequences (retitle, clear screen), CR and BEL:
+    # shown as visible text; tabs stay
+    outcome, out = run(target, "node01",
+                       r"printf 'a\033]0;pwned\007\033[2J\rb\tc\001\177\n'")
+    assert outcome.ok
+    assert out.splitlines() == ["node01: a\\x1b]0;pwned\\x07\\x1b[2J\\rb\tc\\x01\\x7f"]
