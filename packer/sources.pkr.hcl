@@ -27,6 +27,10 @@ source "amazon-ebs" "master" {
   tags            = merge(local.aws_tags["master"], { "imagebake:imdsv2" = var.imdsv2_support })
   snapshot_tags   = merge(local.aws_tags["master"], { "imagebake:imdsv2" = var.imdsv2_support })
   run_tags        = { Name = "packer imagebake master", "imagebake:imdsv2" = var.imdsv2_support }
+
+  # SSH from the builder's address only (Packer's default is 0.0.0.0/0; 1.6.6 has no
+  # temporary_security_group_source_public_ip): invoke bake fills ssh_source_cidr
+  temporary_security_group_source_cidrs = [var.ssh_source_cidr]
 }
 
 source "amazon-ebs" "node" {
@@ -42,4 +46,8 @@ source "amazon-ebs" "node" {
   tags            = merge(local.aws_tags["node"], { "imagebake:imdsv2" = var.imdsv2_support })
   snapshot_tags   = merge(local.aws_tags["node"], { "imagebake:imdsv2" = var.imdsv2_support })
   run_tags        = { Name = "packer imagebake node", "imagebake:imdsv2" = var.imdsv2_support }
+
+  # SSH from the builder's address only (Packer's default is 0.0.0.0/0; 1.6.6 has no
+  # temporary_security_group_source_public_ip): invoke bake fills ssh_source_cidr
+  temporary_security_group_source_cidrs = [var.ssh_source_cidr]
 }

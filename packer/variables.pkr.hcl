@@ -131,6 +131,12 @@ variable "ssh_username" {
   default     = "ubuntu"
 }
 
+variable "ssh_source_cidr" {
+  type        = string
+  description = "Who may SSH to the instance an amazon-ebs build bakes: the builder's own address as a CIDR (Packer's temporary security group; without it Packer opens 0.0.0.0/0). invoke bake fills it with your public address/32 (checkip.amazonaws.com); pass it when that is not the address the instance sees, e.g. 10.0.0.0/16 from inside the VPC. Empty: an amazon-ebs build refuses (Packer rejects the empty CIDR)."
+  default     = ""
+}
+
 variable "subnet_id" {
   type        = string
   description = "Subnet to build in (empty: the default VPC)."

@@ -252,6 +252,10 @@ MUTANTS = [
     Mutant("run-output-unescaped", "invoke run shows a member's escape sequences as text",
            "imagebake/targets/fleet.py", ": {safe_text(text)}\\n", ": {text}\\n",
            ("tests/unit/targets/test_fleet.py::test_run_output_reaches_the_terminal_escaped",)),
+    # ---------------------------------------------------------------- bake's SSH source
+    Mutant("bake-ssh-open-to-world", "Packer's temporary security group lets in the caller only",
+           "imagebake/targets/aws/images.py", "packer_vars={SSH_SOURCE: source_cidr}",
+           'packer_vars={SSH_SOURCE: "0.0.0.0/0"}', ("tests/aws/test_aws_images.py",)),
 ]
 
 

@@ -157,7 +157,8 @@ def test_packer_validates_the_new_variables(monkeypatch, tmp_path, var, value, o
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(ROOT)
     given = {"content_hash": {"master": "a" * 64, "node": "b" * 64},
-             "source_ami": "ami-0123456789abcdef0", var: value}
+             "source_ami": "ami-0123456789abcdef0", "ssh_source_cidr": "192.0.2.1/32",
+             var: value}
     if ok:
         packer.validate(ROOT / "packer", given)
     else:

@@ -100,7 +100,7 @@ def test_imdsv2_support_is_validated_by_packer(value, ok):
 
     hashes = {"master": "a" * 64, "node": "b" * 64}
     args = ({"content_hash": hashes, "source_ami": "ami-0123456789abcdef0",
-             "imdsv2_support": value}, )
+             "ssh_source_cidr": "192.0.2.1/32", "imdsv2_support": value}, )
     if ok:
         packer.validate(ROOT / "packer", *args, only=["amazon-ebs.master"])
     else:

@@ -137,9 +137,11 @@ def _zones_offering(client: Any, instance_types: list[str]) -> set[str] | None:
 
 def caller_cidr(url: str | None = None, timeout: float = CHECKIP_TIMEOUT,
                 flag: str = "--allow-cidr") -> str:
-    """This machine's public address as a /32 (or /128), from checkip."""
+    """This machine's public address as a /32 (or /128), from checkip. FLAG is what
+    the one-line error tells the user to pass instead (`--var name=` for a bake)."""
     url = url or os.environ.get(CHECKIP_ENV) or CHECKIP_URL
-    hint = f"pass {flag} with your public address, e.g. {flag} 203.0.113.7/32"
+    example = f"{flag}{'' if flag.endswith('=') else ' '}203.0.113.7/32"
+    hint = f"pass {flag.rstrip('=')} with your public address, e.g. {example}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             text = response.read(64).decode("ascii", "replace").strip()
