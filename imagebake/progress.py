@@ -23,6 +23,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from .terminal import safe_text
+
 
 class Row:
     """One line of a Board."""
@@ -33,6 +35,9 @@ class Row:
 
     def update(self, *, status: str | None = None, step: str | None = None,
                completed: float | None = None, finished: bool = False) -> None:
+        # a step may quote the cluster (Packer's build output, drain states): shown escaped
+        status = None if status is None else safe_text(status, one_line=True)
+        step = None if step is None else safe_text(step, one_line=True)
         changed = (status is not None and status != self.status) or (
             step is not None and step != self.step)
         self.status = self.status if status is None else status
@@ -81,7 +86,7 @@ class Board:
     def note(self, text: str) -> None:
         """A line printed above the live rows (nothing when not on a terminal)."""
         if not self.progress.disable:
-            self.progress.console.print(text, markup=False, highlight=False)
+            self.progress.console.print(safe_text(text), markup=False, highlight=False)
 
     def plain_line(self, row: Row) -> None:
         if self.plain:

@@ -43,3 +43,19 @@ def test_steps_log_each_state_with_its_time_when_live(monkeypatch):
     text = out.getvalue()
     assert "s master pending (i-1)" in text and "s slaves pending (4)" in text
     assert "launching demo" in text
+
+
+def test_a_step_from_the_cluster_is_shown_escaped_plain_and_live(capsys, monkeypatch):
+    # steps quote what the cluster reports (Packer's build output, drain states)
+    hostile = "drain \x1b]0;pwned\x07\x1b[2J\rdone"
+    with progress.Board(enabled=False, plain=True) as board:
+        board.row("node01").update(status="draining", step=hostile)
+    assert capsys.readouterr().err.splitlines() == [
+        "[node01] draining: drain \\x1b]0;pwned\\x07\\x1b[2J\\rdone"]
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "Console",
+                        lambda stderr=True: Console(file=out, force_terminal=True, width=200))
+    with progress.Steps("shrinking demo", enabled=True) as steps:
+        steps.step(hostile)
+    assert "\x1b]0;pwned" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert "drain \\x1b]0;pwned\\x07" in out.getvalue()
