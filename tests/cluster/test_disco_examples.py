@@ -135,3 +135,14 @@ def test_a_chained_job_reads_the_first_jobs_results(ex):
     histogram = Counter(Counter(WORDS).values())
     assert as_counts(pairs) == {str(k): v for k, v in histogram.items()}
     assert stderr == ""
+
+
+def test_workers_keep_disco_compiled_in_the_job_home(ex):
+    """A job's tasks on a slave compile Disco's library in the job home once and reuse it
+    (py3 patch 0012): Disco 0.5.4's worker turned .pyc writing off on every Python 3, so
+    each task (one Python process) recompiled it."""
+    run_example(ex, "count_words.py")
+    found = [sh(ex, node, "find /usr/var/disco/data -path '*/dist-packages/disco/__pycache__/"
+                          "util.cpython-*.pyc' | head -1").stdout.strip()
+             for node in ("node01", "node02")]
+    assert any(found), "no compiled Disco library in any job home on the slaves"
