@@ -89,6 +89,32 @@ def test_blobs_are_read_by_disco_default_reader_and_a_reload_adds_nothing(dl, sa
     assert pushers(dl) == 0
 
 
+READ_AHEAD = """
+import os
+from disco import comm
+path = "/tmp/imagebake-read-ahead.tsv"
+with open(path, "wb") as out:
+    out.write(b"of the\\t1999\\t12\\t3\\t1\\n" * 200000)
+try:
+    stream = comm.open_local(path)
+    line = next(iter(stream))
+    print(len(line), os.lseek(stream.fileno(), 0, os.SEEK_CUR), comm.BUFFER_SIZE)
+finally:
+    os.unlink(path)
+"""
+
+
+def test_a_task_reads_a_local_blob_ahead_in_large_blocks(dl):
+    """Disco's default reader opens a blob on the task's own node with comm.open_local. On
+    Python 3 that was an unbuffered io.FileIO (compat's `file`), which reads a line one byte
+    per read(2): the 2-gram job over blobs spent its time there (issue 20; our patch
+    provision/disco/patches/py3/disco-*/*-local-files-buffered.patch). After one line is
+    read, the file's offset must be a whole block ahead, not at the line's end."""
+    out = sh(dl, "node01", f"python3 -c '{READ_AHEAD}'", user="disco").stdout.split()
+    line, offset, block = map(int, out)
+    assert line == 19 and offset == block == 2**20, out
+
+
 def test_the_chunk_format_is_read_with_chain_reader(dl, sample, state_dir):
     inputs = [a for p in sorted(sample.iterdir()) for a in ("--input", str(p))]
     out = invoke("ddfs-load", "--name", "h4dl", *inputs, "--tag", "data:h4chunks", "--chunk")
