@@ -19,7 +19,7 @@ import zipfile
 
 import pytest
 
-from imagebake.disco import ddfs_load
+from imagebake.disco import ddfs_load, ddfs_push
 from imagebake.errors import ImagebakeError
 
 TEXT = b"of the\t1999\t12\t3\t1\n"
@@ -36,6 +36,10 @@ class FakeDDFS(http.server.ThreadingHTTPServer):
         self.dead: set[str] = set()  # node names whose PUTs fail
         self.replicas = 2
         self.files: dict[str, bytes] = {}
+        self.tag_reads: list[str] = []  # "ok" or "refused": the answers to GET /ddfs/tag/
+        self.tag_read_delay = 0.0
+        self.refuse_tag_reads = False
+        self.chunks: list[list[int]] = []  # per PUT: its chunk sizes ([] for Content-Length)
         self.lock = threading.Lock()
 
     def hosts(self) -> dict[str, str]:
@@ -73,6 +77,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         if path.startswith("/ddfs/tag/"):
             tag = path[len("/ddfs/tag/"):]
+            time.sleep(self.server.tag_read_delay)
+            self.server.tag_reads.append("refused" if self.server.refuse_tag_reads else "ok")
+            if self.server.refuse_tag_reads:
+                return self.reply(500, "tag server busy")
             if tag not in self.server.tags:
                 return self.reply(404, "Tag not found.")
             return self.reply(200, {"id": tag, "urls": self.server.tags[tag]})
@@ -89,9 +97,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                     for n, h in hosts[:replicas]])
         return self.reply(404, "?")
 
+    def read_body(self) -> tuple[bytes, list[int]]:
+        """The body as mochiweb reads it: by Content-Length, or chunked (with the chunk
+        sizes)."""
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers["Content-Length"])), []
+        parts, sizes = [], []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            if not size:
+                while self.rfile.readline() not in (b"\r\n", b""):  # trailers
+                    pass
+                return b"".join(parts), sizes
+            parts.append(self.rfile.read(size))
+            sizes.append(size)
+            assert self.rfile.read(2) == b"\r\n"
+
     def do_PUT(self):  # noqa: N802
         _, _, node, name = self.path.split("/", 3)
-        data = self.rfile.read(int(self.headers["Content-Length"]))
+        data, sizes = self.read_body()
+        with self.server.lock:
+            self.server.chunks.append(sizes)
         if node in self.server.dead:
             return self.reply(503, "node down")
         url = f"disco://{node}/ddfs/vol0/blob/{name}"
@@ -182,6 +208,40 @@ def test_inputs_are_stored_as_line_aligned_blobs_with_one_tag_update(ddfs, tmp_p
         assert name.endswith(hashlib.sha256(ddfs.blobs[replicas[0]]).hexdigest()[:32])
 
 
+def test_blobs_are_put_in_chunks_of_at_most_one_mib(ddfs, tmp_path):
+    """A DDFS storage node reads a Content-Length body 8 KiB at a time (one Erlang receive
+    and one file write each) but a chunk in one piece: every PUT is chunked, 1 MiB a chunk."""
+    big = _lines(200_000)  # 5.6 MB: two blobs of at most 4 MiB, each several chunks
+    (tmp_path / "a.tsv").write_bytes(big)
+    ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=4)
+    assert b"".join(ddfs.tag_bytes("data:x")) == big
+    assert len(ddfs.chunks) == 2 * 2  # two blobs, two replicas each
+    for sizes in ddfs.chunks:
+        assert sizes and max(sizes) <= ddfs_push.CHUNK == 2**20
+    assert sum(map(sum, ddfs.chunks)) == 2 * len(big)
+
+
+def test_line_blobs_cut_at_line_ends_without_copying():
+    """Blobs are memoryviews of the pieces as they came (no byte copied); each ends at the
+    last line end before the size (else the first after it), whatever the pieces' bounds."""
+    data = b"".join(b"%d\t%s\n" % (i, b"x" * (i % 37)) for i in range(3000))
+    for step in (1, 7, 100, 4096, len(data)):
+        pieces = [data[i:i + step] for i in range(0, len(data), step)]
+        blobs = list(ddfs_push.line_blobs(iter(pieces), 1000))
+        assert all(isinstance(v, memoryview) for blob in blobs for v in blob)
+        joined = [b"".join(blob) for blob in blobs]
+        assert b"".join(joined) == data
+        at = 0
+        for blob in joined[:-1]:  # each as long as it could be: the next line did not fit
+            assert blob.endswith(b"\n") and len(blob) <= 1000
+            assert len(blob) + data.index(b"\n", at + len(blob)) + 1 - at - len(blob) > 1000
+            at += len(blob)
+    blobs = list(ddfs_push.line_blobs(iter([b"a" * 1500 + b"\nb\n"]), 1000))
+    assert [b"".join(b) for b in blobs] == [b"a" * 1500 + b"\n", b"b\n"]
+    with pytest.raises(ddfs_push.Failed, match="a line longer than 4000 bytes"):
+        list(ddfs_push.line_blobs(iter([b"a" * 3000, b"a" * 3000]), 1000))
+
+
 def test_many_small_inputs_make_few_blobs_and_lines_never_merge(ddfs, tmp_path):
     sources = []
     for i in range(30):
@@ -200,6 +260,26 @@ def test_loading_the_same_input_again_stores_nothing_new(ddfs, tmp_path):
     assert first["new"] == 2 and again["new"] == 0 and again["skipped"] == 2
     assert ddfs.tag_posts == 1 and len(ddfs.tags["data:x"]) == 2
     assert "2 already there" in ddfs_load.summary(again, "data:x")
+
+
+def test_the_tag_read_beside_the_input_still_keeps_duplicates_out(ddfs, tmp_path):
+    """The pusher reads the tag's blobs while the input streams in; a blob is only checked
+    (and stored) once they are known, however slow the read."""
+    (tmp_path / "a.tsv").write_bytes(_lines(40_000))
+    ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=1)
+    ddfs.tag_read_delay = 1.5
+    again = ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=1)
+    assert again["new"] == 0 and again["skipped"] == 2 and ddfs.tag_posts == 1
+
+
+def test_a_tag_that_cannot_be_read_fails_the_load_before_any_blob(ddfs, tmp_path):
+    (tmp_path / "a.tsv").write_bytes(_lines(40_000))
+    ddfs.refuse_tag_reads = True
+    with pytest.raises(ddfs_load.LoadFailed) as err:
+        ddfs_load.load(RECORD, [str(tmp_path / "a.tsv")], "data:x", blob_mb=1)
+    assert "reading tag data:x failed: HTTP 500" in str(err.value)
+    assert "\n" not in str(err.value) and ddfs.tag_reads == ["refused"]
+    assert not ddfs.blobs and ddfs.tag_posts == 0
 
 
 def test_a_storage_node_failing_fails_the_load_and_leaves_the_tag(ddfs, tmp_path):
