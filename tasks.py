@@ -365,7 +365,9 @@ def smoke(c, name=None):
 
 
 @task(help={"name": "cluster name",
-            "module": "comma-separated modules of Disco's tests/ (default: all of them)",
+            "module": "comma-separated modules of Disco's tests/ (default: all of them); a "
+                      "named module also runs its tests too big for a small cluster "
+                      "(test_50k's 50,000 tasks)",
             "timeout": "seconds per module before it counts as failed (default 300)",
             "json": "print the results as JSON instead of the table"})
 @_cli

@@ -90,6 +90,19 @@ def test_only_the_named_tests_are_skipped_and_with_their_reason(monkeypatch):
     assert all(key.count(".") in (0, 2) and why for key, why in selftest.SKIPS.items())
 
 
+def test_the_50k_test_is_skipped_for_host_size_unless_its_module_is_named(monkeypatch):
+    target = FakeTarget(modules=("test_50k.py", "test_simple.py"))
+    monkeypatch.setattr("imagebake.targets.get", lambda name: target)
+    selftest.selftest({"name": "c", "target": "docker"})  # the whole suite
+    whole = next(c for c in target.commands if "runner.py test_50k" in c)
+    assert "'test_50k.ManyMapTestCase.test_50k=host size: 50,000 map tasks" in whole
+    assert "CPU-s per task" in whole  # the reason carries its figures
+    target.commands.clear()
+    selftest.selftest({"name": "c", "target": "docker"}, ["test_50k"])  # asked for by name
+    named = next(c for c in target.commands if "runner.py test_50k" in c)
+    assert "=" not in named.split("runner.py")[1]
+
+
 def test_a_skipped_module_is_not_run(monkeypatch):
     target = FakeTarget(modules=("test_external.py", "test_simple.py"))
     monkeypatch.setattr("imagebake.targets.get", lambda name: target)
