@@ -139,7 +139,7 @@ def test_a_chained_job_reads_the_first_jobs_results(ex):
 
 def test_workers_keep_disco_compiled_in_the_job_home(ex):
     """A job's tasks on a slave compile Disco's library in the job home once and reuse it
-    (py3 patch 0012): Disco 0.5.4's worker turned .pyc writing off on every Python 3, so
+    (py3 patch 0013): Disco 0.5.4's worker turned .pyc writing off on every Python 3, so
     each task (one Python process) recompiled it."""
     run_example(ex, "count_words.py")
     found = [sh(ex, node, "find /usr/var/disco/data -path '*/dist-packages/disco/__pycache__/"

@@ -128,3 +128,11 @@ def test_patch_tree_layout() -> None:
         first = p.read_text().splitlines()[0]
         assert first.startswith("Reason: ") and len(first) > 20, f"{p}: no one-line reason"
         assert "\ndiff --git " in p.read_text(), f"{p}: not a git diff"
+
+
+def test_patch_numbers_are_unique_per_directory() -> None:
+    """Two patches of one directory never share a number (their order would be by the rest
+    of the name, which no one chose)."""
+    for tree in PATCHES.glob("*/*"):
+        numbers = [p.name[:4] for p in tree.glob("*.patch")]
+        assert len(numbers) == len(set(numbers)), f"{tree}: a patch number used twice"
