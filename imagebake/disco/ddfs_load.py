@@ -328,7 +328,7 @@ def _send(proc: subprocess.Popen, items: list[Source], progress: Progress,
         for source in [s for s in items if s.url]:
             pipe.write(frame("U", json.dumps(url_item(source)).encode()))
         pipe.write(frame("Z", json.dumps({"inputs": len(items)}).encode()))
-        pipe.close()
+        pipe.flush()  # left open until the pusher ends: its end means Ctrl-C (ddfs_push)
     except (BrokenPipeError, ConnectionResetError):
         pass
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -374,6 +374,8 @@ def load(record: dict, sources: list[str], tag: str, chunk: bool = False,
     try:
         sent = _send(proc, items, progress, outcome)
         proc.wait()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
     except BaseException:  # bad input found midway, Ctrl-C: the pusher never sees Z
         with contextlib.suppress(OSError):
             proc.stdin.close()  # the pusher reads the end of its stream and stops

@@ -11,7 +11,9 @@ Frames: one kind byte, 8 bytes of big-endian length, the payload.
   U {json}    an input the slaves download themselves: {"url", "name", "shown", "sha256"}
   Z {json}    everything was sent: store the tag ({"inputs": n})
 Anything else, or the stream ending before Z (Ctrl-C, a dead laptop), aborts: the tag is
-not touched. Progress and the outcome are JSON lines on stdout.
+not touched. After Z the laptop keeps the stream open until the pusher ends, so its end
+while the slaves still download (Ctrl-C) aborts too. Progress and the outcome are JSON
+lines on stdout.
 
 The local inputs, one after the other as one stream of lines (many small files make few
 blobs), are cut into line-aligned blobs of about BLOB_BYTES (MODE blobs: the bytes as they
@@ -348,6 +350,7 @@ class Load:
         self.urls = []
         self.remote = [0, 0, 0, 0]  # received, stored, written, blobs on the slaves
         self.remote_skipped = self.remote_replicas = 0
+        self.gone = threading.Event()  # the laptop's stream ended after Z (run)
         self.last = 0.0
 
     def progress(self, force=False):
@@ -377,9 +380,11 @@ class Load:
     def cut(self, pieces):
         return (chunk_blobs if self.mode == "chunks" else line_blobs)(pieces, self.blob_bytes)
 
-    def run(self, stream):
+    def run(self, stream, raw=None):
         """Local inputs first (F frames, their lines cut into blobs as one stream), then the
-        inputs the slaves fetch (U), then Z: commit."""
+        inputs the slaves fetch (U), then Z: commit. After Z the laptop keeps RAW (the
+        stream under STREAM) open until the load ends: its end then means the laptop went
+        away (Ctrl-C), and the load stops before the tag changes."""
         self.inputs, self.prefix, self.after = 0, None, ("", b"")
         for data in self.cut(self.local(stream)):
             self.add(self.prefix, data)
@@ -389,6 +394,10 @@ class Load:
             self.inputs += 1
             kind, payload = next(stream, ("", b""))
         if kind == "Z":
+            if raw is not None:
+                watcher = threading.Thread(target=watch_end, args=(raw, self.gone))
+                watcher.daemon = True
+                watcher.start()
             fetched = fetch_on_slaves(self) if self.urls else []
             return self.commit(self.inputs, fetched)
         raise Failed("the stream from the laptop ended early (interrupted?)")
@@ -414,6 +423,8 @@ class Load:
     def commit(self, inputs, fetched=()):
         urls = self.pusher.finish() + list(fetched)
         self.progress(force=True)
+        if self.gone.is_set():
+            raise Failed(GONE)
         if urls:
             status, body = http("POST", "%s/ddfs/tag/%s" % (MASTER, self.tag),
                                 json.dumps(urls).encode("utf-8"), timeout=120)
@@ -425,6 +436,19 @@ class Load:
             replicas=max(self.pusher.replicas, self.remote_replicas),
             bytes=self.received + self.remote[0],
             written=self.pusher.replica_bytes + self.remote[2])
+
+
+GONE = "the laptop's stream ended before the load did (interrupted?)"
+
+
+def watch_end(raw, gone):
+    """Set GONE when RAW (the laptop's stream, after Z) ends."""
+    try:
+        while raw.read(1 << 16):
+            pass
+    except (OSError, ValueError):
+        pass
+    gone.set()
 
 
 # ---------------------------------------------------------------- inputs the slaves fetch
@@ -501,11 +525,13 @@ def fetch_on_slaves(load):
         thread.start()
     while any(t.is_alive() for t in threads):
         load.progress()
-        if errors:
+        if errors or load.gone.is_set():
             for proc in procs.values():
                 if proc.poll() is None:
                     proc.kill()
         time.sleep(0.3)
+    if load.gone.is_set():
+        raise Failed(GONE)
     if errors:
         raise Failed(errors[0])
     urls = []
@@ -661,7 +687,7 @@ def main(argv):
             fetch(argv)
             return 0
         tag, blob_bytes, workers, mode = argv[1], int(argv[2]), int(argv[3]), argv[4]
-        Load(tag, blob_bytes, workers, mode).run(frames(sys.stdin.buffer))
+        Load(tag, blob_bytes, workers, mode).run(frames(sys.stdin.buffer), sys.stdin.buffer)
     except Failed as exc:
         say(error=str(exc))
         return 1

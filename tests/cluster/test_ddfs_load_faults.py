@@ -18,10 +18,12 @@ import hashlib
 import http.server
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -191,8 +193,33 @@ def web(fc, tmp_path_factory):
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
+    """The folder's files; /slow.tsv: SLOW_PIECES pieces of lines, one every 0.2 s, and
+    how each such transfer ended ("done" or "broken") appended to SLOW_ENDS."""
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):  # noqa: N802
+        if self.path != "/slow.tsv":
+            return super().do_GET()
+        piece = TEXT * 5000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(piece) * SLOW_PIECES))
+        self.end_headers()
+        try:
+            for _ in range(SLOW_PIECES):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            SLOW_ENDS.append("broken")
+            return None
+        SLOW_ENDS.append("done")
+        return None
+
+
+SLOW_PIECES = 150  # 30 s
+SLOW_ENDS: list[str] = []
 
 
 @pytest.mark.parametrize("case,says", [
@@ -221,6 +248,37 @@ def test_a_bad_download_fails_on_the_slave_in_one_line_and_changes_nothing(
     assert line.startswith("error: ddfs-load failed: ") and line.endswith(
         f"; tag {TAG} not changed"), line
     assert says.format(url=f"{url}/{name}", real=real) in line, line
+    check_nothing_changed(fc, base, before, left)
+
+
+def test_ctrl_c_while_the_slaves_download_leaves_the_tag_and_nothing_running(
+        fc, base, web, state_dir):
+    """Once the laptop has sent everything, the load goes on in the cluster (the slaves
+    download): Ctrl-C then must still stop it before the tag changes."""
+    url, _ = web
+    before = temp_files(fc)
+    tmp = Path(tempfile.mkdtemp(prefix="h7-laptop-tmp-"))
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "ddfs-load", "--name", NAME,
+                             "--input", f"{url}/slow.tsv", "--tag", TAG],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})
+    ends = len(SLOW_ENDS)
+    end = time.monotonic() + 120
+    while not any(pushers(fc)[node] for node in fc["nodes"]):  # a slave is downloading
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "no slave started the download"
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    end = time.monotonic() + SLOW_PIECES * 0.2 + 30  # long enough for the download to end
+    while (len(SLOW_ENDS) == ends or set(pushers(fc).values()) != {0}) \
+            and time.monotonic() < end:
+        time.sleep(1)
+    assert SLOW_ENDS[ends:] == ["broken"]  # the download was stopped, not finished
+    left = sorted(p.name for p in tmp.iterdir())
+    shutil.rmtree(tmp, ignore_errors=True)
     check_nothing_changed(fc, base, before, left)
 
 

@@ -341,6 +341,19 @@ def test_the_pusher_never_tags_a_stream_that_ends_early(ddfs):
     assert ddfs.tag_posts == 0
 
 
+def test_the_pusher_never_tags_when_the_stream_ends_while_the_slaves_download(ddfs):
+    """After Z the laptop keeps the stream open until the pusher ends; its end (Ctrl-C)
+    while the slaves download stops the load before the tag changes."""
+    ddfs.files["a.tsv"] = TEXT * 1000
+    item = {"url": f"http://127.0.0.1:{ddfs.server_port}/files/a.tsv", "name": "a_tsv",
+            "shown": "a.tsv", "sha256": ""}
+    stream = ddfs_load.frame("U", json.dumps(item).encode()) + ddfs_load.frame("Z", b"{}")
+    proc = subprocess.run(["sh", "-c", ddfs_load.pusher_command("data:x", 2**20, 2, False)],
+                          input=stream, capture_output=True)  # the stream ends after Z
+    assert proc.returncode == 1 and b"ended before the load did" in proc.stdout, proc.stdout
+    assert ddfs.tag_posts == 0
+
+
 @pytest.mark.parametrize("suffix,writer", [
     (".gz", lambda p, d: p.write_bytes(gzip.compress(d))),
     (".bz2", lambda p, d: p.write_bytes(bz2.compress(d))),
