@@ -35,3 +35,11 @@ def disco_config(record: dict) -> dict:
 def fingerprint(record: dict, host: str) -> dict[str, str]:
     """sha256 of every file the agent writes, to prove something did not change."""
     return {p: hashlib.sha256(read(record, host, p).encode()).hexdigest() for p in WATCHED}
+
+
+def temp_files(record: dict, hosts: list[str] | None = None) -> dict[str, list[str]]:
+    """Everything under /tmp and /var/tmp on HOSTS (default: the master and every slave),
+    to prove a command left no temporary file there."""
+    return {host: sorted(sh(record, host, "find /tmp /var/tmp -mindepth 1 2>/dev/null || true")
+                         .stdout.split())
+            for host in hosts or ["master", *record["nodes"]]}

@@ -6,6 +6,7 @@ left on the master. One 2-slave cluster, in file order (the last test kills a sl
 from __future__ import annotations
 
 import gzip
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from imagebake.disco import jobs, smoke
 from imagebake.targets.docker import cluster as docker_cluster
 from imagebake.targets.docker.cluster import container_name
 
-from .helpers import sh
+from .helpers import sh, temp_files
 
 TARGET = docker_cluster.DockerTarget()
 PUSHER_MARK = "The in-cluster half of"  # in the pusher's -c code, so in its command line
@@ -198,11 +199,19 @@ def _wait_for_pusher(record: dict, proc: subprocess.Popen, seconds: float = 60) 
     time.sleep(1.5)  # some blobs in flight
 
 
+def _laptop_tmp(tmp_path: Path) -> dict:
+    """The environment of a run whose TMPDIR is TMP_PATH/laptop-tmp (to check it stays
+    empty: no temporary file left on the laptop)."""
+    (tmp_path / "laptop-tmp").mkdir()
+    return {**os.environ, "TMPDIR": str(tmp_path / "laptop-tmp")}
+
+
 def test_ctrl_c_during_a_load_leaves_the_tag_and_no_pusher(dl, state_dir, tmp_path):
-    before = blobs(dl, "data:h4blobs")
+    before, temps = blobs(dl, "data:h4blobs"), temp_files(dl)
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "ddfs-load", "--name", "h4dl",
                              "--input", str(_big(tmp_path)), "--tag", "data:h4blobs"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_laptop_tmp(tmp_path))
     _wait_for_pusher(dl, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -212,14 +221,16 @@ def test_ctrl_c_during_a_load_leaves_the_tag_and_no_pusher(dl, state_dir, tmp_pa
     while pushers(dl) and time.monotonic() < end:
         time.sleep(0.5)
     assert pushers(dl) == 0
+    assert list((tmp_path / "laptop-tmp").iterdir()) == [] and temp_files(dl) == temps
 
 
 def test_a_storage_node_killed_mid_load_fails_in_one_line_and_leaves_the_tag(dl, state_dir,
                                                                             tmp_path):
-    before = blobs(dl, "data:h4blobs")
+    before, temps = blobs(dl, "data:h4blobs"), temp_files(dl, ["master", "node01"])
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "ddfs-load", "--name", "h4dl",
                              "--input", str(_big(tmp_path)), "--tag", "data:h4blobs"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_laptop_tmp(tmp_path))
     _wait_for_pusher(dl, proc)
     subprocess.run(["docker", "kill", container_name("h4dl", "node02")], check=True,
                    capture_output=True)
@@ -229,3 +240,5 @@ def test_a_storage_node_killed_mid_load_fails_in_one_line_and_leaves_the_tag(dl,
     assert last.startswith("error: ddfs-load failed: ") and "tag data:h4blobs not changed" in last
     assert blobs(dl, "data:h4blobs") == before
     assert pushers(dl) == 0
+    assert list((tmp_path / "laptop-tmp").iterdir()) == []
+    assert temp_files(dl, ["master", "node01"]) == temps

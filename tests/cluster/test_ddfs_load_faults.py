@@ -32,7 +32,7 @@ import pytest
 
 from imagebake.disco import smoke
 
-from .helpers import sh
+from .helpers import sh, temp_files
 
 NAME = "h7-faults"
 TAG = "data:h7base"
@@ -67,12 +67,6 @@ def invoke(*args: str, env: dict | None = None, timeout: int = 600):
 def blobs(record: dict, tag: str) -> list[str]:
     out = sh(record, "master", f"ddfs blobs {tag} 2>/dev/null || true", user="disco").stdout
     return sorted(out.split())
-
-
-def temp_files(record: dict) -> dict[str, list[str]]:
-    """Everything under /tmp and /var/tmp on the master and every slave."""
-    return {host: sorted(sh(record, host, "find /tmp /var/tmp -mindepth 1 2>/dev/null || true")
-                         .stdout.split()) for host in hosts(record)}
 
 
 def pushers(record: dict) -> dict[str, int]:
