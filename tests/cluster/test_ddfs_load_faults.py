@@ -246,12 +246,13 @@ def test_a_bad_download_fails_on_the_slave_in_one_line_and_changes_nothing(
 
 
 def test_ctrl_c_while_the_slaves_download_leaves_the_tag_and_nothing_running(
-        fc, base, web, state_dir):
+        fc, base, web, state_dir, tmp_path):
     """Once the laptop has sent everything, the load goes on in the cluster (the slaves
     download): Ctrl-C then must still stop it before the tag changes."""
     url, _ = web
     before = temp_files(fc)
-    tmp = Path(tempfile.mkdtemp(prefix="h7-laptop-tmp-"))
+    tmp = tmp_path / "laptop-tmp"
+    tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "ddfs-load", "--name", NAME,
                              "--input", f"{url}/slow.tsv", "--tag", TAG],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -272,7 +273,6 @@ def test_ctrl_c_while_the_slaves_download_leaves_the_tag_and_nothing_running(
         time.sleep(1)
     assert SLOW_ENDS[ends:] == ["broken"]  # the download was stopped, not finished
     left = sorted(p.name for p in tmp.iterdir())
-    shutil.rmtree(tmp, ignore_errors=True)
     check_nothing_changed(fc, base, before, left)
 
 
