@@ -8,7 +8,6 @@ takes a duration states its range here, so `--idle-stop 90s` on the command line
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,6 @@ from .errors import ImagebakeError
 GRAMMAR = re.compile(r"(\d{1,7})([smhd])")  # matched whole (fullmatch)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 EXAMPLES = "e.g. 90m, 4h or 2d"
-# Test-only: a lower minimum for --idle-stop (the docker cluster test uses a few seconds).
-IDLE_MIN_ENV = "IMAGEBAKE_TEST_IDLE_STOP_MIN_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -63,12 +60,7 @@ def seconds(value: Any, limit: Limit) -> int | None:
     if value is None:
         return None
     got = parse(value, limit.flag)
-    low = limit.low
-    if limit is IDLE_STOP:
-        override = os.environ.get(IDLE_MIN_ENV, "").strip()
-        if override.isdigit() and int(override) >= 1:
-            low = int(override)
-    if not low <= got <= limit.high:
+    if not limit.low <= got <= limit.high:
         raise ImagebakeError(f"{limit.flag} {value!r} is out of range: use "
                              f"{limit.range_text()}")
     return got

@@ -12,11 +12,11 @@ import time
 from typing import Any
 
 from .agent_client import AgentClient
-from .durations import IDLE_MIN_ENV, idle_stop_seconds, ttl_seconds
+from .durations import idle_stop_seconds, ttl_seconds
 from .errors import ImagebakeError
 from .terminal import safe_fields, safe_text
 
-__all__ = ["IDLE_MIN_ENV", "extend", "idle_stop_seconds", "render", "ttl_seconds", "view",
+__all__ = ["extend", "idle_stop_seconds", "render", "ttl_seconds", "view",
            "when"]
 
 

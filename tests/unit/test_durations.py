@@ -32,6 +32,16 @@ def test_each_setting_states_its_range():
     assert durations.ttl_seconds(None) is None
 
 
+def test_no_environment_lowers_a_floor(monkeypatch):
+    # the ranges are the product's own: the old test-only switch is gone for good
+    for var in ("IMAGEBAKE_TEST_IDLE_STOP_MIN_SECONDS", "IMAGEBAKE_IDLE_STOP_MIN_SECONDS"):
+        monkeypatch.setenv(var, "1")
+    assert durations.idle_stop_seconds("60s") == 60
+    for value in ("10s", "59s"):
+        with pytest.raises(ImagebakeError, match="out of range: use 1m to 30d"):
+            durations.idle_stop_seconds(value)
+
+
 def test_config_and_flags_accept_and_refuse_the_same_values():
     # `--idle-stop 90s` works as a flag, so it works in invoke.yaml too
     assert settings.check("idle_stop", "90s", "user file x") == "90s"

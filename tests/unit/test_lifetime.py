@@ -7,7 +7,7 @@ from agent.helpers import LAUNCHER_KEY, TOKEN, Cluster, contexts, needs_keygen
 from imagebake.agent import idle, ttl
 
 
-def test_launcher_values_are_one_line_errors(monkeypatch):
+def test_launcher_values_are_one_line_errors():
     from imagebake import lifetime
     from imagebake.errors import ImagebakeError
 
@@ -20,8 +20,10 @@ def test_launcher_values_are_one_line_errors(monkeypatch):
     for bad in ("0h", "-1h", "5m", "forever", True):
         with pytest.raises(ImagebakeError, match="--ttl"):
             lifetime.ttl_seconds(bad)
-    monkeypatch.setenv(lifetime.IDLE_MIN_ENV, "5")
-    assert lifetime.idle_stop_seconds("10s") == 10
+    # the documented floor, 1m, is the one the cluster test launches with
+    assert lifetime.idle_stop_seconds("60s") == 60 and lifetime.idle_stop_seconds("1m") == 60
+    with pytest.raises(ImagebakeError, match="out of range"):
+        lifetime.idle_stop_seconds("59s")
 
 
 class _Target:
