@@ -18,22 +18,63 @@ from . import files
 from .errors import ImagebakeError
 
 
+class _NodeName(TypedDict):
+    name: str
+
+
+class Node(_NodeName, total=False):
+    """One slave in a record, one shape on every target: its NAME (what `--node`, `--on`
+    and `invoke ssh` take: node01 on docker and aws, the EC2-style host name on qemu) and,
+    on a target whose slaves are instances it must find again (aws), the instance's
+    fields. Records written before this shape are read by `load` (nodes_from)."""
+
+    id: str                # the instance id (aws)
+    private_ip: str | None
+    public_ip: str | None
+    state: str             # the instance state when last described
+    az: str
+
+
 class Record(TypedDict, total=False):
     """What every cluster's record holds; each target's record adds its own fields
     (DockerRecord, AwsRecord, QemuRecord beside each target's cluster.py). `nodes` lists
-    the slaves in launch order (a target that knows only instances keeps one entry per
-    instance; Target.members turns either into shrink's members)."""
+    the slaves in launch order, each a Node."""
 
     name: str
     target: str
     token: str             # the join token: every machine's spec carries it (join, heartbeat)
     launcher_key: str      # the launcher's own key for cluster-wide orders: master spec only
     cookie: str            # the Erlang cookie
-    nodes: list[Any]
+    nodes: list[Node]
     workers_per_node: int | None
     ttl_deadline: int | None
     idle_stop: int | None
     created_at: str
+
+
+def node(name: str, **fields: Any) -> Node:
+    """A Node named NAME with the target's FIELDS (an instance's id and addresses)."""
+    return {**fields, "name": name}  # type: ignore[typeddict-item]
+
+
+def node_names(record: dict) -> list[str]:
+    """The slaves' names, in launch order."""
+    return [n["name"] for n in record.get("nodes", [])]
+
+
+def nodes_from(saved: list[Any]) -> list[Node]:
+    """A record's `nodes` as saved, whatever imagebake wrote it: before Node, docker and
+    qemu saved bare names ("node01") and aws saved instance entries without a name (their
+    slaves were named node01, node02 ... by position); both read as Nodes."""
+    found: list[Node] = []
+    for i, entry in enumerate(saved, 1):
+        if isinstance(entry, str):
+            found.append(node(entry))
+        elif "name" in entry:
+            found.append(entry)
+        else:
+            found.append(node(f"node{i:02d}", **entry))
+    return found
 
 
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?")
@@ -74,7 +115,9 @@ def load(name: str) -> Record | None:
     path = _path(name)
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    record = json.loads(path.read_text())
+    record["nodes"] = nodes_from(record.get("nodes", []))
+    return record
 
 
 def remove(name: str) -> bool:

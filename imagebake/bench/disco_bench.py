@@ -215,8 +215,9 @@ def _post(record: dict, op: str, value) -> None:
 def use_slaves(record: dict, n: int) -> list[str]:
     """Let Disco schedule tasks on the first N slaves only (the others blacklisted: they
     keep serving their DDFS data, they run no task)."""
-    keep = record["nodes"][:n]
-    for host in record["nodes"]:
+    names = state.node_names(record)
+    keep = names[:n]
+    for host in names:
         _post(record, "whitelist" if host in keep else "blacklist", host)
     return keep
 

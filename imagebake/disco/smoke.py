@@ -16,7 +16,7 @@ import random
 import shlex
 from pathlib import Path
 
-from .. import targets
+from .. import state, targets
 from ..targets.base import Target
 
 ERLANG_CHECK = r"""
@@ -120,7 +120,7 @@ def ngram_smoke(target: Target, record: dict) -> tuple[bool, str]:
     for host in sorted(hosts):
         lines.append(f"  {host}: {len(hosts[host])} tasks ({', '.join(hosts[host][:6])}"
                      f"{' ...' if len(hosts[host]) > 6 else ''})")
-    where_ok = bool(hosts) and not on_master and set(hosts) <= set(record["nodes"])
+    where_ok = bool(hosts) and not on_master and set(hosts) <= set(state.node_names(record))
     lines.append("tasks ran on the slaves only, none on the master" if where_ok else
                  f"tasks NOT only on the slaves (events: {hosts or 'none found'})")
     ok = same and where_ok
@@ -133,7 +133,7 @@ def smoke(record: dict) -> tuple[bool, str]:
     rc, _ = target.exec(record, "command -v disco")
     if rc == 0:
         return ngram_smoke(target, record)
-    rc, out = target.exec(record, erlang_check_command(record["nodes"]), user="disco")
+    rc, out = target.exec(record, erlang_check_command(state.node_names(record)), user="disco")
     return rc == 0, (
         f"{out.strip()}\nsmoke: Disco is not in the images (offline bake), so Disco itself was "
         f"not exercised; the Erlang check {'passed' if rc == 0 else 'FAILED'}: the master "

@@ -22,9 +22,9 @@ from ..errors import ImagebakeError
 class Member:
     """One slave of a cluster as shrink sees it."""
 
-    label: str             # what --node takes (node03)
+    label: str             # what --node takes: the node's name in the record (node03)
     hostname: str | None   # the name in the cluster (agent, Disco, DNS); None: never joined
-    entry: Any = None      # the record's entry for it
+    entry: state.Node | None = None  # the record's entry for it
 
 
 class Target:
@@ -99,9 +99,10 @@ class Target:
     def check_node(self, record: dict, node: str | None) -> str:
         """The host to reach: NODE (default: the master), or a one-line error."""
         host = node or "master"
-        if host != "master" and host not in record.get("nodes", []):
+        names = state.node_names(record)
+        if host != "master" and host not in names:
             raise ImagebakeError(f"no node {host!r} in cluster {record['name']!r} "
-                                 f"(nodes: {', '.join(record.get('nodes', []))})")
+                                 f"(nodes: {', '.join(names)})")
         return host
 
     def ssh_argv(self, record: dict, node: str | None = None,
@@ -220,7 +221,7 @@ class Target:
     def members(self, record: dict, status_reply: dict | None = None) -> list[Member]:
         """The record's slaves with their names in the cluster (STATUS_REPLY: the master
         agent's signed status, for targets whose record does not know the names)."""
-        return [Member(n, n, n) for n in record.get("nodes", [])]
+        return [Member(n["name"], n["name"], n) for n in record.get("nodes", [])]
 
     def remove_members(self, record: dict, chosen: list[Member]) -> str:
         """Stop and remove the machines of CHOSEN (they already left the cluster); one
@@ -230,7 +231,7 @@ class Target:
     def forget_members(self, record: dict, chosen: list[Member]) -> None:
         """Drop CHOSEN from the record and save it."""
         gone = {m.label for m in chosen}
-        record["nodes"] = [n for n in record["nodes"] if n not in gone]
+        record["nodes"] = [n for n in record["nodes"] if n["name"] not in gone]
         state.save(record)
 
     def search_refusal(self) -> str | None:

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
+from .. import state
 from ..errors import ImagebakeError
 from ..terminal import safe_text
 
@@ -65,12 +66,8 @@ def _reason(code: int) -> str:
 
 # ------------------------------------------------------------------ which members
 def members(record: dict) -> list[str]:
-    """Every member's name, master first: master, node01, node02 ... (EC2 records keep
-    instance entries; their nodes are named by position, as `invoke ssh` accepts)."""
-    names = ["master"]
-    for i, entry in enumerate(record.get("nodes", []), 1):
-        names.append(entry if isinstance(entry, str) else f"node{i:02d}")
-    return names
+    """Every member's name, master first: master, node01, node02 ... (state.Node)."""
+    return ["master", *state.node_names(record)]
 
 
 def select(target: Any, record: dict, on: str | None = "all") -> list[str]:

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from .. import state
 from ..agent_client import members
 from ..errors import ImagebakeError
 from ..progress import progress_bar
@@ -35,13 +36,13 @@ def assemble(record: dict, states: dict[str, str], master_state: dict | None,
     """
     joined = members(master_state)
     in_config = {row[0]: row[1] for row in (config or {}).get("hosts", [])}
-    running = [h for h in record["nodes"] if states.get(h) == "running"]
+    running = [h for h in state.node_names(record) if states.get(h) == "running"]
     agents: dict[str, dict | None] = {}
     if agent_status and running:
         with ThreadPoolExecutor(max_workers=8) as pool:
             agents = dict(zip(running, pool.map(agent_status, running)))
     nodes = []
-    for host in record["nodes"]:
+    for host in state.node_names(record):
         nodes.append({
             "hostname": host, "address": joined.get(host, {}).get("address"),
             **node_fields(host),

@@ -356,6 +356,7 @@ def test_grow_adds_slaves_in_the_same_zone_with_the_same_secrets(amis, ec2, call
     assert (spec["token"], spec["cookie"]) == (record["token"], record["cookie"])
     assert spec["master"]["address"] == record["master"]["private_ip"]
     assert state.load("c1")["nodes"] == grown["nodes"]
+    assert state.node_names(grown) == ["node01", "node02", "node03", "node04", "node05"]
 
 
 def test_grow_beyond_the_limit_is_refused(amis):

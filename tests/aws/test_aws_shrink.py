@@ -67,6 +67,14 @@ def test_shrink_terminates_exactly_the_chosen_instances_in_one_call(amis, ec2, c
     assert victim["private_ip"] not in saved["node_host_keys"]
     assert victim["private_ip"] not in hostkeys.known_hosts_path("c1").read_text()
     assert "shrank c1 to 3 slave(s): removed node02" in text
+    # names stay with their instances: node03 is still node03, a grow adds node05
+    assert state.node_names(saved) == ["node01", "node03", "node04"]
+    third = aws().ssh_argv(saved, "node03")
+    assert third[-1] == f"ubuntu@{record['nodes'][2]['private_ip']}"
+    grown = aws().grow(saved, 1)
+    assert state.node_names(grown) == ["node01", "node03", "node04", "node05"]
+    with pytest.raises(ImagebakeError, match="no node 'node02'"):
+        aws().ssh_argv(grown, "node02")
     aws().destroy("c1", state.load("c1"))
 
 

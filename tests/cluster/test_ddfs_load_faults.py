@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebake import state
 from imagebake.disco import smoke
 
 from .helpers import sh, temp_files
@@ -47,7 +48,7 @@ def fc(with_disco, launcher):
 
 
 def hosts(record: dict) -> list[str]:
-    return ["master", *record["nodes"]]
+    return ["master", *state.node_names(record)]
 
 
 def invoke(*args: str, env: dict | None = None, timeout: int = 600):
@@ -156,7 +157,7 @@ def reachable(record: dict, url: str) -> str:
             "    urllib.request.urlopen(sys.argv[1], timeout=10).read()\n"
             "except urllib.error.HTTPError:\n"
             "    pass\n")
-    for node in record["nodes"]:
+    for node in state.node_names(record):
         proc = sh(record, node, f"python3 -c '{code}' {url}", check=False)
         if proc.returncode != 0:
             return f"{node}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
@@ -259,7 +260,7 @@ def test_ctrl_c_while_the_slaves_download_leaves_the_tag_and_nothing_running(
                             env={**os.environ, "TMPDIR": str(tmp)})
     ends = len(SLOW_ENDS)
     end = time.monotonic() + 120
-    while not any(pushers(fc)[node] for node in fc["nodes"]):  # a slave is downloading
+    while not any(pushers(fc)[node] for node in state.node_names(fc)):  # a slave is downloading
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < end, "no slave started the download"
         time.sleep(0.5)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebake import state
 from imagebake.disco import jobs
 from imagebake.targets.docker import cluster as docker_cluster
 from imagebake.targets.docker.cluster import container_name
@@ -160,7 +161,7 @@ def test_failing_job_is_one_clear_line_and_leaves_no_worker(dj, mode, says):
     time.sleep(3)
     status = sh(dj, "master", "disco jobs -S", user="disco").stdout
     assert f"{run.name}\tdead" in status, status
-    for host in dj["nodes"]:
+    for host in state.node_names(dj):
         assert disco_processes(dj, host) == [], host
     # a job printing to sys.stderr is fine: Disco's worker turns it into a message
     ok = probe(dj, "stderr", 2, 0, timeout=60)
@@ -175,7 +176,7 @@ def test_grow_adds_a_slave_that_runs_tasks_of_the_next_job(dj, state_dir):
     beam = sh(dj, "master", "pgrep -o -u disco beam.smp").stdout.strip()
     out = invoke("grow", "--name", "dj", "--slaves", "1", timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    dj["nodes"] = dj["nodes"] + ["node03"]
+    dj["nodes"] = dj["nodes"] + [state.node("node03")]
     assert connected(dj) == ["node01", "node02", "node03"]
     run = probe(dj, "hosts", 12, 2)
     assert run.ok, run.reason

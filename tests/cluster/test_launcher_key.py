@@ -35,7 +35,7 @@ def _as_node(record: dict, node_spec: dict) -> dict:
 
 
 def test_a_nodes_spec_carries_the_join_token_and_no_launcher_key(keyed):
-    for host in keyed["nodes"]:
+    for host in state.node_names(keyed):
         spec = json.loads(read(keyed, host, "/run/imagebake/spec.json"))
         assert spec["role"] == "node" and spec["token"] == keyed["token"]
         assert "launcher_key" not in spec

@@ -24,12 +24,12 @@ from .helpers import disco_config, fingerprint, read, sh
 
 
 def names(record):
-    return ["master", *record["nodes"]]
+    return ["master", *state.node_names(record)]
 
 
 def test_every_node_in_disco_config_with_string_worker_count(cluster):
     hosts = disco_config(cluster)["hosts"]
-    assert sorted(h[0] for h in hosts) == sorted(cluster["nodes"])
+    assert sorted(h[0] for h in hosts) == sorted(state.node_names(cluster))
     for name, workers in hosts:
         assert isinstance(workers, str) and workers.isdigit() and int(workers) > 0, (name, workers)
 
@@ -40,7 +40,7 @@ def test_master_left_out_of_disco_hosts_when_it_has_no_workers(cluster):
 
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_disco_ssh_to_node_with_strict_host_key_checking(cluster, index):
-    node = cluster["nodes"][index]
+    node = state.node_names(cluster)[index]
     out = sh(cluster, "master",
              f"ssh -o StrictHostKeyChecking=yes -o BatchMode=yes {node} hostname", user="disco")
     assert out.stdout.strip() == node
@@ -48,10 +48,10 @@ def test_disco_ssh_to_node_with_strict_host_key_checking(cluster, index):
 
 def test_erlang_master_starts_remote_node_on_every_slave_over_ssh(cluster):
     # What Disco's master does to start its workers (with or without Disco in the images).
-    proc = sh(cluster, "master", smoke.erlang_check_command(cluster["nodes"]), user="disco",
-              check=False)
+    proc = sh(cluster, "master", smoke.erlang_check_command(state.node_names(cluster)),
+              user="disco", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for node in cluster["nodes"]:
+    for node in state.node_names(cluster):
         assert f"{node} ok imagebake_smoke@{node}" in proc.stdout
 
 
@@ -83,7 +83,7 @@ def test_container_with_another_cookie_is_refused(cluster):
 
 
 def test_every_node_resolves_every_cluster_name_through_master_dnsmasq(cluster):
-    for host in cluster["nodes"]:
+    for host in state.node_names(cluster):
         resolv = read(cluster, host, "/etc/resolv.conf")
         assert f"nameserver {cluster['master_ip']}" in resolv.splitlines()[0:5], resolv
         for name in names(cluster):
@@ -146,7 +146,7 @@ def test_forged_join_is_rejected_and_writes_nothing(cluster):
 
 def test_agent_rerun_on_every_node_changes_nothing(cluster):
     before = {h: fingerprint(cluster, h) for h in names(cluster)}
-    for host in cluster["nodes"]:
+    for host in state.node_names(cluster):
         sh(cluster, host, "imagebake-agent run --once")
     assert {h: fingerprint(cluster, h) for h in names(cluster)} == before
 
@@ -154,7 +154,7 @@ def test_agent_rerun_on_every_node_changes_nothing(cluster):
 def test_status_reports_ready_with_every_node(cluster):
     report = docker_cluster.status(cluster)
     assert report["ready"], report
-    assert [n["hostname"] for n in report["nodes"] if n["joined"]] == cluster["nodes"]
+    assert [n["hostname"] for n in report["nodes"] if n["joined"]] == state.node_names(cluster)
     assert report["missing"] == []
 
 
@@ -220,7 +220,7 @@ def test_status_json_lists_every_node_state(cluster, state_dir):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {n["hostname"]: n["state"] for n in report["nodes"]} == {
-        n: "running" for n in cluster["nodes"]}
+        n: "running" for n in state.node_names(cluster)}
 
 
 def test_master_dnsmasq_forwards_other_names_upstream(cluster):

@@ -45,7 +45,7 @@ class FourthTarget(Target):
         hosts = [f"node{i:02d}" for i in range(1, plan.count + 1)]
         MACHINES[plan.name] = {h: "running" for h in ["master", *hosts]}
         record = {"name": plan.name, "target": self.name, "token": "ab" * 32,
-                  "nodes": hosts, "idle_stop": plan.idle_stop}
+                  "nodes": [state.node(h) for h in hosts], "idle_stop": plan.idle_stop}
         state.save(record)
         return record
 
@@ -56,7 +56,7 @@ class FourthTarget(Target):
         have = len(record["nodes"])
         new = [f"node{i:02d}" for i in range(have + 1, have + count + 1)]
         MACHINES[record["name"]].update({h: "running" for h in new})
-        record["nodes"] = record["nodes"] + new
+        record["nodes"] = record["nodes"] + [state.node(h) for h in new]
         state.save(record)
         return record
 
@@ -80,7 +80,7 @@ class FourthTarget(Target):
     def status(self, record: dict) -> dict:
         machines = MACHINES.get(record["name"], {})
         nodes = [{"hostname": h, "state": machines.get(h, "missing"), "joined": True}
-                 for h in record["nodes"]]
+                 for h in state.node_names(record)]
         return {"name": record["name"], "target": self.name, "nodes": nodes,
                 "master": {"hostname": "master", "state": machines.get("master", "missing")},
                 "ready": all(n["state"] == "running" for n in nodes)}

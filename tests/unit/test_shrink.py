@@ -16,7 +16,7 @@ from tests.fakes import FakeAgent
 from tests.fourth.cluster import FourthTarget
 
 RECORD = {"name": "demo", "target": "fourth", "token": "ab" * 32,
-          "nodes": ["node01", "node02", "node03", "node04"]}
+          "nodes": [state.node(f"node0{i}") for i in range(1, 5)]}
 T = FourthTarget()  # a target whose record names its slaves (as docker's and qemu's do)
 
 
@@ -57,15 +57,14 @@ def test_bad_shrink_input_is_one_line(kw, says):
 def test_replicas_default_to_what_the_agent_writes_when_the_master_does_not_say():
     with pytest.raises(ImagebakeError, match="replica count 3"):
         S.check(T, RECORD, slaves=2)
-    small = dict(RECORD, nodes=["node01", "node02"])
+    small = dict(RECORD, nodes=RECORD["nodes"][:2])
     with pytest.raises(ImagebakeError, match="replica count 2"):
         S.check(T, small, slaves=1)
 
 
 def test_aws_members_take_their_names_from_the_master_agent():
     record = {"name": "demo", "target": "aws", "nodes": [
-        {"id": "i-1", "private_ip": "10.0.0.11"}, {"id": "i-2", "private_ip": "10.0.0.12"},
-        {"id": "i-3", "private_ip": "10.0.0.13"}, {"id": "i-4", "private_ip": "10.0.0.14"}]}
+        state.node(f"node0{i}", id=f"i-{i}", private_ip=f"10.0.0.1{i}") for i in range(1, 5)]}
     reply = {"ddfs_replicas": 3, "nodes": [{"hostname": "ip-10-0-0-12", "address": "10.0.0.12"}]}
     plan = S.check(AwsTarget(), record, node="ip-10-0-0-12", status_reply=reply)
     assert [(m.label, m.hostname, m.entry["id"]) for m in plan.chosen] == [
@@ -180,7 +179,7 @@ def test_shrink_drains_then_leaves_then_terminates_then_forgets(tmp_path, monkey
                     progress=lambda t, done: None)
     assert order == ["drain", ("leave", "/v1/leave", ["node03"]), ("terminate", ["node03"])]
     assert "shrank demo to 3 slave(s): removed node03" in text
-    assert state.load("demo")["nodes"] == ["node01", "node02", "node04"]
+    assert state.node_names(state.load("demo")) == ["node01", "node02", "node04"]
 
 
 def test_force_skips_the_drain_and_says_what_may_be_lost(tmp_path, monkeypatch):

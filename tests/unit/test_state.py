@@ -4,6 +4,7 @@ never through a link someone planted; the state directory is 0700 and ours (issu
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -11,6 +12,7 @@ import pytest
 
 from imagebake import files, state
 from imagebake.errors import ImagebakeError
+from imagebake.targets import fleet
 from imagebake.targets.aws import hostkeys
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheMasterForTestsOnly000000000"
@@ -115,3 +117,43 @@ def test_private_dir_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(ImagebakeError, match="not a directory"):
         files.private_dir(tmp_path / "f")
+
+
+# ------------------------------------------------------------------ nodes: one shape
+def write_raw(state_home, name: str, saved: dict) -> None:
+    (state_home / "clusters").mkdir(parents=True, exist_ok=True)
+    (state_home / "clusters" / f"{name}.json").write_text(json.dumps(saved))
+
+
+def test_records_written_before_node_load_in_the_one_shape(state_home):
+    # docker and qemu saved bare names; aws saved instance entries named by position
+    write_raw(state_home, "old-docker", {"name": "old-docker", "target": "docker",
+                                         "nodes": ["node01", "node03"]})
+    write_raw(state_home, "old-aws", {"name": "old-aws", "target": "aws", "nodes": [
+        {"id": "i-1", "private_ip": "10.0.0.11", "public_ip": None, "state": "running",
+         "az": "eu-west-1a"},
+        {"id": "i-2", "private_ip": "10.0.0.12", "public_ip": None, "state": "running",
+         "az": "eu-west-1a"}]})
+    docker = state.load("old-docker")
+    assert docker["nodes"] == [{"name": "node01"}, {"name": "node03"}]
+    aws = state.load("old-aws")
+    assert aws["nodes"] == [
+        {"name": "node01", "id": "i-1", "private_ip": "10.0.0.11", "public_ip": None,
+         "state": "running", "az": "eu-west-1a"},
+        {"name": "node02", "id": "i-2", "private_ip": "10.0.0.12", "public_ip": None,
+         "state": "running", "az": "eu-west-1a"}]
+    assert fleet.members(docker) == ["master", "node01", "node03"]
+    assert fleet.members(aws) == ["master", "node01", "node02"]
+    # saved again, the record is in the new shape on disk
+    state.save(aws)
+    on_disk = json.loads((state_home / "clusters" / "old-aws.json").read_text())
+    assert [n["name"] for n in on_disk["nodes"]] == ["node01", "node02"]
+
+
+def test_nodes_in_the_new_shape_load_unchanged(state_home):
+    saved = {"name": "c1", "target": "aws", "nodes": [
+        state.node("node01", id="i-1"), state.node("node03", id="i-3")]}
+    state.save(saved)
+    assert state.load("c1")["nodes"] == [{"name": "node01", "id": "i-1"},
+                                         {"name": "node03", "id": "i-3"}]
+    assert state.node_names(state.load("c1")) == ["node01", "node03"]

@@ -55,7 +55,7 @@ def cluster(vm_host, state_dir, tmp_path_factory):
         qemu_cluster.QemuTarget()._grow(record, 1, http_tokens="optional",
                                         ttl_deadline=deadline, wait=False)
         # not one of the cluster's nodes for the other tests: it will power itself off
-        record["ttl_node"] = {"host": record["nodes"][-1], "deadline": deadline}
+        record["ttl_node"] = {"host": state.node_names(record)[-1], "deadline": deadline}
         record["nodes"] = members
         state.save(record)
         yield record

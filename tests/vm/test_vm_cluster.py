@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from imagebake import agent_client
+from imagebake import agent_client, state
 from imagebake.agent_client import AgentClient
 from imagebake.disco import smoke
 from imagebake.targets.aws import userdata as aws_userdata
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 
 def names(record):
-    return ["master", *record["nodes"]]
+    return ["master", *state.node_names(record)]
 
 
 def _record_result(key: str, value) -> None:
@@ -75,11 +75,11 @@ def test_ttl_node_with_optional_tokens_joins_then_its_agent_is_stopped(cluster):
 def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
     reply = AgentClient().status("127.0.0.1", cluster["ports"]["join"], cluster)
     assert reply is not None and cluster_ready(master_running=True, reply=reply,
-                                                 expected=len(cluster["nodes"]))
+                                                 expected=len(state.node_names(cluster)))
     assert agent_client.master_host_key(reply) == cluster["master_host_key"]
     node_ips = {v["ip"] for h, v in cluster["vms"].items() if h != "master"}
     assert set(cluster["node_host_keys"]) == node_ips  # pinned under the private IPs only
-    for host in cluster["nodes"]:
+    for host in state.node_names(cluster):
         ip = cluster["vms"][host]["ip"]
         key = sh(cluster, host, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
         assert cluster["node_host_keys"][ip] == " ".join(key)
@@ -112,7 +112,7 @@ def test_cloud_init_took_everything_from_the_ec2_datasource(cluster):
     master = json.loads(cluster["vms"]["master"]["user_data"])
     assert master["master"]["address"] is None  # the AWS shape: unknown at launch
     assert cluster["vms"]["master"]["user_data"] == aws_userdata.render(master)
-    for host in cluster["nodes"]:
+    for host in state.node_names(cluster):
         assert cluster["vms"][host]["user_data"] == aws_userdata.render(
             aws_userdata.node_spec(qemu_cluster._aws_view(cluster)))
 
@@ -123,7 +123,7 @@ def test_every_node_sees_the_master_vm_address_never_loopback(cluster):
     assert reply["master_addresses"] == [master_ip]
     serve = json.loads(sh(cluster, "master", "imagebake-agent status --json"))
     assert f"master address {master_ip}" in serve["phases"]["serve"]["detail"]
-    for host in cluster["nodes"]:
+    for host in state.node_names(cluster):
         assert _answers(cluster, host, "master") == [master_ip], host
         keys = [k for k in lines_of(cluster, host, "/home/disco/.ssh/authorized_keys")
                 if not k.startswith("#")]
@@ -137,7 +137,7 @@ def test_every_node_sees_the_master_vm_address_never_loopback(cluster):
 
 def test_every_node_in_disco_config_with_string_worker_count(cluster):
     hosts = json.loads(read(cluster, "master", DISCO_CONFIG))["hosts"]
-    members = cluster["nodes"] + [cluster["ttl_node"]["host"]]
+    members = state.node_names(cluster) + [cluster["ttl_node"]["host"]]
     assert sorted(h[0] for h in hosts) == sorted(members)
     for name, workers in hosts:
         assert isinstance(workers, str) and workers.isdigit() and int(workers) > 0, (name, workers)
@@ -145,16 +145,16 @@ def test_every_node_in_disco_config_with_string_worker_count(cluster):
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_disco_ssh_to_node_with_strict_host_key_checking(cluster, index):
-    node = cluster["nodes"][index]
+    node = state.node_names(cluster)[index]
     out = sh(cluster, "master",
              f"ssh -o StrictHostKeyChecking=yes -o BatchMode=yes {node} hostname", user="disco")
     assert out.strip().splitlines()[-1] == node
 
 
 def test_erlang_master_starts_remote_node_on_every_slave_over_ssh(cluster):
-    rc, out = qemu_cluster.QemuTarget().exec(cluster, smoke.erlang_check_command(cluster["nodes"]),
-                                       user="disco")
-    for node in cluster["nodes"]:
+    command = smoke.erlang_check_command(state.node_names(cluster))
+    rc, out = qemu_cluster.QemuTarget().exec(cluster, command, user="disco")
+    for node in state.node_names(cluster):
         assert f"{node} ok imagebake_smoke@{node}" in out, out
 
 
@@ -164,7 +164,7 @@ def _answers(record, host, name) -> list[str]:
 
 
 def test_every_vm_resolves_every_cluster_name_through_the_master(cluster):
-    for host in cluster["nodes"]:
+    for host in state.node_names(cluster):
         resolv = read(cluster, host, "/etc/resolv.conf")
         assert f"nameserver {cluster['master_ip']}" in resolv.splitlines()[0:5], resolv
         for name in names(cluster):
@@ -309,7 +309,7 @@ def test_bake_login_did_not_survive(cluster):
 
 
 def test_slave_reboot_with_optional_tokens_rejoins_without_duplicates(cluster):
-    node = cluster["nodes"][-1]
+    node = state.node_names(cluster)[-1]
     ec2.set_http_tokens(cluster, node, "optional")  # ModifyInstanceMetadataOptions
     assert _imds(cluster, node)["v1"] == "200"
     before = {h: fingerprint(cluster, h) for h in ("master", node)}

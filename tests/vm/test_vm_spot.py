@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from imagebake import state
 from imagebake.agent_client import AgentClient
 from imagebake.disco import smoke
 from imagebake.targets.qemu import cluster as qemu_cluster
@@ -42,7 +43,7 @@ def _wait_for(cluster, host, text, began) -> float:
 
 def test_spot_notice_blacklists_the_slave_within_seconds_and_the_job_still_answers(
         cluster):
-    host = cluster["nodes"][-1]
+    host = state.node_names(cluster)[-1]
     has_disco = sh(cluster, "master", "command -v disco || true").strip() != ""
     outcome: dict = {}
     job = None

@@ -151,7 +151,7 @@ class AwsTarget(Target):
                 role = "node"
                 nodes = _run(client, record, "node", plan.node_type, plan.count,
                              userdata.render(userdata.node_spec(record)), tags["node"])
-                record["nodes"] = nodes
+                record["nodes"] = _named(record, nodes)
                 record["ids"] = [master["id"]] + [n["id"] for n in nodes]
                 state.save(record)
                 steps.step(f"slaves pending ({plan.count})")
@@ -234,14 +234,15 @@ class AwsTarget(Target):
                 f"`invoke destroy --name {record['name']}` and launch again")
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         tags = ec2i.tag_list(record["name"], "node", owner, created, record.get("ttl"))
-        new: list[dict] = []
+        new: list[state.Node] = []
         try:
             new = _run(client, record, "node", record["instance_type"], count,
                        userdata.render(userdata.node_spec(record)), tags)
             ids = [n["id"] for n in new]
             ec2i.wait_running(client, ids)
             fresh = {i["InstanceId"]: i for i in ec2i.describe(client, ids=ids)}
-            new = [_entry(fresh[n["id"]]) if n["id"] in fresh else n for n in new]
+            new = _named(record, [_entry(fresh[n["id"]]) if n["id"] in fresh else n
+                                  for n in new])
         except BaseException as exc:  # noqa: B036
             if new:
                 ec2i.remove_cluster(session, record["region"], record["name"], owner=owner,
@@ -320,14 +321,14 @@ class AwsTarget(Target):
 
     # ------------------------------------------------------------------ shrink
     def members(self, record: dict, status_reply: dict | None = None) -> list[Member]:
-        """Slaves are node01.. by launch order; their names in the cluster come from the
-        master agent's membership, matched by the private address EC2 reports."""
+        """Slaves are the record's node01.. (state.Node); their names in the cluster come
+        from the master agent's membership, matched by the private address EC2 reports."""
         joined = {}
         for node in (status_reply or {}).get("nodes") or []:
             if isinstance(node, dict) and node.get("address"):
                 joined[node["address"]] = node.get("hostname")
-        return [Member(f"node{i:02d}", joined.get(entry.get("private_ip")), entry)
-                for i, entry in enumerate(record.get("nodes", []), 1)]
+        return [Member(entry["name"], joined.get(entry.get("private_ip")), entry)
+                for entry in record.get("nodes", [])]
 
     def remove_members(self, record: dict, chosen: list[Member]) -> str:
         """Terminate exactly CHOSEN's instances, in one call, and only those of this
@@ -467,6 +468,16 @@ def _run(client: Any, record: dict, role: str, itype: str, count: int, text: str
         placement_group=record.get("placement_group"))
     started = client.run_instances(**args)["Instances"]
     return [_entry(i) for i in started]
+
+
+def _named(record: dict, entries: list[dict]) -> list[state.Node]:
+    """ENTRIES (new slaves' instances) as Nodes named after the record's highest nodeNN:
+    node01.. at launch, node05.. when a grow follows four (a name is never reused while
+    the record holds it, whatever shrink removed)."""
+    taken = [int(n[4:]) for n in state.node_names(record)
+             if n.startswith("node") and n[4:].isdigit()]
+    first = max(taken or [0]) + 1
+    return [state.node(f"node{first + i:02d}", **e) for i, e in enumerate(entries)]
 
 
 def _spot(record: dict, role: str) -> bool:

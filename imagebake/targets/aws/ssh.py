@@ -37,18 +37,21 @@ def master_target(record: dict) -> str:
 
 
 def find_node(record: dict, node: str | None) -> dict | None:
-    """The node entry NODE names (an instance id, a private address, a number, node2 or
-    node02); None for the master; a one-line error when no node matches."""
+    """The node entry NODE names (its name node02, also written node2 or 2, an instance id
+    or a private address); None for the master; a one-line error when no node matches."""
     if node in (None, "", "master"):
         return None
     nodes = record.get("nodes", [])
-    entry = next((n for i, n in enumerate(nodes, 1)
-                  if node in (n["id"], n.get("private_ip"), str(i), f"node{i}",
-                              f"node{i:02d}")), None)
+    number = node[4:] if node.startswith("node") else node
+    name = f"node{int(number):02d}" if number.isdigit() else node
+    entry = next((n for n in nodes if name == n["name"] or node in (n["id"],
+                                                                    n.get("private_ip"))),
+                 None)
     if entry is None:
         raise ImagebakeError(
-            f"no node {node!r} in {record['name']!r}: pass an instance id, a private "
-            f"address or a number 1-{len(nodes)}")
+            f"no node {node!r} in {record['name']!r}: pass a name "
+            f"({', '.join(n['name'] for n in nodes) or 'none'}), an instance id or a "
+            "private address")
     if entry.get("private_ip") not in record.get("node_host_keys", {}):
         raise ImagebakeError(
             f"the host key of node {node} is not known: wait until `invoke status --name "

@@ -332,7 +332,7 @@ class DockerTarget(Target):
             "launcher_key": master_spec["launcher_key"],
             "workers_per_node": workers, "ttl_deadline": ttl_deadline,
             "idle_stop": plan.idle_stop,
-            "nodes": [node_hostname(i) for i in range(1, count + 1)],
+            "nodes": [state.node(node_hostname(i)) for i in range(1, count + 1)],
         }
         record["disco_source"] = disco_source(record)
         state.save(record)  # first: `destroy` finds a half-finished launch
@@ -342,7 +342,7 @@ class DockerTarget(Target):
             master_path = _write_spec(name, "master", master_spec)
             begun = time.time()
             _run_container(record, "master", "master", master_path, master_ip)
-            _start_nodes(record, record["nodes"])
+            _start_nodes(record, state.node_names(record))
             started = time.time()  # every container is running from here on
             record["started_at"] = started
             record["start_seconds"] = round(started - begun, 2)
@@ -369,9 +369,9 @@ class DockerTarget(Target):
 
     def _grow(self, record: dict, count: int) -> dict:
         # after the highest name in use: a shrink may have left gaps (node02 gone)
-        have = max([int(n[4:]) for n in record["nodes"] if n[4:].isdigit()] or [0])
+        have = max([int(n[4:]) for n in state.node_names(record) if n[4:].isdigit()] or [0])
         new = [node_hostname(i) for i in range(have + 1, have + count + 1)]
-        record["nodes"] = record["nodes"] + new
+        record["nodes"] = record["nodes"] + [state.node(n) for n in new]
         state.save(record)
         _start_nodes(record, new)
         started = time.time()
@@ -465,7 +465,7 @@ class DockerTarget(Target):
     def summary(self, record: dict) -> str:
         lines = [
             f"cluster {record['name']} (docker): master {record['master_ip']}, "
-            f"{len(record['nodes'])} slaves ({', '.join(record['nodes'])})",
+            f"{len(record['nodes'])} slaves ({', '.join(state.node_names(record))})",
         ]
         url = _web_ui(_container(record, "master"))
         if url:

@@ -208,7 +208,7 @@ def _disco_config(record: dict) -> dict | None:
 def status(record: dict, per_node: bool = True, agent: AgentClient | None = None) -> dict:
     name = record["name"]
     states = {h: "running" if _running(record, h) else "stopped"
-              for h in ["master", *record["nodes"]]}
+              for h in ["master", *state.node_names(record)]}
     master_state = master_status(record, agent) if states["master"] == "running" else None
     report = assemble(
         record, states, master_state,
@@ -370,7 +370,7 @@ class QemuTarget(Target):
             "nodes": [], "dir": str(folder), "ports": {}, "vms": {}, "login": LOGIN,
         }
         _add_vm(record, 0, aws_userdata.render(master_spec), plan.http_tokens)
-        record["nodes"] = [_add_vm(record, i, node_user_data(record), plan.http_tokens)
+        record["nodes"] = [state.node(_add_vm(record, i, node_user_data(record), plan.http_tokens))
                            for i in range(1, count + 1)]
         state.save(record)  # first: `destroy` finds a half-finished launch
         try:
@@ -384,7 +384,7 @@ class QemuTarget(Target):
                 "join": (MASTER_IP, ports.AGENT)})
             started = time.time()
             _start_vm(record, "master")
-            _start_nodes(record, record["nodes"])
+            _start_nodes(record, state.node_names(record))
             record["started_at"] = started
             state.save(record)
         except BaseException:
@@ -414,7 +414,7 @@ class QemuTarget(Target):
         tokens = http_tokens or record["vms"]["master"]["http_tokens"]
         new = [_add_vm(record, i, node_user_data(record, ttl_deadline), tokens)
                for i in range(have + 1, have + count + 1)]
-        record["nodes"] = record["nodes"] + new
+        record["nodes"] = record["nodes"] + [state.node(n) for n in new]
         state.save(record)
         ec2.reload(record)
         started = time.time()
@@ -484,7 +484,7 @@ class QemuTarget(Target):
         lines = [
             f"cluster {record['name']} (qemu, {record['accel']}): master "
             f"{record['master_ip']}, {len(record['nodes'])} slaves "
-            f"({', '.join(record['nodes'])}) in network namespace {record['netns']}; "
+            f"({', '.join(state.node_names(record))}) in network namespace {record['netns']}; "
             f"emulated EC2 metadata service, HttpTokens="
             f"{record['vms']['master']['http_tokens']}",
             f"ssh: invoke ssh --name {record['name']} (127.0.0.1:{record['ports']['ssh']})",

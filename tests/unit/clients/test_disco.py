@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 
+from imagebake import state
 from imagebake.clients import disco as api
 from imagebake.targets.local_status import assemble
 
 RECORD = {"name": "t", "target": "docker", "master_ip": "10.0.0.2",
-          "nodes": ["node01", "node02"]}
+          "nodes": [state.node("node01"), state.node("node02")]}
 STATES = {"master": "running", "node01": "running", "node02": "running"}
 MASTER = {"nodes": [{"hostname": "node01"}, {"hostname": "node02"}]}
 CONFIG = {"hosts": [["node01", "2"], ["node02", "2"]]}

@@ -19,6 +19,7 @@ import zipfile
 
 import pytest
 
+from imagebake import state
 from imagebake.disco import ddfs_load, ddfs_push
 from imagebake.errors import ImagebakeError
 
@@ -149,7 +150,7 @@ class LocalTarget:
         return ["sh", "-c", command]
 
 
-RECORD = {"name": "c", "target": "local", "nodes": ["node01", "node02"]}
+RECORD = {"name": "c", "target": "local", "nodes": [state.node("node01"), state.node("node02")]}
 
 
 SSH = """#!/bin/sh

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebake import state
 from imagebake.disco import job_submit
 from imagebake.errors import ImagebakeError
 
@@ -85,7 +86,7 @@ class LocalTarget:
         return ["sh", "-c", command]
 
 
-RECORD = {"name": "c", "target": "local", "nodes": ["node01"]}
+RECORD = {"name": "c", "target": "local", "nodes": [state.node("node01")]}
 
 
 @pytest.fixture

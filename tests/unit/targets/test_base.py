@@ -70,7 +70,7 @@ def test_launch_grow_shrink_extend_view_and_destroy_drive_the_fourth_target(regi
                                        "lifetime": {"idle_stop": 90}}, call)
     target = targets.get("fourth", agent=agent)
     record = target.launch(name="four", slaves=3, ttl="1h", idle_stop="90s")
-    assert record["idle_stop"] == 90 and state.load("four")["nodes"] == [
+    assert record["idle_stop"] == 90 and state.node_names(state.load("four")) == [
         "node01", "node02", "node03"]
     target.grow(record, 1)
     safe: list = []
@@ -84,10 +84,26 @@ def test_launch_grow_shrink_extend_view_and_destroy_drive_the_fourth_target(regi
                          say=lambda s: None, progress=lambda t, done: None)
     assert "removed node02" in text and left == [["node02"]]
     assert target.log[-1] == ("remove", ["node02"])
-    assert state.load("four")["nodes"] == ["node01", "node03", "node04"]
+    assert state.node_names(state.load("four")) == ["node01", "node03", "node04"]
     assert "power-off at" in lifetime.extend(target, state.load("four"), "2h", target.agent)
     view = lifetime.view(target, state.load("four"), {"master": {"state": "running"}},
                          target.agent)
     assert view["source"] == "master agent" and view["idle_stop"] == 90
     assert target.destroy("four", state.load("four")) == "destroyed four"
     assert state.load("four") is None
+
+
+def test_members_and_nodes_go_by_the_records_names_not_positions(tmp_path, monkeypatch):
+    # after a shrink removed node02, node03 is still node03 (state.Node), everywhere
+    monkeypatch.setenv("IMAGEBAKE_STATE_DIR", str(tmp_path))
+    record = {"name": "gap", "target": "fourth",
+              "nodes": [state.node("node01"), state.node("node03")]}
+    target = fourth.FourthTarget()
+    assert [(m.label, m.hostname) for m in target.members(record)] == [
+        ("node01", "node01"), ("node03", "node03")]
+    assert target.check_node(record, "node03") == "node03"
+    with pytest.raises(ImagebakeError, match="no node 'node02'.*node01, node03"):
+        target.check_node(record, "node02")
+    state.save(record)
+    target.forget_members(record, target.members(record)[1:])
+    assert state.node_names(state.load("gap")) == ["node01"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebake import state
 from imagebake.errors import ImagebakeError
 from imagebake.targets import fleet
 from imagebake.targets.base import Target
@@ -52,7 +53,8 @@ class LocalTarget(Target):
         return argv
 
 
-RECORD = {"name": "demo", "target": "local", "nodes": ["node01", "node02", "node03"]}
+RECORD = {"name": "demo", "target": "local",
+          "nodes": [state.node(n) for n in ("node01", "node02", "node03")]}
 
 
 @pytest.fixture
@@ -111,9 +113,10 @@ def test_the_targets_own_node_check_is_asked(tmp_path):
         fleet.select(target, RECORD, "all")
 
 
-def test_ec2_records_name_their_nodes_by_position():
-    record = {"name": "x", "nodes": [{"id": "i-1"}, {"id": "i-2"}]}
-    assert fleet.members(record) == ["master", "node01", "node02"]
+def test_members_are_the_master_and_the_records_node_names():
+    # whatever the target keeps per node (an instance on EC2): one shape, state.Node
+    record = {"name": "x", "nodes": [state.node("node01", id="i-1"), state.node("node03")]}
+    assert fleet.members(record) == ["master", "node01", "node03"]
 
 
 def test_batch_argv_drops_the_terminal_request_only():
@@ -298,7 +301,8 @@ def cli(tmp_path):
     state = tmp_path / "state"
     (state / "clusters").mkdir(parents=True)
     (state / "clusters" / "demo.json").write_text(json.dumps(
-        {"name": "demo", "target": "docker", "nodes": ["node01", "node02"]}))
+        {"name": "demo", "target": "docker",
+         "nodes": [{"name": "node01"}, {"name": "node02"}]}))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "docker"
@@ -422,7 +426,8 @@ def test_docker_and_qemu_run_and_copy_as_disco(tmp_path):
     words = fleet.shell_words("id -un")
     docker = DockerTarget().batch_argv(RECORD, "node01", words)
     assert remote_user(docker, "root") == "disco"
-    record = {"name": "vm", "target": "qemu", "nodes": ["node01"], "dir": str(tmp_path),
+    record = {"name": "vm", "target": "qemu", "nodes": [state.node("node01")],
+              "dir": str(tmp_path),
               "ports": {"ssh": 2222}, "login": "ubuntu", "vms": {"node01": {"ip": "10.0.0.2"}}}
     qemu = QemuTarget().batch_argv(record, "node01", words)
     assert remote_user(qemu, "ubuntu") == "disco"
