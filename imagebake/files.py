@@ -10,6 +10,7 @@ written through.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -90,3 +91,33 @@ def write_private(path: str | os.PathLike, data: str | bytes, mode: int = 0o600)
             pass
         raise
     return path
+
+
+def read_private(path: str | os.PathLike) -> str | None:
+    """The text of a file write_private wrote, or None when there is none: never read
+    through a link or from anything but a regular file (either reads as no file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read().decode("utf-8", "replace")
+
+
+def read_known_hosts(path: str | os.PathLike) -> dict[str, str]:
+    """host -> "type base64" for every host a known_hosts file at PATH pins ({} when there
+    is no file): the launcher's store of pinned host keys, written by write_private."""
+    text = read_private(path) or ""
+    pins: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and not line.startswith("#"):
+            for host in words[0].split(","):
+                pins[host] = f"{words[1]} {words[2]}"
+    return pins

@@ -306,20 +306,37 @@ def test_wait_uses_waiters_and_batched_describes(amis, calls):
 
 def test_status_and_ssh_after_ready(amis):
     record = launch(slaves=2, wait=True, readiness=ready_stub(None))
+    known = state.state_dir() / "c1.known_hosts"
+    assert HOST_KEY.split()[1] in known.read_text()  # pinned as the launch waited
+    known.unlink()
     with pytest.raises(ImagebakeError, match="not known"):
-        aws().ssh_argv({**record, "master_host_key": None}, None)
-    report = aws(readiness=ready_stub(None)).status(record)
+        aws().ssh_argv(record, None)
+    report = aws(readiness=ready_stub(None)).status(record)  # pins again, in the file
     assert report["ready"] is True
     assert report["master"]["state"] == "running"
     assert [n["joined"] for n in report["nodes"]] == [True, True]
     argv = aws().ssh_argv(state.load("c1"), None)
-    known = state.state_dir() / "c1.known_hosts"
     assert argv[0] == "ssh" and "StrictHostKeyChecking=yes" in argv
     assert f"UserKnownHostsFile={known}" in argv
     assert argv[-1] == f"ubuntu@{record['master']['public_ip']}"
     assert HOST_KEY in known.read_text()
     node_argv = aws().ssh_argv(state.load("c1"), "1")
     assert node_argv[-1] == f"ubuntu@{record['nodes'][0]['private_ip']}"
+
+
+def test_after_a_no_wait_launch_status_pins_and_ssh_finds_the_address_record_unchanged(amis):
+    launch(slaves=1, wait=False)
+    record = state.load("c1")
+    public = record["master"]["public_ip"]
+    record["master"]["public_ip"] = None  # RunInstances answers before EC2 assigns it
+    state.save(record)
+    saved = state.state_dir() / "clusters" / "c1.json"
+    before = saved.read_bytes()
+    report = aws(readiness=ready_stub(None)).status(state.load("c1"))
+    assert report["ready"] is True and report["master"]["address"] == public
+    assert aws().ssh_argv(state.load("c1"), None)[-1] == f"ubuntu@{public}"
+    assert aws().agent_endpoint(state.load("c1")) == (public, 8990)
+    assert saved.read_bytes() == before  # status and ssh only read the record
 
 
 def test_run_and_copy_act_as_disco_as_on_the_local_targets(amis):

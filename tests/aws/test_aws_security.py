@@ -25,7 +25,7 @@ from imagebake.targets.aws.hostkeys import known_hosts_path
 from tests.fakes import FakeAgent
 
 from .aws_helpers import REGION, register_ami
-from .test_aws_launch import CIDR, HOST_KEY, NODE_KEY, instances, launch
+from .test_aws_launch import CIDR, HOST_KEY, NODE_KEY, instances, launch, ready_stub
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIL_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITokenHolderKeyForTestsOnly00000000000000"
@@ -171,17 +171,23 @@ def test_a_node_key_is_pinned_only_under_its_ec2_private_address(amis):
     ec2_addresses = {master["public_ip"], master["private_ip"], n1["private_ip"],
                      n2["private_ip"]}
     assert set(keys) == ec2_addresses
-    assert set(record["node_host_keys"]) == {n1["private_ip"], n2["private_ip"]}
+    assert "node_host_keys" not in state.load("c1")  # the known_hosts file is the store
 
 
-def test_status_pins_under_the_addresses_describe_instances_reports(amis):
-    record = launch(slaves=2)
-    # the record's addresses are stale or tampered: status trusts DescribeInstances
+def test_status_only_reads_the_record_and_pins_under_the_addresses_ec2_reports(amis):
+    record = launch(slaves=2, wait=True, readiness=ready_stub(None))
+    at_launch = pinned("c1")  # the launch pinned as it waited for the agents
+    assert at_launch[record["master"]["public_ip"]] == {key_only(HOST_KEY)}
+    assert all(at_launch[n["private_ip"]] == {key_only(NODE_KEY)} for n in record["nodes"])
+    saved = state.state_dir() / "clusters" / "c1.json"
+    before = saved.read_bytes()
+    # the caller's record is stale or tampered: status trusts DescribeInstances
     real = {n["id"]: n["private_ip"] for n in record["nodes"]}
-    record["nodes"][1]["private_ip"] = record["master"]["private_ip"]
+    stale = json.loads(before)
+    stale["nodes"][1]["private_ip"] = stale["master"]["private_ip"]
     AwsTarget(agent=FakeAgent(lambda a, p, r: lying_reply(
         r["master"]["public_ip"], {"private_ip": real[r["nodes"][0]["id"]]},
-        {"private_ip": real[r["nodes"][1]["id"]]})(a, p, r))).status(record)
+        {"private_ip": real[r["nodes"][1]["id"]]})(a, p, r))).status(stale)
     keys = pinned("c1")
     assert keys[record["master"]["public_ip"]] == {key_only(HOST_KEY)}
     assert keys[record["master"]["private_ip"]] == {key_only(HOST_KEY)}
@@ -189,7 +195,8 @@ def test_status_pins_under_the_addresses_describe_instances_reports(amis):
     assert keys[real[record["nodes"][0]["id"]]] == {key_only(EVIL_KEY)}
     assert set(keys) == {record["master"]["public_ip"], record["master"]["private_ip"],
                          *real.values()}
-    assert state.load("c1")["nodes"][1]["private_ip"] == real[record["nodes"][1]["id"]]
+    assert saved.read_bytes() == before  # status wrote nothing to the record
+    assert stale["nodes"][1]["private_ip"] == record["master"]["private_ip"]  # nor fixed it
 
 
 def test_two_keys_claimed_for_one_address_pin_neither(amis):

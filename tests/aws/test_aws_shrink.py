@@ -44,7 +44,7 @@ def test_shrink_terminates_exactly_the_chosen_instances_in_one_call(amis, ec2, c
     record = launch(calls, readiness=ready_stub(None), slaves=4, wait=True)
     ids = [n["id"] for n in record["nodes"]]
     victim = record["nodes"][1]
-    assert victim["private_ip"] in record["node_host_keys"]
+    assert victim["private_ip"] in hostkeys.pinned("c1")
     calls.seen.clear()
     calls.sent.clear()
     left: list = []
@@ -64,7 +64,7 @@ def test_shrink_terminates_exactly_the_chosen_instances_in_one_call(amis, ec2, c
     saved = state.load("c1")
     assert [n["id"] for n in saved["nodes"]] == [i for i in ids if i != victim["id"]]
     assert victim["id"] not in saved["ids"]
-    assert victim["private_ip"] not in saved["node_host_keys"]
+    assert victim["private_ip"] not in hostkeys.pinned("c1")
     assert victim["private_ip"] not in hostkeys.known_hosts_path("c1").read_text()
     assert "shrank c1 to 3 slave(s): removed node02" in text
     # names stay with their instances: node03 is still node03, a grow adds node05

@@ -157,3 +157,17 @@ def test_nodes_in_the_new_shape_load_unchanged(state_home):
     assert state.load("c1")["nodes"] == [{"name": "node01", "id": "i-1"},
                                          {"name": "node03", "id": "i-3"}]
     assert state.node_names(state.load("c1")) == ["node01", "node03"]
+
+
+def test_pinned_keys_are_read_from_the_file_alone_never_through_a_link(tmp_path):
+    path = tmp_path / "c1.known_hosts"
+    files.write_private(path, f"198.51.100.1,10.0.0.10 {HOST_KEY}\n# note\n10.0.0.11 {HOST_KEY}\n")
+    key = " ".join(HOST_KEY.split()[:2])
+    assert files.read_known_hosts(path) == {"198.51.100.1": key, "10.0.0.10": key,
+                                            "10.0.0.11": key}
+    planted = tmp_path / "planted.known_hosts"
+    os.symlink(path, planted)
+    fifo = tmp_path / "fifo.known_hosts"
+    os.mkfifo(fifo)
+    for unread in (planted, fifo, tmp_path / "none.known_hosts"):
+        assert files.read_private(unread) is None and files.read_known_hosts(unread) == {}

@@ -19,6 +19,7 @@ from imagebake.targets.aws import userdata as aws_userdata
 from imagebake.targets.qemu import cluster as qemu_cluster
 from imagebake.targets.qemu import ec2, vm
 from imagebake.targets.qemu.ssh import known_hosts_path, vm_exec
+from imagebake.targets.qemu.ssh import pinned as pinned_keys
 from imagebake.targets.ready import cluster_ready
 
 from .conftest import RESULTS
@@ -76,13 +77,15 @@ def test_status_is_the_signed_call_and_pins_host_keys_from_it(cluster):
     reply = AgentClient().status("127.0.0.1", cluster["ports"]["join"], cluster)
     assert reply is not None and cluster_ready(master_running=True, reply=reply,
                                                  expected=len(state.node_names(cluster)))
-    assert agent_client.master_host_key(reply) == cluster["master_host_key"]
+    pins = pinned_keys(cluster)  # the known_hosts file: the one store of pinned keys
+    assert agent_client.master_host_key(reply) == pins[cluster["master_ip"]]
     node_ips = {v["ip"] for h, v in cluster["vms"].items() if h != "master"}
-    assert set(cluster["node_host_keys"]) == node_ips  # pinned under the private IPs only
+    master_hosts = {cluster["master_ip"], f"[127.0.0.1]:{cluster['ports']['ssh']}"}
+    assert set(pins) - master_hosts == node_ips  # pinned under the private IPs only
     for host in state.node_names(cluster):
         ip = cluster["vms"][host]["ip"]
         key = sh(cluster, host, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
-        assert cluster["node_host_keys"][ip] == " ".join(key)
+        assert pins[ip] == " ".join(key)
     pinned = known_hosts_path(cluster).read_text()
     assert f"[127.0.0.1]:{cluster['ports']['ssh']},{cluster['master_ip']} " in pinned
     # a reply signed with another key is not believed (no readiness, no key); a node's

@@ -172,7 +172,9 @@ class AwsTarget(Target):
 
     # ------------------------------------------------------------------ status
     def status(self, record: dict) -> dict:
-        """Instance states from one DescribeInstances, plus the master agent's report."""
+        """Instance states from one DescribeInstances, plus the master agent's report.
+        Only reads the record; host keys a reply adds are pinned in the known_hosts file
+        (hostkeys.remember), under the addresses DescribeInstances reports."""
         session = self._session(record)
         client = aws.ec2(session, record["region"])
         owner = _owner(record, session)
@@ -192,19 +194,32 @@ class AwsTarget(Target):
         if warning:
             result["warnings"] = [warning]
         if reply is not None:
-            for entry in [master_entry, *record.get("nodes", [])]:
-                info = found.get(entry.get("id"))
-                if info is not None:  # addresses as EC2 reports them now
-                    entry.update({k: info[k] for k in ("private_ip", "public_ip")})
             hostkeys.remember(record, reply, found)
-        if result["ready"] != record.get("ready") or reply is not None:
-            record["ready"] = result["ready"]
-            state.save(record)
         return result
+
+    def addressed(self, record: dict) -> dict:
+        """RECORD, with the master's public address asked of EC2 (one DescribeInstances)
+        where the record has none: a --no-wait launch records RunInstances' answer, given
+        before EC2 assigns it, and `status` only reads the record. Nothing is saved."""
+        master = record.get("master") or {}
+        if master.get("public_ip") or not master.get("id"):
+            return record
+        session = self._session(record)
+        client = aws.ec2(session, record["region"])
+        try:
+            found = ec2i.describe(client, ids=[master["id"]], cluster=record["name"],
+                                  owner=_owner(record, session))
+        except AWS_ERRORS:
+            return record  # the caller's own check names what is missing
+        if not found:
+            return record
+        info = ec2i.brief(found[0])
+        return {**record, "master": {**master, "public_ip": info["public_ip"],
+                                     "private_ip": info["private_ip"]}}
 
     def agent_endpoint(self, record: dict) -> tuple[str, int] | None:
         """The master's address (public when it has one) and the agent's join port."""
-        master = record.get("master") or {}
+        master = self.addressed(record).get("master") or {}
         if not (master.get("public_ip") or master.get("private_ip")):
             return None
         return _address(master), ports.AGENT
@@ -347,11 +362,8 @@ class AwsTarget(Target):
 
     def forget_members(self, record: dict, chosen: list[Member]) -> None:
         ids = {m.entry["id"] for m in chosen}
-        addresses = {m.entry.get("private_ip") for m in chosen}
         record["nodes"] = [n for n in record["nodes"] if n["id"] not in ids]
         record["ids"] = [i for i in record.get("ids", []) if i not in ids]
-        keys = record.get("node_host_keys") or {}
-        record["node_host_keys"] = {a: k for a, k in keys.items() if a not in addresses}
         hostkeys.remember(record, None)  # rewrites the pinned known_hosts without them
         state.save(record)
 
@@ -433,7 +445,7 @@ class AwsTarget(Target):
         return node or "master"
 
     def _ssh_argv(self, record: dict, host: str, command: list[str]) -> list[str]:
-        return ssh.argv(record, host, command)
+        return ssh.argv(self.addressed(record), host, command)
 
     def batch_argv(self, record: dict, node: str | None, command: list[str]) -> list[str]:
         """run and copy: as disco, the unprivileged user they act as on every target (the
@@ -442,13 +454,13 @@ class AwsTarget(Target):
 
     def exec(self, record: dict, command: str, user: str = "root",
              stdin: BinaryIO | None = None) -> tuple[int, str]:
-        return ssh.master_exec(record, command, user, stdin)
+        return ssh.master_exec(self.addressed(record), command, user, stdin)
 
     def exec_argv(self, record: dict, command: str, user: str = "root") -> list[str]:
-        return ssh.master_exec_argv(record, command, user)
+        return ssh.master_exec_argv(self.addressed(record), command, user)
 
     def tunnel(self, record: dict) -> str:
-        return ssh.tunnel(record)
+        return ssh.tunnel(self.addressed(record))
 
     def summary(self, record: dict) -> str:
         return report.summary(record)

@@ -1,6 +1,10 @@
 """The cluster's pinned SSH host keys: what the master reported over the signed status
 call, under the addresses EC2 reports for the instances, written as
-<state dir>/<name>.known_hosts for ssh's StrictHostKeyChecking=yes."""
+<state dir>/<name>.known_hosts for ssh's StrictHostKeyChecking=yes.
+
+That file is the one store of pinned keys (the record holds none): the launch pins as it
+waits for the agents, and `invoke status`, which only reads the record, pins what a later
+reply adds (a grown slave) into the file alone."""
 
 from __future__ import annotations
 
@@ -12,6 +16,19 @@ from ...agent_client import master_host_key, node_host_keys
 
 def known_hosts_path(name: str) -> Path:
     return state.state_dir() / f"{state.check_name(name)}.known_hosts"
+
+
+def pinned(name: str) -> dict[str, str]:
+    """address -> host key, for every address the cluster's known_hosts file pins."""
+    return files.read_known_hosts(known_hosts_path(name))
+
+
+def master_key(record: dict) -> str | None:
+    """The master's pinned host key (under one of its addresses in the record), or None."""
+    master = record.get("master") or {}
+    pins = pinned(record["name"])
+    return next((pins[a] for a in (master.get("public_ip"), master.get("private_ip"))
+                 if a and a in pins), None)
 
 
 def ec2_addresses(record: dict, found: dict[str, dict] | None = None
@@ -33,22 +50,24 @@ def ec2_addresses(record: dict, found: dict[str, dict] | None = None
 
 
 def remember(record: dict, reply: dict | None, found: dict[str, dict] | None = None) -> None:
-    """Pin the host keys the master reported (in the record and the known_hosts file):
+    """Pin the host keys the master reported in the known_hosts file (never the record):
     the master's under its own EC2 addresses, each node's only under the private address
-    EC2 reports for one of the cluster's instances (never an address a reply claims)."""
+    EC2 reports for one of the cluster's node instances (never an address a reply claims).
+    Keys pinned before stay while their address is still one of the cluster's."""
     master_hosts, node_addresses = ec2_addresses(record, found)
-    master_key = master_host_key(reply)
-    if master_key:
-        record["master_host_key"] = master_key
-    old = {a: k for a, k in record.get("node_host_keys", {}).items() if a in node_addresses}
-    record["node_host_keys"] = {**old, **node_host_keys(reply, node_addresses)}
+    have = pinned(record["name"])
+    key = master_host_key(reply) or next((have[h] for h in master_hosts if h in have), None)
+    nodes = {a: k for a, k in have.items() if a in node_addresses}
+    nodes.update(node_host_keys(reply, node_addresses))
     lines = []
-    if record.get("master_host_key") and master_hosts:
-        lines.append(f"{','.join(master_hosts)} {record['master_host_key']}")
-    for address, key in sorted(record["node_host_keys"].items()):
-        lines.append(f"{address} {key}")
-    if lines:
-        files.write_private(known_hosts_path(record["name"]), "\n".join(lines) + "\n")
+    if key and master_hosts:
+        lines.append(f"{','.join(master_hosts)} {key}")
+    for address, node_key in sorted(nodes.items()):
+        lines.append(f"{address} {node_key}")
+    text = "\n".join(lines) + "\n"
+    path = known_hosts_path(record["name"])
+    if lines and files.read_private(path) != text:
+        files.write_private(path, text)
 
 
 def forget(name: str) -> None:

@@ -32,7 +32,6 @@ class AwsRecord(state.Record, total=False):
     ttl: str | None
     master: dict | None    # the master instance: id, private_ip, public_ip, state, az
     ids: list[str]         # every instance id, the master's first
-    node_host_keys: dict[str, str]
     ready: bool
     ready_seconds: float
     launch_seconds: float

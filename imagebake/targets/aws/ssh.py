@@ -10,7 +10,7 @@ from typing import BinaryIO
 from ... import ports
 from ...clients import aws
 from ...errors import ImagebakeError
-from .hostkeys import known_hosts_path
+from .hostkeys import known_hosts_path, master_key, pinned
 
 SSH_USER = "ubuntu"
 AS_DISCO = ["sudo", "-n", "-iu", "disco"]  # run/copy act as disco, as on docker and qemu
@@ -18,7 +18,7 @@ AS_DISCO = ["sudo", "-n", "-iu", "disco"]  # run/copy act as disco, as on docker
 
 def base_argv(record: dict) -> list[str]:
     path = known_hosts_path(record["name"])
-    if not record.get("master_host_key") or not path.exists():
+    if not master_key(record):
         raise ImagebakeError(
             f"the master's host key is not known yet: wait until "
             f"`invoke status --name {record['name']}` says READY, then retry")
@@ -52,7 +52,7 @@ def find_node(record: dict, node: str | None) -> dict | None:
             f"no node {node!r} in {record['name']!r}: pass a name "
             f"({', '.join(n['name'] for n in nodes) or 'none'}), an instance id or a "
             "private address")
-    if entry.get("private_ip") not in record.get("node_host_keys", {}):
+    if entry.get("private_ip") not in pinned(record["name"]):
         raise ImagebakeError(
             f"the host key of node {node} is not known: wait until `invoke status --name "
             f"{record['name']}` says READY, then retry")

@@ -192,10 +192,11 @@ def _agent_status(record: dict, host: str) -> dict | None:
 
 def master_status(record: dict, agent: AgentClient | None = None) -> dict | None:
     """The master agent's verified status reply over its forwarded join port (signed both
-    ways with the cluster token, as the AWS launcher asks); host keys pinned from it."""
+    ways with the cluster token, as the AWS launcher asks); host keys pinned from it in
+    the known_hosts file (ssh.pin: the record is only read)."""
     reply = (agent or AgentClient()).status("127.0.0.1", record["ports"]["join"], record)
-    if reply is not None and pin(record, reply):
-        state.save(record)
+    if reply is not None:
+        pin(record, reply)
     return reply
 
 

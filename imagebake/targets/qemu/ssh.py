@@ -21,35 +21,36 @@ def known_hosts_path(record: dict) -> Path:
     return Path(record["dir"]) / "known_hosts"
 
 
-def pin(record: dict, reply: dict | None) -> bool:
-    """Pin the host keys of a verified status REPLY; True when anything changed."""
-    before = (record.get("master_host_key"), dict(record.get("node_host_keys") or {}))
-    master_key = master_host_key(reply)
-    if master_key:
-        record["master_host_key"] = master_key
+def pinned(record: dict) -> dict[str, str]:
+    """address -> host key, for every address the cluster's known_hosts file pins (the
+    one store of pinned keys: the record holds none)."""
+    return files.read_known_hosts(known_hosts_path(record))
+
+
+def pin(record: dict, reply: dict | None) -> None:
+    """Pin the host keys of a verified status REPLY in the known_hosts file (never the
+    record, which `status` only reads): keys pinned before stay, a node's only under the
+    private address the launcher gave one of the cluster's VMs."""
+    have = pinned(record)
+    key = master_host_key(reply) or have.get(record["master_ip"])
     ours = {v["ip"] for h, v in record["vms"].items() if h != "master"}
-    reported = node_host_keys(reply)
-    record["node_host_keys"] = {**(record.get("node_host_keys") or {}),
-                                **{a: k for a, k in reported.items() if a in ours}}
+    nodes = {a: k for a, k in have.items() if a in ours}
+    nodes.update({a: k for a, k in node_host_keys(reply).items() if a in ours})
     lines = []
-    if record.get("master_host_key"):
-        lines.append(f"[127.0.0.1]:{record['ports']['ssh']},{record['master_ip']} "
-                     f"{record['master_host_key']}")
-    for address, key in sorted(record["node_host_keys"].items()):
-        lines.append(f"{address} {key}")
+    if key:
+        lines.append(f"[127.0.0.1]:{record['ports']['ssh']},{record['master_ip']} {key}")
+    for address, node_key in sorted(nodes.items()):
+        lines.append(f"{address} {node_key}")
     text = "\n".join(lines) + "\n"
     path = known_hosts_path(record)
-    if not path.exists() or path.read_text() != text:
+    if files.read_private(path) != text:
         files.write_private(path, text)
-    return before != (record.get("master_host_key"), record["node_host_keys"])
 
 
 def host_keys(record: dict, host: str) -> list[str]:
     """HOST's pinned host key(s) ([] until the master reported it)."""
-    if host == "master":
-        key = record.get("master_host_key")
-    else:
-        key = (record.get("node_host_keys") or {}).get(record["vms"][host]["ip"])
+    address = record["master_ip"] if host == "master" else record["vms"][host]["ip"]
+    key = pinned(record).get(address)
     return [key] if key else []
 
 
