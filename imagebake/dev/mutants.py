@@ -60,6 +60,8 @@ TERMINAL = ("tests/unit/test_terminal.py", "tests/unit/test_report.py",
             "tests/unit/test_tasks.py::test_an_error_carrying_a_nodes_text_reaches_the_terminal"
             "_escaped", "tests/unit/targets/test_fleet.py::"
             "test_run_output_reaches_the_terminal_escaped")
+STATUS_PINS = ("tests/aws/test_aws_security.py::"
+               "test_status_only_reads_the_record_and_pins_under_the_addresses_ec2_reports",)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,25 @@ MUTANTS = [
            '                    client, record, "node", plan.node_type, 1,\n'
            '                    userdata.render(userdata.node_spec(record)), tags["node"])]',
            LAUNCH),
+    # ---------------------------------------------------------------- status only reads
+    Mutant("status-writes-the-record", "status only reads the cluster record",
+           "imagebake/targets/aws/cluster.py",
+           "            hostkeys.remember(record, reply, found)\n        return result",
+           "            hostkeys.remember(record, reply, found)\n            state.save(record)\n"
+           "        return result", STATUS_PINS),
+    Mutant("status-pins-under-record-addresses",
+           "status pins a node's key only under the address EC2 reports for it",
+           "imagebake/targets/aws/cluster.py",
+           "            hostkeys.remember(record, reply, found)\n",
+           "            hostkeys.remember(record, reply)\n", STATUS_PINS),
+    Mutant("qemu-status-writes-the-record", "status only reads the cluster record (qemu)",
+           "imagebake/targets/qemu/cluster.py",
+           "    if reply is not None:\n        pin(record, reply)\n    return reply",
+           "    if reply is not None:\n        pin(record, reply)\n        state.save(record)\n"
+           "    return reply", ("tests/unit/targets/qemu/test_cluster.py",)),
+    Mutant("old-record-nodes-unread", "a record written before state.Node still loads",
+           "imagebake/state.py", '    record["nodes"] = nodes_from(record.get("nodes", []))\n',
+           "", ("tests/unit/test_state.py",)),
     # ---------------------------------------------------------------- destroy completeness
     Mutant("destroy-leaves-known-hosts", "destroy removes the pinned host keys",
            "imagebake/targets/aws/cluster.py",

@@ -180,7 +180,7 @@ def test_status_only_reads_the_record_and_pins_under_the_addresses_ec2_reports(a
     assert at_launch[record["master"]["public_ip"]] == {key_only(HOST_KEY)}
     assert all(at_launch[n["private_ip"]] == {key_only(NODE_KEY)} for n in record["nodes"])
     saved = state.state_dir() / "clusters" / "c1.json"
-    before = saved.read_bytes()
+    before, written = saved.read_bytes(), (saved.stat().st_ino, saved.stat().st_mtime_ns)
     # the caller's record is stale or tampered: status trusts DescribeInstances
     real = {n["id"]: n["private_ip"] for n in record["nodes"]}
     stale = json.loads(before)
@@ -195,7 +195,8 @@ def test_status_only_reads_the_record_and_pins_under_the_addresses_ec2_reports(a
     assert keys[real[record["nodes"][0]["id"]]] == {key_only(EVIL_KEY)}
     assert set(keys) == {record["master"]["public_ip"], record["master"]["private_ip"],
                          *real.values()}
-    assert saved.read_bytes() == before  # status wrote nothing to the record
+    assert saved.read_bytes() == before  # status wrote nothing to the record,
+    assert (saved.stat().st_ino, saved.stat().st_mtime_ns) == written  # not even the same
     assert stale["nodes"][1]["private_ip"] == record["master"]["private_ip"]  # nor fixed it
 
 

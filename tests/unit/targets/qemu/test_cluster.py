@@ -34,20 +34,27 @@ def reply(*nodes: tuple[str, str]) -> dict:
             "nodes": [{"hostname": h, "address": a, "host_pubkey": k} for h, a, k in nodes]}
 
 
+def written_as(path) -> tuple[int, int]:
+    """The file's inode and modification time: a save (temp file + rename) changes both,
+    even when it writes the same bytes."""
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns
+
+
 def key_only(key: str) -> list[str]:
     return [" ".join(key.split()[:2])]
 
 
 def test_status_pins_host_keys_in_known_hosts_and_leaves_the_record_as_it_was(record):
     path = state.state_dir() / "clusters" / "vm.json"
-    before = path.read_bytes()
+    before, written = path.read_bytes(), written_as(path)
     assert qemu_ssh.host_keys(record, "master") == [] and qemu_ssh.host_keys(record, NODE) == []
     # a token holder claims the master's address for its own key: never pinned there
     answer = reply((NODE, NODE_IP, NODE_KEY), ("evil", qemu_cluster.MASTER_IP, EVIL_KEY),
                    ("other", "10.77.0.99", EVIL_KEY))
     got = qemu_cluster.master_status(record, FakeAgent(lambda a, p, r: answer))
     assert got == answer
-    assert path.read_bytes() == before  # nothing written to the record
+    assert path.read_bytes() == before and written_as(path) == written  # not even rewritten
     assert "master_host_key" not in record and "node_host_keys" not in record
     assert qemu_ssh.host_keys(record, "master") == key_only(HOST_KEY)
     assert qemu_ssh.host_keys(record, NODE) == key_only(NODE_KEY)
