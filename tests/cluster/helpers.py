@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 
+from imagebake import state
 from imagebake.targets.docker.cluster import container_name
 
 DISCO_CONFIG = "/usr/var/disco/disco_8989.config"
@@ -42,4 +43,4 @@ def temp_files(record: dict, hosts: list[str] | None = None) -> dict[str, list[s
     to prove a command left no temporary file there."""
     return {host: sorted(sh(record, host, "find /tmp /var/tmp -mindepth 1 2>/dev/null || true")
                          .stdout.split())
-            for host in hosts or ["master", *record["nodes"]]}
+            for host in hosts or ["master", *state.node_names(record)]}
