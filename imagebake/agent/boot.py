@@ -143,8 +143,10 @@ class Boot(object):
                              self.host_pubkey)
 
     def phase_join(self, max_attempts=None):
+        # Not trusted yet: the master keeps this node out of Disco's table until the join
+        # at the end of the boot (Agent.confirm), once the trust and dns phases are done.
         self.welcome = node.join_until_welcome(self.ctx, self.spec, self.identity(),
-                                               max_attempts=max_attempts)
+                                               max_attempts=max_attempts, trusted=False)
         self.state.set("master_hostname", self.welcome["master_hostname"])
         self.follow(self.welcome)
         return "welcomed by %s (%d host(s) in the cluster)" % (

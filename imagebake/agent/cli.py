@@ -93,6 +93,7 @@ def cmd_join(args):
         run("join", lambda: agent.phase_join(max_attempts=1))
         run("trust", agent.node_trust)
         run("dns", agent.node_dns)
+        agent.confirm(attempts=1)
     except PhaseFailed as exc:
         ctx.log.error("%s", exc)
         return 1

@@ -13,6 +13,8 @@ from . import idle, node, notice, source, ttl
 from .boot import Boot
 from .protocol import ProtocolError
 
+CONFIRM_ATTEMPTS = 5  # trusted joins tried at the end of a node's boot (then: heartbeat)
+
 
 class Agent(Boot):
     def __init__(self, ctx, spec_path=None, bind_address="0.0.0.0", addresses=None):
@@ -24,7 +26,26 @@ class Agent(Boot):
 
     def setup(self):
         self.exit_on_sigterm()
-        return Boot.setup(self)
+        if not Boot.setup(self):
+            return False
+        if self.spec["role"] == "node" and not self.stopped:
+            self.confirm()
+        return True
+
+    def confirm(self, attempts=CONFIRM_ATTEMPTS):
+        """Node, its boot done (the master's keys and resolver written): one trusted join,
+        so the master puts this node in Disco's hosts table now, not at the first
+        heartbeat 30 s later (Disco starts the node's Erlang over ssh at once, and an ssh
+        that came before authorized_keys costs slave:start's 32 s timeout plus Disco's
+        15 s restart delay). A few tries with backoff; the heartbeat covers the rest."""
+        for attempt, delay in zip(range(1, attempts + 1), node.backoff_delays()):
+            if self.heartbeat():
+                return True
+            if attempt < attempts:
+                self.ctx.sleep(delay)
+        self.ctx.log.warning("the master did not take this node's trusted join: it enters "
+                             "Disco's table at the next heartbeat (%d s)", node.HEARTBEAT)
+        return False
 
     def forever(self, tick=5.0, max_ticks=None):
         """Master: serve joins; node: heartbeat re-join every 30 s. Both watch the TTL."""

@@ -44,6 +44,9 @@ IDENTITY_FIELDS = ("hostname", "address", "addresses", "cores", "disco_pubkey", 
 # A node with a spot notice whose heartbeat (node.HEARTBEAT, 30 s) stopped this long ago
 # is gone: the master forgets it (membership, Disco's table, DNS, known_hosts).
 GONE_AFTER = 90
+# While Disco's table is not pushed (Disco still booting after `disco start`, or a failed
+# call), the pusher thread tries again this often.
+PUSH_RETRY = 0.5
 
 
 class Master(object):
@@ -66,9 +69,17 @@ class Master(object):
         # that name with that key (the removed machine's heartbeat) is refused; a new
         # machine that takes the name has a new host key and joins as usual.
         self.left = self._load_left()
+        # Joined with "trusted": false and no trusted join since: the node has not written
+        # this master's keys and resolver yet, so it stays out of Disco's hosts table
+        # (Disco would ssh to it before its authorized_keys exists). Not persisted: a
+        # restarted master takes reloaded nodes as trusted (they were set up before).
+        self.pending = set()
         self.disco = "not configured yet"
         self.disco_started = False
         self.disco_dirty = False
+        self.push_failing = False
+        self.pusher = None
+        self.closing = threading.Event()
         self.applies = 0
         # Lifetime: the idle watcher (made at the first watch_idle when the spec has
         # idle_stop) and, once the cluster is stopping, the reason every heartbeat
@@ -102,28 +113,51 @@ class Master(object):
                     if isinstance(k, str) and isinstance(v, str))
 
     def _register(self, entry):
-        """Update the registry; return True when anything changed."""
+        """Update the registry; what changed: "" (nothing), "new" (a new member),
+        "keys" (its keys: a new machine under the name), "other" (address, cores, or
+        another member evicted from the address)."""
         log = self.ctx.log
         name = entry["hostname"]
-        changed = False
+        changed = ""
         for other in sorted(self.nodes):
             if other != name and self.nodes[other]["address"] == entry["address"]:
                 log.warning("node %s takes address %s from %s: %s removed",
                             name, entry["address"], other, other)
                 del self.nodes[other]
-                changed = True
+                self.pending.discard(other)
+                changed = "other"
         old = self.nodes.get(name)
         if old == entry:
             return changed
         if old is None:
             log.info("node %s joined from %s", name, entry["address"])
+            changed = "new"
         elif (old["disco_pubkey"], old["host_pubkey"]) != (entry["disco_pubkey"],
                                                            entry["host_pubkey"]):
             log.warning("node %s re-joined with changed keys: its entries are replaced", name)
+            changed = "keys"
         else:
             log.info("node %s re-joined with changed address/cores", name)
+            changed = "other"
         self.nodes[name] = entry
-        return True
+        return changed
+
+    def _trust(self, name, change, trusted):
+        """Whether NAME's join changes its place in Disco's table: a new machine (a new
+        member, new keys) that has not written our keys yet waits outside it; its
+        trusted join lets it in. A member already in the table never leaves it here."""
+        if not trusted and change in ("new", "keys"):
+            self.pending.add(name)
+            return True
+        if trusted and name in self.pending:
+            self.pending.discard(name)
+            self.ctx.log.info("node %s is set up: Disco may start it", name)
+            return True
+        return False
+
+    def in_disco(self):
+        """The members Disco's hosts table lists (sorted by name)."""
+        return [self.nodes[n] for n in sorted(self.nodes) if n not in self.pending]
 
     def hosts(self):
         """[[name, address]]: the master first, then the nodes by name."""
@@ -146,7 +180,7 @@ class Master(object):
         return {"master": self.hostname, "master_addresses": self.addresses,
                 "host_pubkey": self.host_pubkey, "expected_nodes": expected,
                 "joined": len(nodes), "ready": ready.enough_joined(len(nodes), expected),
-                "nodes": nodes,
+                "nodes": nodes, "setting_up": sorted(self.pending),
                 "disco": self.disco, "lifetime": self.lifetime(),
                 "ddfs_replicas": disco_config.replicas(self.spec, len(nodes)),
                 "interrupted": dict((name, notice.describe(entry["notices"][-1]))
@@ -169,30 +203,59 @@ class Master(object):
 
     def start_disco(self):
         """Write the config and start Disco, or push the table to a running one.
-        Returns (ok, text): text is what status shows as "disco"."""
+        Returns (ok, text): text is what status shows as "disco".
+
+        `disco start` runs without the lock: joins go on meanwhile (they only wrote
+        the table's file then). Disco reads that file when its VM boots, some seconds
+        after `disco start` returned, and answers its API later still: the table is
+        pushed once more, retried by the pusher thread until Disco takes it."""
         ctx = self.ctx
         with self.lock:
             self.apply()
-            exe = disco_config.disco_installed(ctx)
-            if exe is None:
+        exe = disco_config.disco_installed(ctx)
+        if exe is None:
+            with self.lock:
                 self.disco = "absent: config written, not started"
-                return True, self.disco
-            status = ctx.runner.run([exe, "status"])
-            if not (status.ok and "running" in status.out):
-                result = ctx.runner.run([exe, "start"])
-                if not result.ok:
-                    self.disco = "start failed: %s" % result.out.strip()[-200:]
-                    return False, self.disco
-                self.disco_started = True
-                self.disco_dirty = False
-                self.disco = "running (started)"
-            else:
-                self.disco_started = True
-                self.disco_dirty = True
-                self.apply()  # push the table to the running master
-                if self.disco_dirty:
-                    self.disco = "running; config push pending"
             return True, self.disco
+        status = ctx.runner.run([exe, "status"])
+        started = not (status.ok and "running" in status.out)
+        if started:
+            result = ctx.runner.run([exe, "start"])
+            if not result.ok:
+                with self.lock:
+                    self.disco = "start failed: %s" % result.out.strip()[-200:]
+                return False, self.disco
+        with self.lock:
+            self.disco_started = True
+            self.disco_dirty = True
+            self.disco = "running (started)" if started else "running; config push pending"
+            if not started:
+                self.apply()  # push the table to the running master
+        self.start_pusher()
+        return True, self.disco
+
+    def start_pusher(self, interval=PUSH_RETRY):
+        """A thread that pushes Disco's table again every INTERVAL s while a push is
+        pending (Disco still booting, or a failed call); it ends with stop_pusher()."""
+        if self.pusher is not None:
+            return
+        self.closing.clear()
+
+        def run():
+            while not self.closing.wait(interval):
+                with self.lock:
+                    if self.disco_dirty and self.disco_started:
+                        self.apply()
+
+        self.pusher = threading.Thread(target=run, name="disco-push")
+        self.pusher.daemon = True
+        self.pusher.start()
+
+    def stop_pusher(self):
+        self.closing.set()
+        if self.pusher is not None:
+            self.pusher.join(5)
+            self.pusher = None
 
     def stop_disco(self):
         """`disco stop` when this master started (or found) Disco running, so its VM
@@ -200,6 +263,7 @@ class Master(object):
         they linger until the distribution tick notices, and a restarted master cannot
         start them again meanwhile). Bounded by the runner's timeout. None when there
         was nothing to stop, else whether `disco stop` succeeded."""
+        self.stop_pusher()
         if not self.disco_started:
             return None
         exe = disco_config.disco_installed(self.ctx)
@@ -281,7 +345,7 @@ class Master(object):
             ok, how = services.restart(ctx, "dnsmasq", reload_only=True)
             if not ok:
                 ctx.log.warning("dnsmasq reload: %s", how)
-        rows = disco_config.host_rows(spec, self.hostname, self.cores, nodes)
+        rows = disco_config.host_rows(spec, self.hostname, self.cores, self.in_disco())
         if disco_config.write_settings(ctx, spec, self.hostname, len(nodes)):
             changed.append("settings.py")
             if self.disco_started:
@@ -293,10 +357,13 @@ class Master(object):
             ok, text = disco_config.save_config_table(rows, spec["disco_port"])
             if ok:
                 self.disco_dirty = False
+                self.push_failing = False
                 self.disco = "running: %d host(s) configured" % len(rows)
                 changed.append("disco api")
-            else:
-                ctx.log.warning("save_config_table failed (retried on the next join): %s", text)
+            elif not self.push_failing:  # one line per streak: Disco boots for seconds
+                self.push_failing = True
+                ctx.log.warning("save_config_table failed (retried every %.1f s until Disco "
+                                "takes it): %s", PUSH_RETRY, text)
         self.applies += 1
         if changed:
             ctx.log.info("apply: wrote %s", ", ".join(changed))
@@ -385,7 +452,8 @@ class Master(object):
             if noticed is not None and noticed["address"] != peer:
                 # a notice sent under this name from another address was not this node's
                 del self.interrupted[entry["hostname"]]
-            if self._register(entry):
+            change = self._register(entry)
+            if self._trust(entry["hostname"], change, msg.get("trusted", True)) or change:
                 self.apply()
             self.last_seen[entry["hostname"]] = self.ctx.now()
             hosts = self.hosts()
@@ -434,6 +502,7 @@ class Master(object):
             unknown = [n for n in msg["hostnames"] if n not in self.nodes]
             for name in removed:
                 self.left[name] = self.nodes.pop(name)["host_pubkey"]
+                self.pending.discard(name)
                 self.last_seen.pop(name, None)
                 log.warning("node %s left the cluster (leave from %s)", name, peer)
             if removed:
@@ -515,6 +584,7 @@ class Master(object):
                 del self.interrupted[name]
                 if name in self.nodes:
                     self.left[name] = self.nodes.pop(name)["host_pubkey"]
+                    self.pending.discard(name)
                     self.last_seen.pop(name, None)
                     gone.append(name)
             if gone:

@@ -95,14 +95,17 @@ def _post(url, body, timeout, source=None):
     raise JoinError("cannot reach the master")  # pragma: no cover
 
 
-def join_once(ctx, spec, identity, timeout=5.0, url=None):
+def join_once(ctx, spec, identity, timeout=5.0, url=None, trusted=True):
     """One signed join; return the verified welcome msg. Raise JoinError/ProtocolError.
 
     The join is sent from identity.addresses[0]: the master records only the
-    address a join comes from.
+    address a join comes from. TRUSTED false (the first join of a boot): this node has
+    not written the master's keys and resolver yet, so the master keeps it out of
+    Disco's hosts table until a join says true (a heartbeat, or the one at the end of
+    the boot).
     """
     msg = make_join(spec["cluster"], ctx.now(), identity.hostname, identity.addresses,
-                    identity.cores, identity.disco_pubkey, identity.host_pubkey)
+                    identity.cores, identity.disco_pubkey, identity.host_pubkey, trusted)
     body = _send_sealed(spec, url or join_url(spec), msg, identity, timeout)
     welcome = open_envelope(spec["token"], body, spec["cluster"], ctx.now(), "welcome")
     return check_welcome_fields(welcome, msg["nonce"],
@@ -146,13 +149,13 @@ def backoff_delays(base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=None):
         attempt = min(attempt + 1, 30)
 
 
-def join_until_welcome(ctx, spec, identity, url=None, max_attempts=None):
+def join_until_welcome(ctx, spec, identity, url=None, max_attempts=None, trusted=True):
     """Retry join_once with backoff until the master answers; honour the TTL."""
     attempts = 0
     for delay in backoff_delays():
         attempts += 1
         try:
-            return join_once(ctx, spec, identity, url=url)
+            return join_once(ctx, spec, identity, url=url, trusted=trusted)
         except (JoinError, ProtocolError) as exc:
             ctx.log.info("join attempt %d: %s; retrying in %.1fs", attempts, exc, delay)
             if max_attempts is not None and attempts >= max_attempts:

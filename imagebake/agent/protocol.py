@@ -169,18 +169,30 @@ def open_envelope(token, body, cluster, now, expect_type, replay=None):
 
 # -- join ---------------------------------------------------------------------
 
-def make_join(cluster, now, hostname, addresses, cores, disco_pubkey, host_pubkey):
+def make_join(cluster, now, hostname, addresses, cores, disco_pubkey, host_pubkey,
+              trusted=True):
+    """TRUSTED: the node has written the master's keys and resolver from a welcome, so
+    Disco may start its Erlang node over ssh now (a first join says false)."""
     return {"type": "join", "cluster": cluster, "nonce": new_nonce(), "ts": int(now),
             "hostname": hostname, "addresses": list(addresses), "cores": int(cores),
-            "disco_pubkey": disco_pubkey, "host_pubkey": host_pubkey}
+            "disco_pubkey": disco_pubkey, "host_pubkey": host_pubkey,
+            "trusted": bool(trusted)}
+
+
+JOIN_FIELDS = frozenset(("type", "cluster", "nonce", "ts", "hostname", "addresses", "cores",
+                         "disco_pubkey", "host_pubkey"))
 
 
 def check_join_fields(msg):
-    """Well-formedness of a verified join; raise ProtocolError."""
-    expected = {"type", "cluster", "nonce", "ts", "hostname", "addresses", "cores",
-                "disco_pubkey", "host_pubkey"}
-    if set(msg) != expected:
-        raise ProtocolError("join fields must be exactly: %s" % ",".join(sorted(expected)))
+    """Well-formedness of a verified join; raise ProtocolError. `trusted` (a boolean) may
+    be left out by an agent from before it: such a join counts as trusted."""
+    fields = set(msg)
+    fields.discard("trusted")
+    if fields != JOIN_FIELDS:
+        raise ProtocolError("join fields must be exactly: %s (and trusted)"
+                            % ",".join(sorted(JOIN_FIELDS)))
+    if not isinstance(msg.get("trusted", True), bool):
+        raise ProtocolError("trusted must be true or false")
     hostname = msg["hostname"]
     if not is_short_hostname(hostname) or hostname != hostname.lower():
         raise ProtocolError("hostname must be a short lowercase host name")

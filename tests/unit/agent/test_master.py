@@ -175,7 +175,7 @@ def test_master_with_workers_is_listed_and_authorizes_itself(agent_ctx):
 class FakeDisco:
     """Disco's /disco/ctrl/save_config_table on 127.0.0.1, recording the bodies."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         from http.server import BaseHTTPRequestHandler, HTTPServer
         outer = self
         self.bodies = []
@@ -193,7 +193,7 @@ class FakeDisco:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.server = HTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
         thread.daemon = True
@@ -720,3 +720,131 @@ def test_a_token_holder_cannot_take_over_another_nodes_name(agent_ctx):
     moved = _join_body(ctx.now(), hostname="node01", addresses=("10.0.0.12",))
     assert m.handle_join(moved, "10.0.0.12")[0] == 200
     assert m.nodes["node01"]["address"] == "10.0.0.12"
+
+
+def _trusted_join(now, trusted, hostname="node01", address="10.0.0.11", key=1):
+    return protocol.seal(LAUNCHER_KEY, protocol.make_join(
+        "demo", now, hostname, [address], 2, fake_key(key) + " disco@x", fake_key(key + 1),
+        trusted=trusted))
+
+
+def _table(ctx, port=8989):
+    """Host names in Disco's hosts table (its file on the master)."""
+    text = read(ctx, f"/usr/var/disco/disco_{port}.config")
+    return [h for h, _ in json.loads(text)["hosts"]]
+
+
+def test_a_node_enters_disco_s_table_only_once_it_trusts_the_master(agent_ctx):
+    """Issue 20 item 5: a first join ("trusted": false) puts the node in DNS and
+    known_hosts but not in Disco's table (Disco would ssh to it before it authorized the
+    master's key); its trusted join lets it in; a member in the table never leaves it
+    through a join (an agent restart re-joins untrusted with the same keys)."""
+    ctx = agent_ctx()
+    m = _bare_master(ctx)
+    m.apply()
+    assert m.handle_join(_trusted_join(ctx.now(), False), "10.0.0.11")[0] == 200
+    assert "node01" in read(ctx, "/etc/imagebake/hosts")
+    assert "10.0.0.11" in read(ctx, "/home/disco/.ssh/known_hosts")
+    assert _table(ctx) == []
+    assert m.summary()["setting_up"] == ["node01"]
+    assert m.handle_join(_trusted_join(ctx.now(), True), "10.0.0.11")[0] == 200
+    assert _table(ctx) == ["node01"]
+    assert m.summary()["setting_up"] == []
+    assert m.handle_join(_trusted_join(ctx.now(), False), "10.0.0.11")[0] == 200
+    assert _table(ctx) == ["node01"]
+    # a new machine under the name (new keys) waits outside again until it trusts us
+    assert m.handle_join(_trusted_join(ctx.now(), False, key=7), "10.0.0.11")[0] == 200
+    assert _table(ctx) == []
+
+
+@needs_keygen
+def test_a_booted_node_is_in_disco_s_table_without_waiting_for_a_heartbeat(agent_ctx):
+    """The node's boot ends with one trusted join (Agent.confirm)."""
+    c = Cluster(agent_ctx, expected=1)
+    try:
+        c.start_master()
+        c.add_node(1)
+        assert _table(c.mctx) == ["node01"]
+        assert c.master.master.summary()["setting_up"] == []
+    finally:
+        c.master.stop()
+
+
+class _SlowStart:
+    """A runner whose `disco start` blocks until released (the real one takes seconds:
+    Python, two probe VMs, the detached VM)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, argv, input_text=None, env=None):
+        if argv[1:] == ["start"]:
+            self.started.set()
+            assert self.release.wait(20)
+        return self.inner.run(argv, input_text, env)
+
+
+def _with_disco(c, port):
+    """The master's spec with Disco's API on PORT and a `disco` executable installed."""
+    spec_ = dict(c.master_spec, disco_port=port)
+    os.remove(c.mctx.path("/run/imagebake/spec.json"))
+    os.rmdir(c.mctx.path("/run/imagebake"))
+    write_spec(c.mctx, spec_)
+    exe = c.mctx.path("/usr/bin/disco")
+    os.makedirs(os.path.dirname(exe))
+    with open(exe, "w") as handle:
+        handle.write("#!/bin/sh\n")
+    os.chmod(exe, 0o755)
+    c.node_spec = dict(c.node_spec, disco_port=port)
+
+
+@needs_keygen
+def test_joins_go_on_while_disco_starts_and_the_table_reaches_it_once_it_answers(agent_ctx):
+    """Issue 20 item 5: `disco start` runs outside the master's lock (nodes that joined
+    meanwhile used to wait for it, time out after 5 s and back off); Disco answers its API
+    only seconds after `disco start` returned, and the table is pushed once it does."""
+    from imagebake.agent.runner import Result
+
+    from .helpers import free_port
+
+    c = Cluster(agent_ctx, expected=1)
+    port = free_port()
+    _with_disco(c, port)
+    slow = c.mctx.runner = _SlowStart(c.mctx.runner)
+    slow.inner.results["/usr/bin/disco"] = Result(0, "Master master:8989 stopped")
+    booted = threading.Thread(target=c.start_master)
+    booted.start()
+    disco = None
+    try:
+        assert slow.started.wait(20)
+        # `disco start` is running: a node boots, joins and trusts, all meanwhile
+        node = threading.Thread(target=c.add_node, args=(1,))
+        node.daemon = True
+        node.start()
+        node.join(15)
+        assert not node.is_alive(), "the node's join waited for `disco start`"
+        assert _table(c.mctx, port) == ["node01"]
+        slow.release.set()
+        booted.join(20)
+        assert c.master.master.disco == "running (started)"
+        # Disco's web server comes up later: the pusher hands it the table then
+        disco = FakeDisco(port)
+        deadline = time.time() + 10
+        while not disco.bodies and time.time() < deadline:
+            time.sleep(0.05)
+        assert disco.bodies == [("/disco/ctrl/save_config_table",
+                                 [["node01", str(os.cpu_count())]])]
+        time.sleep(1.2)  # pushed once: nothing pending, nothing sent again
+        assert len(disco.bodies) == 1
+        assert c.master.master.disco.startswith("running: 1 host")
+    finally:
+        slow.release.set()
+        booted.join(20)
+        c.master.stop()
+        if disco is not None:
+            disco.close()

@@ -266,3 +266,18 @@ def test_leave_fields():
             P.check_leave_fields(dict(msg, hostnames=bad))
     with pytest.raises(P.ProtocolError):
         P.check_leave_fields(dict(msg, extra=1))
+
+
+def test_join_trusted_is_a_boolean_and_may_be_left_out():
+    """`trusted` (issue 20 item 5): false on a node's first join; an agent from before it
+    sends no such field, and its joins count as trusted."""
+    assert join()["trusted"] is True
+    assert open_join(P.seal(KEY_HEX, join(trusted=False)))["trusted"] is False
+    old = join()
+    del old["trusted"]
+    assert open_join(P.seal(KEY_HEX, old)) == old
+    for bad in ("yes", 1, None):
+        with pytest.raises(P.ProtocolError, match="trusted must be true or false"):
+            open_join(P.seal(KEY_HEX, join(trusted=bad)))
+    with pytest.raises(P.ProtocolError, match="join fields must be exactly"):
+        open_join(P.seal(KEY_HEX, join(extra=True)))
