@@ -144,8 +144,11 @@ def _exec_json(container: str, *argv: str) -> dict | None:
     (`imagebake-agent status` exits 1 while not ready but still reports)."""
     import subprocess
 
-    proc = subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True,
-                          timeout=30)
+    try:
+        proc = subprocess.run(["docker", "exec", container, *argv], capture_output=True,
+                              text=True, timeout=30)
+    except subprocess.TimeoutExpired:  # a host so loaded it answers nothing in 30 s
+        return None
     out = proc.stdout
     try:
         return json.loads(out) if out.strip() else None
