@@ -19,3 +19,22 @@ def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "ready.png"
     runner.plot(curve, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_floor_is_read_from_the_erlang_output():
+    """`--what cluster`'s floor: every host's slave:start time, the total, and which
+    failed; nothing when a host or the total is missing (the VM died half-way)."""
+    out = ("floor node01 ok 3441\nfloor node02 error 32012\nfloor_total 32020\n")
+    assert runner.parse_floor(out, ["node01", "node02"]) == {
+        "floor_s": 32.02, "per_node_s": {"node01": 3.441, "node02": 32.012},
+        "failed": ["node02"]}
+    assert runner.parse_floor("floor node01 ok 3441\nfloor_total 3500\n",
+                              ["node01", "node02"]) is None
+    assert runner.parse_floor("floor node01 ok 3441\n", ["node01"]) is None
+
+
+def test_the_floor_starts_every_host_the_way_disco_does():
+    code = runner.FLOOR_EVAL % (runner._erl_string("erl -kernel a 1"),
+                                ", ".join(runner._erl_string(h) for h in ["node01", "node02"]))
+    assert 'Prog = "erl -kernel a 1", Hosts = ["node01", "node02"]' in code
+    assert 'slave:start(Host, imagebake_floor, "+K true -connect_all false", Self,' in code
