@@ -36,8 +36,8 @@ class Agent(Boot):
         """Node, its boot done (the master's keys and resolver written): one trusted join,
         so the master puts this node in Disco's hosts table now, not at the first
         heartbeat 30 s later (Disco starts the node's Erlang over ssh at once, and an ssh
-        that came before authorized_keys costs slave:start's 32 s timeout plus Disco's
-        15 s restart delay). A few tries with backoff; the heartbeat covers the rest."""
+        that came before authorized_keys costs slave:start's 32 s timeout and node_mon's
+        restart delay). A few tries with backoff; the heartbeat covers the rest."""
         for attempt, delay in zip(range(1, attempts + 1), node.backoff_delays()):
             if self.heartbeat():
                 return True

@@ -179,7 +179,9 @@ class Master(object):
                           "last_seen_ago": (now - seen) if seen is not None else None})
         return {"master": self.hostname, "master_addresses": self.addresses,
                 "host_pubkey": self.host_pubkey, "expected_nodes": expected,
-                "joined": len(nodes), "ready": ready.enough_joined(len(nodes), expected),
+                "joined": len(nodes),
+                # not while a joined node is still setting up (outside Disco's table)
+                "ready": ready.enough_joined(len(nodes), expected) and not self.pending,
                 "nodes": nodes, "setting_up": sorted(self.pending),
                 "disco": self.disco, "lifetime": self.lifetime(),
                 "ddfs_replicas": disco_config.replicas(self.spec, len(nodes)),

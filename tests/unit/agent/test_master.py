@@ -747,9 +747,11 @@ def test_a_node_enters_disco_s_table_only_once_it_trusts_the_master(agent_ctx):
     assert "10.0.0.11" in read(ctx, "/home/disco/.ssh/known_hosts")
     assert _table(ctx) == []
     assert m.summary()["setting_up"] == ["node01"]
+    assert m.summary()["ready"] is False  # joined, but not in Disco's table yet
     assert m.handle_join(_trusted_join(ctx.now(), True), "10.0.0.11")[0] == 200
     assert _table(ctx) == ["node01"]
     assert m.summary()["setting_up"] == []
+    assert m.summary()["ready"] is True
     assert m.handle_join(_trusted_join(ctx.now(), False), "10.0.0.11")[0] == 200
     assert _table(ctx) == ["node01"]
     # a new machine under the name (new keys) waits outside again until it trusts us
