@@ -176,7 +176,7 @@ def _ready_times(sizes: list[int], images_json: str | None = None, floor: bool =
                               "start_s": record["start_seconds"],
                               "master_peak_kib": _master_peak_kib(name)}
                 if floor:
-                    results[n].update(slave_floor(name, record["nodes"]))
+                    results[n].update(slave_floor(name, state.node_names(record)))
             finally:
                 _keep_logs(name)
                 docker.destroy(name, state.load(name))
