@@ -5,6 +5,7 @@ runner's own skipping of single tests (selftest_remote.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import unittest
 
 import pytest
@@ -97,10 +98,29 @@ def test_the_50k_test_is_skipped_for_host_size_unless_its_module_is_named(monkey
     whole = next(c for c in target.commands if "runner.py test_50k" in c)
     assert "'test_50k.ManyMapTestCase.test_50k=host size: 50,000 map tasks" in whole
     assert "CPU-s per task" in whole  # the reason carries its figures
+    assert all(len(why) <= 300 for why in selftest.ON_REQUEST.values())  # the runner's cut
     target.commands.clear()
     selftest.selftest({"name": "c", "target": "docker"}, ["test_50k"])  # asked for by name
     named = next(c for c in target.commands if "runner.py test_50k" in c)
     assert "=" not in named.split("runner.py")[1]
+
+
+def test_the_targets_own_wait_ending_first_is_a_timeout_row_and_its_jobs_are_killed(
+        monkeypatch):
+    class SlowTarget(FakeTarget):
+        def exec(self, record, command, user="root", stdin=None):
+            if "runner.py test_50k" in command:
+                self.commands.append(command)
+                raise subprocess.TimeoutExpired(command, 3600)
+            return super().exec(record, command, user, stdin)
+
+    target = SlowTarget(modules=("test_50k.py", "test_simple.py"))
+    monkeypatch.setattr("imagebake.targets.get", lambda name: target)
+    results = selftest.selftest({"name": "c", "target": "docker"}, None, 3600)
+    assert [(r.module, r.status) for r in results] == [("test_50k", "timeout"),
+                                                        ("test_simple", "passed")]
+    assert results[0].detail == "no end within 3600s"
+    assert any("disco kill" in c for c in target.commands)
 
 
 def test_a_skipped_module_is_not_run(monkeypatch):
