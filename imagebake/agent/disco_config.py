@@ -141,11 +141,20 @@ MAX_REPLY = 64 * 1024  # Disco answers its ctrl calls with a short status line
 
 def ctrl_post(path, value, port, host="127.0.0.1", timeout=10):
     """POST VALUE (as JSON) to Disco's API at PATH on the running master; (ok, text)."""
+    return _ctrl(path, json.dumps(value).encode("ascii"), port, host, timeout)
+
+
+def ctrl_get(path, port, host="127.0.0.1", timeout=10):
+    """GET Disco's API at PATH on the running master; (ok, text)."""
+    return _ctrl(path, None, port, host, timeout)
+
+
+def _ctrl(path, body, port, host, timeout):
     from urllib.error import URLError
     from urllib.request import Request, urlopen
-    body = json.dumps(value).encode("ascii")
     request = Request("http://%s:%d%s" % (host, port, path), data=body,
-                      headers={"Content-Type": "application/json"}, method="POST")
+                      headers={"Content-Type": "application/json"},
+                      method="GET" if body is None else "POST")
     try:
         response = urlopen(request, timeout=timeout)
         try:
@@ -172,3 +181,21 @@ def blacklist(hostname, port, timeout=5):
     (gc_blacklist), as `invoke shrink` does; [(path, ok, text)]."""
     return [(path,) + ctrl_post(path, hostname, port, timeout=timeout)
             for path in BLACKLIST_PATHS]
+
+
+GC_START_PATH = "/ddfs/ctrl/gc_start"
+
+
+def start_gc(port, timeout=5):
+    """A DDFS GC run now: only GC copies a gc_blacklisted node's blobs and tags away, and
+    it runs once a day by itself (Disco's GC_INTERVAL). One line: "started" ("GC has
+    started": a run already under way answers the same, and took the blacklist as it was
+    when it began), "waits ..." (Disco's first 5 minutes, DDFS_GC_INITIAL_WAIT), or why
+    the call failed."""
+    ok, text = ctrl_get(GC_START_PATH, port, timeout=timeout)
+    answer = text.strip().strip('"')
+    if ok and answer == "GC has started":
+        return "DDFS GC started"
+    if ok and answer == "GC is waiting":
+        return "DDFS GC waits for its first run (5 min after Disco started)"
+    return "DDFS GC not started (%s)" % answer[:80]

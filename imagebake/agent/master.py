@@ -527,8 +527,9 @@ class Master(object):
     def act_notice(self, msg, peer):
         """Signed `notice` (a node's agent saw EC2's spot instance-action or rebalance
         recommendation): at once no new tasks there (Disco's blacklist) and DDFS moves its
-        data away (gc_blacklist), one log line; status shows it interrupted; the node is
-        forgotten once its heartbeat stops (forget_gone). A notice from a node that has
+        data away (gc_blacklist, then a GC run started: GC is what copies it), one log
+        line; status shows it interrupted; the node is forgotten once its heartbeat stops
+        (forget_gone). A notice from a node that has
         not joined yet is kept, and its join is refused. The same notice twice: no-op."""
         name, log = msg["hostname"], self.ctx.log
         seen = {"kind": msg["kind"], "action": msg["action"], "time": msg["time"]}
@@ -554,7 +555,8 @@ class Master(object):
             failed = ["%s: %s" % (path, text.strip()[:80])
                       for path, ok, text in disco_config.blacklist(name, self.spec["disco_port"])
                       if not ok]
-            outcome = ("blacklisted in Disco and DDFS" if not failed
+            outcome = ("blacklisted in Disco and DDFS; %s"
+                       % disco_config.start_gc(self.spec["disco_port"]) if not failed
                        else "blacklist failed (%s)" % "; ".join(failed))
         log.warning("spot notice from %s (%s): %s: %s", name, peer, notice.describe(seen),
                     outcome)

@@ -173,7 +173,10 @@ def test_master_with_workers_is_listed_and_authorizes_itself(agent_ctx):
 
 
 class FakeDisco:
-    """Disco's /disco/ctrl/save_config_table on 127.0.0.1, recording the bodies."""
+    """Disco's ctrl API on 127.0.0.1 (POSTs answered "table saved!", GET
+    /ddfs/ctrl/gc_start answered GC_START), recording (path, body) (None for a GET)."""
+
+    GC_START = "GC has started"
 
     def __init__(self, port=0):
         from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -188,6 +191,15 @@ class FakeDisco:
                 length = int(self.headers["Content-Length"])
                 outer.bodies.append((self.path, json.loads(self.rfile.read(length))))
                 body = b'"table saved!"'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                outer.bodies.append((self.path, None))
+                body = json.dumps(outer.GC_START if self.path == "/ddfs/ctrl/gc_start"
+                                  else "").encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

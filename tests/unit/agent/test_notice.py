@@ -162,9 +162,12 @@ NOTICE = {"kind": "instance-action", "action": "terminate", "time": ACTION["time
 def test_a_notice_blacklists_the_node_at_once_and_status_shows_it(agent_ctx, log):
     c, disco = disco_cluster(agent_ctx)
     try:
-        assert send(c, 1, NOTICE) == "blacklisted in Disco and DDFS"
+        assert send(c, 1, NOTICE) == "blacklisted in Disco and DDFS; DDFS GC started"
         assert blacklisted(disco) == [("/disco/ctrl/blacklist", "node01"),
                                       ("/disco/ctrl/gc_blacklist", "node01")]
+        # then a GC run, which is what copies its blobs away (it runs once a day by itself)
+        assert [p for p, _ in disco.bodies].index("/ddfs/ctrl/gc_start") > \
+            [p for p, _ in disco.bodies].index("/disco/ctrl/gc_blacklist")
         (line,) = log.warnings("spot notice from node01")
         assert "instance-action terminate at 2026-12-03T10:42:00Z" in line
         summary = c.master.master.summary()
@@ -177,6 +180,20 @@ def test_a_notice_blacklists_the_node_at_once_and_status_shows_it(agent_ctx, log
         text = render_status(report)
         assert [ln.split()[1] for ln in text.splitlines() if ln.startswith("  node0")] == [
             "interrupted", "running"]
+    finally:
+        c.master.stop()
+        disco.close()
+
+
+@needs_keygen
+def test_a_notice_in_discos_first_minutes_says_the_gc_run_waits(agent_ctx, log):
+    c, disco = disco_cluster(agent_ctx)
+    disco.GC_START = "GC is waiting"  # Disco's first 5 minutes (DDFS_GC_INITIAL_WAIT)
+    try:
+        assert send(c, 1, NOTICE) == ("blacklisted in Disco and DDFS; DDFS GC waits for its "
+                                      "first run (5 min after Disco started)")
+        (line,) = log.warnings("spot notice from node01")
+        assert line.endswith("DDFS GC waits for its first run (5 min after Disco started)")
     finally:
         c.master.stop()
         disco.close()
