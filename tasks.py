@@ -484,9 +484,10 @@ def test(c, fast=False):
         return
     from imagebake.bake import vendor  # real Disco when vendor/disco/ has its archives
 
-    c.run(" ".join(["invoke bake --target docker", *vendor.local_bake_vars()]), echo=True)
+    disco_vars = vendor.local_bake_vars()
+    c.run(" ".join(["invoke bake --target docker", *disco_vars]), echo=True)
     c.run("invoke verify --target docker", echo=True)  # testinfra on both baked images
-    c.run("invoke bake --target qemu --var disco_source=none", echo=True)  # for tests/vm
+    c.run(" ".join(["invoke bake --target qemu", *disco_vars]), echo=True)  # for tests/vm
     c.run("python -m pytest -ra --ignore=tests/images", echo=True)
 
 
