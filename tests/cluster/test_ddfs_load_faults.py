@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pytest
 
 from imagebake import state
 from imagebake.disco import smoke
+from tests.archives import zip_of
 
 from .helpers import sh, temp_files
 
@@ -103,18 +103,6 @@ def check_nothing_changed(record: dict, stored: list[str], before: dict, left: l
     assert set(pushers(record).values()) == {0}
 
 
-def _zip(path: Path, members) -> Path:
-    """A zip of MEMBERS: (name, bytes) or (name, bytes, unix mode) for a symlink."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data, *mode in members:
-            info = zipfile.ZipInfo(name)
-            if mode:
-                info.create_system = 3
-                info.external_attr = mode[0] << 16
-            archive.writestr(info, data)
-    return path
-
-
 # ---------------------------------------------------------------- refused on the laptop
 @pytest.mark.parametrize("case,says", [
     ("symlink member", "zip member 'link.csv' of data.zip is a symlink: refused"),
@@ -127,8 +115,8 @@ def test_bad_local_input_is_one_line_exit_2_and_changes_nothing(fc, base, state_
     path.write_bytes(TEXT * 3)
     args = ["--input", str(path)]
     if case == "symlink member":
-        path = _zip(tmp_path / "data.zip", [("ok.csv", TEXT),
-                                            ("link.csv", b"/etc/shadow", 0o120777)])
+        path = zip_of(tmp_path / "data.zip", [("ok.csv", TEXT),
+                                              ("link.csv", b"/etc/shadow", 0o120777)])
         args = ["--input", str(path)]
     elif case == "not http or s3":
         args += ["--input", "ftp://example.invalid/a.tsv"]
@@ -233,7 +221,7 @@ def test_a_bad_download_fails_on_the_slave_in_one_line_and_changes_nothing(
         name = "link.zip" if case == "symlink member" else "out.zip"
         member = ("link.csv", b"/etc/shadow", 0o120777) if case == "symlink member" \
             else ("../../x.csv", TEXT)
-        _zip(folder / name, [("ok.csv", TEXT), member])
+        zip_of(folder / name, [("ok.csv", TEXT), member])
         args = ["--input", f"{url}/{name}"]
     before = temp_files(fc)
     proc, left = invoke("ddfs-load", "--name", NAME, *args, "--tag", TAG)

@@ -22,6 +22,7 @@ import pytest
 from imagebake import state
 from imagebake.disco import ddfs_load, ddfs_push
 from imagebake.errors import ImagebakeError
+from tests.archives import zip_of
 
 TEXT = b"of the\t1999\t12\t3\t1\n"
 
@@ -420,16 +421,6 @@ def test_a_matching_sha256_loads(ddfs, tmp_path):
 
 
 # ---------------------------------------------------------------- issue 21 N2: zip members
-def _zip(path, members):
-    """A zip with MEMBERS: (name, bytes) pairs, or (name, bytes, unix mode) for a symlink."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data, *mode in members:
-            info = zipfile.ZipInfo(name)
-            if mode:
-                info.create_system = 3
-                info.external_attr = mode[0] << 16
-            archive.writestr(info, data)
-    return path
 
 
 @pytest.mark.parametrize("member", ["../secret", "../../secret", "a/../../secret",
@@ -440,7 +431,7 @@ def test_a_zip_member_outside_the_folder_is_refused(ddfs, tmp_path, member):
     (tmp_path / "secret").write_bytes(b"aws_secret_access_key = AKIA...\n")
     work = tmp_path / "in"
     work.mkdir()
-    path = _zip(work / "data.zip", [("ok.csv", TEXT), (member, TEXT)])
+    path = zip_of(work / "data.zip", [("ok.csv", TEXT), (member, TEXT)])
     with pytest.raises(ImagebakeError) as err:
         ddfs_load.load(RECORD, [str(path)], "data:x")
     assert "\n" not in str(err.value) and repr(member) in str(err.value)
@@ -455,7 +446,7 @@ def test_zip_members_inside_the_folder_pass(member):
 
 
 def test_a_symlink_member_is_refused(ddfs, tmp_path):
-    path = _zip(tmp_path / "data.zip", [("ok.csv", TEXT),
+    path = zip_of(tmp_path / "data.zip", [("ok.csv", TEXT),
                                         ("link.csv", b"/home/u/.ssh/id_rsa", 0o120777)])
     with pytest.raises(ImagebakeError, match="symlink") as err:
         ddfs_load.load(RECORD, [str(path)], "data:x")
@@ -465,7 +456,7 @@ def test_a_symlink_member_is_refused(ddfs, tmp_path):
 
 def test_a_zip_bomb_is_refused_before_anything_is_sent(ddfs, tmp_path, monkeypatch):
     monkeypatch.setattr(ddfs_load, "MAX_UNPACKED", 1_000_000)
-    path = _zip(tmp_path / "bomb.zip", [("a.csv", b"0" * 600_000), ("b.csv", b"0" * 600_000)])
+    path = zip_of(tmp_path / "bomb.zip", [("a.csv", b"0" * 600_000), ("b.csv", b"0" * 600_000)])
     with pytest.raises(ImagebakeError, match="unpacks to more than 1,000,000 bytes") as err:
         ddfs_load.load(RECORD, [str(path)], "data:x")
     assert "\n" not in str(err.value) and "bomb.zip" in str(err.value)
