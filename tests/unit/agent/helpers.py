@@ -176,3 +176,17 @@ def read(ctx, path):
 
 def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def with_disco(c, port):
+    """The master's spec with Disco's API on PORT and a `disco` executable installed."""
+    spec_ = dict(c.master_spec, disco_port=port)
+    os.remove(c.mctx.path("/run/imagebake/spec.json"))
+    os.rmdir(c.mctx.path("/run/imagebake"))
+    write_spec(c.mctx, spec_)
+    exe = c.mctx.path("/usr/bin/disco")
+    os.makedirs(os.path.dirname(exe))
+    with open(exe, "w") as handle:
+        handle.write("#!/bin/sh\n")
+    os.chmod(exe, 0o755)
+    c.node_spec = dict(c.node_spec, disco_port=port)

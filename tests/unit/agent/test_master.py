@@ -29,7 +29,7 @@ from .helpers import (
     needs_keygen,
     read,
     snapshot,
-    write_spec,
+    with_disco,
 )
 
 
@@ -222,15 +222,7 @@ def test_running_disco_gets_table_changes_through_its_api(agent_ctx):
     disco = FakeDisco()
     c = Cluster(agent_ctx, expected=2)
     try:
-        spec = dict(c.master_spec, disco_port=disco.port)
-        os.remove(c.mctx.path("/run/imagebake/spec.json"))
-        os.rmdir(c.mctx.path("/run/imagebake"))
-        write_spec(c.mctx, spec)
-        exe = c.mctx.path("/usr/bin/disco")
-        os.makedirs(os.path.dirname(exe))
-        with open(exe, "w") as handle:
-            handle.write("#!/bin/sh\n")
-        os.chmod(exe, 0o755)
+        with_disco(c, disco.port)
         c.mctx.runner.results["/usr/bin/disco"] = Result(0, "Master master:8989 running")
         c.start_master()
         assert disco.bodies == [("/disco/ctrl/save_config_table", [])]
@@ -803,20 +795,6 @@ class _SlowStart:
         return self.inner.run(argv, input_text, env)
 
 
-def _with_disco(c, port):
-    """The master's spec with Disco's API on PORT and a `disco` executable installed."""
-    spec_ = dict(c.master_spec, disco_port=port)
-    os.remove(c.mctx.path("/run/imagebake/spec.json"))
-    os.rmdir(c.mctx.path("/run/imagebake"))
-    write_spec(c.mctx, spec_)
-    exe = c.mctx.path("/usr/bin/disco")
-    os.makedirs(os.path.dirname(exe))
-    with open(exe, "w") as handle:
-        handle.write("#!/bin/sh\n")
-    os.chmod(exe, 0o755)
-    c.node_spec = dict(c.node_spec, disco_port=port)
-
-
 @needs_keygen
 def test_joins_go_on_while_disco_starts_and_the_table_reaches_it_once_it_answers(agent_ctx):
     """Issue 20 item 5: `disco start` runs outside the master's lock (nodes that joined
@@ -828,7 +806,7 @@ def test_joins_go_on_while_disco_starts_and_the_table_reaches_it_once_it_answers
 
     c = Cluster(agent_ctx, expected=1)
     port = free_port()
-    _with_disco(c, port)
+    with_disco(c, port)
     slow = c.mctx.runner = _SlowStart(c.mctx.runner)
     slow.inner.results["/usr/bin/disco"] = Result(0, "Master master:8989 stopped")
     booted = threading.Thread(target=c.start_master)

@@ -5,7 +5,6 @@ it once its heartbeat stops. The master's own notice is one line in status. Serv
 qemu target's emulated IMDS and a fake Disco API on 127.0.0.1."""
 
 import logging
-import os
 
 import pytest
 
@@ -17,7 +16,7 @@ from imagebake.agent.runner import Result
 from imagebake.report import render_status
 from imagebake.targets.qemu import imds as emulator
 
-from .helpers import Clock, Cluster, free_port, needs_keygen, write_spec
+from .helpers import Clock, Cluster, free_port, needs_keygen, with_disco
 from .test_imds import _instance
 from .test_master import FakeDisco
 
@@ -127,18 +126,9 @@ def disco_cluster(agent_ctx, expected=3):
     """A master whose Disco runs (its API is FakeDisco), with nodes node01 and node02."""
     disco = FakeDisco()
     c = Cluster(agent_ctx, expected=expected)
-    spec = dict(c.master_spec, disco_port=disco.port)
-    os.remove(c.mctx.path("/run/imagebake/spec.json"))
-    os.rmdir(c.mctx.path("/run/imagebake"))
-    write_spec(c.mctx, spec)
-    exe = c.mctx.path("/usr/bin/disco")
-    os.makedirs(os.path.dirname(exe))
-    with open(exe, "w") as handle:
-        handle.write("#!/bin/sh\n")
-    os.chmod(exe, 0o755)
+    with_disco(c, disco.port)
     c.mctx.runner.results["/usr/bin/disco"] = Result(0, "Master master:8989 running")
     c.start_master()
-    c.node_spec = dict(c.node_spec, disco_port=disco.port)
     c.add_node(1)
     c.add_node(2)
     return c, disco
