@@ -110,8 +110,8 @@ def test_cloud_init_took_everything_from_the_ec2_datasource(cluster):
         # the user data on the machine is the AWS launcher's, byte for byte
         on_vm = sh(cluster, host, "cat /var/lib/cloud/instance/user-data.txt")
         assert on_vm == vmrec["user_data"]
-        state = json.loads(sh(cluster, host, "imagebake-agent status --json"))
-        assert "from /var/lib/cloud/instance/user-data.txt" in state["phases"]["spec"]["detail"]
+        report = json.loads(sh(cluster, host, "imagebake-agent status --json"))
+        assert "from /var/lib/cloud/instance/user-data.txt" in report["phases"]["spec"]["detail"]
     master = json.loads(cluster["vms"]["master"]["user_data"])
     assert master["master"]["address"] is None  # the AWS shape: unknown at launch
     assert cluster["vms"]["master"]["user_data"] == aws_userdata.render(master)
