@@ -27,12 +27,12 @@ from imagebake.disco import ddfs_load, jobs, smoke
 from imagebake.targets.docker import cluster as docker_cluster
 from imagebake.targets.docker.cluster import container_name
 
+from ..slow_job import SLOW_JOB, full_count
 from .helpers import sh
 
 NAME = f"lost-{os.getpid()}"
 TAG = "data:lost"
 TARGET = docker_cluster.DockerTarget()
-SLOW_JOB = Path(__file__).parents[1] / "vm" / "slow_ngram_job.py"
 TASK_SECONDS = 4
 BLOBS = 8
 JOB_TIMEOUT = 1200  # Disco's own retry ladder on a dead URL takes minutes (comm.request)
@@ -43,13 +43,6 @@ def _nodeinfo(record: dict) -> dict:
                                "urlopen('http://127.0.0.1:8989/disco/ctrl/nodeinfo', "
                                "timeout=10).read().decode())\"")
     return json.loads(out.stdout)
-
-
-def _expected(paths: list[Path]) -> str:
-    job = smoke.load_job_module()
-    lines = [ln for p in paths for ln in p.read_text().splitlines(keepends=True)]
-    counts = job.reduce_counts([kv for ln in lines for kv in job.map_ngram(ln, None)], None)
-    return "".join(f"{ngram},{count}\n" for ngram, count in sorted(counts))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +57,7 @@ def loaded(with_disco, launcher, state_dir):
             paths.append(path)
         stored = ddfs_load.load(record, [str(p) for p in paths], TAG, blob_mb=1, replicas=2)
         assert stored["blobs"] >= BLOBS - 2, stored  # ~1 MiB blobs
-        return {"record": record, "want": _expected(paths)}
+        return {"record": record, "want": full_count(paths)}
 
 
 def test_a_slave_killed_with_map_outputs_on_it_the_job_still_answers(loaded):

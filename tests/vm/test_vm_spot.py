@@ -42,12 +42,12 @@ from imagebake.disco import ddfs_load, jobs, smoke
 from imagebake.targets.qemu import cluster as qemu_cluster
 from imagebake.targets.qemu import ec2, vm
 
+from ..slow_job import SLOW_JOB, full_count
 from .helpers import sh
 from .test_vm_cluster import _record_result
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 BLACKLISTED_WITHIN = 60  # s; the figure measured is written to the results file
-SLOW_JOB = Path(__file__).with_name("slow_ngram_job.py")
 TASK_SECONDS = 5  # each map task sleeps this long first: the job is still running
 BLOBS = 4  # ~1 MiB blobs per tag: one map task each
 GRACE_SECONDS = 20  # instance-action -> power-off here (EC2: 120 s)
@@ -127,14 +127,6 @@ def _sample(folder: Path, seed: int) -> list[Path]:
     return paths
 
 
-def _expected(paths: list[Path]) -> str:
-    """The full count by examples/ngram_top.py's plain-Python pipeline, as the job prints."""
-    job = smoke.load_job_module()
-    lines = [ln for p in paths for ln in p.read_text().splitlines(keepends=True)]
-    counts = job.reduce_counts([kv for ln in lines for kv in job.map_ngram(ln, None)], None)
-    return "".join(f"{ngram},{count}\n" for ngram, count in sorted(counts))
-
-
 def _load(cluster, tmp_path: Path, tag: str, replicas: int, seed: int) -> tuple[str, list]:
     paths = _sample(tmp_path, seed)
     target = qemu_cluster.QemuTarget()
@@ -142,7 +134,7 @@ def _load(cluster, tmp_path: Path, tag: str, replicas: int, seed: int) -> tuple[
     stored = ddfs_load.load(cluster, [str(p) for p in paths], tag, blob_mb=1,
                             replicas=replicas)
     assert stored["blobs"] >= 2, stored
-    return _expected(paths), _blobs(cluster, tag)
+    return full_count(paths), _blobs(cluster, tag)
 
 
 class Job:
