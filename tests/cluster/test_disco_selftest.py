@@ -17,6 +17,7 @@ from imagebake.disco import selftest
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "build" / "disco-selftest.txt"
+MODULE_TIMEOUT = 900
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,10 @@ def st(with_disco, launcher):
 
 
 def test_disco_own_suite_passes_on_the_cluster(st):
+    # test_gc and test_pipe take ~10 min each here (docs/bake.md): 900 s per module, as there
     proc = subprocess.run([sys.executable, "-m", "invoke", "disco-selftest", "--name",
-                           st["name"]], capture_output=True, text=True, cwd=ROOT,
+                           st["name"], "--timeout", str(MODULE_TIMEOUT)],
+                          capture_output=True, text=True, cwd=ROOT,
                           timeout=60 * 60 * 3)
     TABLE.parent.mkdir(exist_ok=True)
     TABLE.write_text(proc.stdout)

@@ -73,7 +73,12 @@ def test_detach_then_status_list_logs_and_kill(jc, state_dir):
     status = invoke("job-status", "--name", "h4job", name)
     assert status.returncode == 0 and f"job {name}: active" in status.stdout, status.stdout
     assert f"active   {name}" in invoke("job-list", "--name", "h4job").stdout
-    assert "assigned to node0" in invoke("job-logs", "--name", "h4job", name).stdout
+    logs = invoke("job-logs", "--name", "h4job", name)
+    end = time.monotonic() + 60  # Disco writes a job's first events a moment after it runs
+    while "assigned to node0" not in logs.stdout and time.monotonic() < end:
+        time.sleep(1)
+        logs = invoke("job-logs", "--name", "h4job", name)
+    assert "assigned to node0" in logs.stdout, logs.stdout + logs.stderr
     killed = invoke("job-kill", "--name", "h4job", name)
     assert killed.returncode == 0 and killed.stdout.strip() == f"job {name} killed"
     status = invoke("job-status", "--name", "h4job", name)
