@@ -192,6 +192,25 @@ def _event_time(stamp: str) -> float:
     return float(calendar.timegm(time.strptime(stamp.strip(), "%Y/%m/%d %H:%M:%S")))
 
 
+def _job_figures(job, run, host: str, killed: float, replicas2: tuple, replicas1: tuple) -> dict:
+    """What both node-loss tests record of the job and of the blobs (before, after) stored
+    with 2 and with 1 replica."""
+    (before2, after2), (before1, after1) = replicas2, replicas1
+    return {
+        "job_seconds": round(job.ended - job.began, 1),
+        "job_end_after_power_off_s": round(job.ended - killed, 1),
+        "tasks_per_host": {h: len(t) for h, t in run.hosts().items()},
+        "task_failures_on_victim": _failures(run.events, host),
+        "regenerated": _regenerated(run.events),
+        "replicas2_on_victim": len(_on(before2, host)),
+        "replicas2_readable_after": sum(r["readable"] for r in after2),
+        "replicas2_blobs": len(after2),
+        "replicas1_on_victim": len(_on(before1, host)),
+        "replicas1_readable_after": sum(r["readable"] for r in after1),
+        "replicas1_blobs": len(after1),
+    }
+
+
 def _regenerated(events: list[list[str]]) -> int:
     """Disco's `Input failed` events: a task could not read an input from a node gone or
     blacklisted, and the tasks that made it were re-run elsewhere."""
@@ -267,23 +286,12 @@ def test_spot_notice_blacklists_the_slave_within_seconds_and_the_job_still_answe
                                     "job_seconds": round(job.ended - job.began, 1)})
     assert run.ok, run.reason
     assert run.stdout == want, "the job's answer differs from the plain-Python count"
-    hosts = run.hosts()
     late = _assigned_after(run.events, host, blacklisted_at)
     after2, after1 = _blobs(cluster, "data:spot-r2"), _blobs(cluster, "data:spot-r1")
     result = {
         "task_seconds": TASK_SECONDS, "grace_seconds": GRACE_SECONDS,
         "first_task_on_victim_s": first_task_s,
-        "job_seconds": round(job.ended - job.began, 1),
-        "job_end_after_power_off_s": round(job.ended - killed, 1),
-        "tasks_per_host": {h: len(t) for h, t in hosts.items()},
-        "task_failures_on_victim": _failures(run.events, host),
-        "regenerated": _regenerated(run.events),
-        "replicas2_on_victim": len(_on(before2, host)),
-        "replicas2_readable_after": sum(r["readable"] for r in after2),
-        "replicas2_blobs": len(after2),
-        "replicas1_on_victim": len(_on(before1, host)),
-        "replicas1_readable_after": sum(r["readable"] for r in after1),
-        "replicas1_blobs": len(after1),
+        **_job_figures(job, run, host, killed, (before2, after2), (before1, after1)),
     }
     _record_result("spot_job", result)
     print(json.dumps(result, indent=2))
@@ -320,17 +328,7 @@ def test_no_notice_a_slave_powered_off_mid_job(cluster, tmp_path):
         "disco_disconnected_after_s": noticed,
         "job_ok": run.ok, "job_reason": run.reason,
         "job_answer_correct": run.ok and run.stdout == want,
-        "job_seconds": round(job.ended - job.began, 1),
-        "job_end_after_power_off_s": round(job.ended - killed, 1),
-        "tasks_per_host": {h: len(t) for h, t in run.hosts().items()},
-        "task_failures_on_victim": _failures(run.events, host),
-        "regenerated": _regenerated(run.events),
-        "replicas2_on_victim": len(_on(before2, host)),
-        "replicas2_readable_after": sum(r["readable"] for r in after2),
-        "replicas2_blobs": len(after2),
-        "replicas1_on_victim": len(_on(before1, host)),
-        "replicas1_readable_after": sum(r["readable"] for r in after1),
-        "replicas1_blobs": len(after1),
+        **_job_figures(job, run, host, killed, (before2, after2), (before1, after1)),
         "replicas1_lost_read_seconds": max((r["seconds"] for r in lost1), default=None),
     }
     _record_result("no_notice_job", result)
